@@ -1,0 +1,179 @@
+//! The in-memory store.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use chrono::Utc;
+use eventcore::{
+    AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, ReadAllQuery, RecordedEvent,
+    StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
+};
+use tokio::sync::watch;
+
+/// An event store held in memory; clones share the same events.
+///
+/// All state sits behind one mutex that is never held across an `.await`,
+/// so every call is atomic and linearizable.
+#[derive(Debug, Clone)]
+pub struct InMemoryEventStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    log: Mutex<Log>,
+    /// Carries the number of stored events; subscriptions wait on it.
+    head: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Every event in global order; an event's index is its sequence minus one.
+    events: Vec<RecordedEvent>,
+    /// For every stream, the indexes of its events in `events`, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    appends: u64,
+}
+
+impl Default for InMemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                log: Mutex::new(Log::default()),
+                head: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while the lock was held cannot leave the log half-written:
+        // appends check everything before they change anything.
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Log {
+    fn version(&self, stream_id: &StreamId) -> StreamVersion {
+        let len = self.streams.get(stream_id).map_or(0, Vec::len);
+        StreamVersion::new(len as u64)
+    }
+
+    fn read_streams(&self, stream_ids: &[StreamId]) -> StreamsRead {
+        let mut versions = BTreeMap::new();
+        let mut indexes = Vec::new();
+        for stream_id in stream_ids {
+            if versions.contains_key(stream_id) {
+                continue;
+            }
+            versions.insert(stream_id.clone(), self.version(stream_id));
+            if let Some(stream) = self.streams.get(stream_id) {
+                indexes.extend_from_slice(stream);
+            }
+        }
+        indexes.sort_unstable();
+        StreamsRead {
+            events: indexes
+                .into_iter()
+                .map(|i| self.events[i].clone())
+                .collect(),
+            versions,
+        }
+    }
+
+    fn append(&mut self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let conflicts: Vec<VersionConflict> = request
+            .streams()
+            .iter()
+            .filter_map(|stream| {
+                let actual = self.version(&stream.stream_id);
+                (!stream.expected.accepts(actual)).then(|| VersionConflict {
+                    stream_id: stream.stream_id.clone(),
+                    expected: stream.expected,
+                    actual,
+                })
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(StoreError::Conflict { conflicts });
+        }
+
+        self.appends += 1;
+        let recorded_at = Utc::now();
+        let mut result = AppendResult::default();
+        for stream in request.into_streams() {
+            let indexes = self.streams.entry(stream.stream_id.clone()).or_default();
+            for event in stream.events {
+                let (event_type, payload, metadata) = event.into_parts();
+                let index = self.events.len();
+                indexes.push(index);
+                let written = WrittenEvent {
+                    id: EventId::new_v7(),
+                    stream_id: stream.stream_id.clone(),
+                    version: StreamVersion::new(indexes.len() as u64),
+                    position: GlobalPosition::new(self.appends, index as u64 + 1),
+                    recorded_at,
+                };
+                self.events.push(RecordedEvent {
+                    id: written.id,
+                    stream_id: written.stream_id.clone(),
+                    version: written.version,
+                    position: written.position,
+                    recorded_at,
+                    event_type,
+                    payload,
+                    metadata,
+                });
+                result.events.push(written);
+            }
+            let version = StreamVersion::new(indexes.len() as u64);
+            result.versions.insert(stream.stream_id, version);
+        }
+        Ok(result)
+    }
+
+    fn read_all(&self, query: &ReadAllQuery) -> Vec<RecordedEvent> {
+        let start = self.events.partition_point(|e| e.position <= query.after);
+        self.events[start..]
+            .iter()
+            .filter(|e| query.wants(&e.event_type))
+            .take(query.limit.get())
+            .cloned()
+            .collect()
+    }
+}
+
+impl EventStore for InMemoryEventStore {
+    async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
+        Ok(self.log().read_streams(stream_ids))
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let (result, head) = {
+            let mut log = self.log();
+            let result = log.append(request)?;
+            (result, log.events.len() as u64)
+        };
+        self.shared.head.send_replace(head);
+        Ok(result)
+    }
+
+    async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(self.log().read_all(query))
+    }
+
+    fn subscribe(&self, query: ReadAllQuery) -> Subscription {
+        Subscription::follow(self.clone(), query, self.shared.head.subscribe())
+    }
+}

@@ -1,0 +1,872 @@
+//! The behaviour every [`EventStore`] adapter must show, as a reusable test suite.
+//!
+//! Each case is a public `async fn` taking a fresh, empty store. Run them all
+//! as `#[test]`s with [`conformance_tests!`](crate::conformance_tests),
+//! giving it a factory that returns a future of a new, empty store. Each
+//! test calls the factory once; stores must not share events.
+//!
+//! ```ignore
+//! // In an adapter's tests/conformance.rs
+//! eventcore::conformance_tests!(|| async { my_adapter::MyStore::connect_fresh().await });
+//! ```
+//!
+//! Cases fail by panicking, like any test; the suite runs each on a
+//! two-thread tokio runtime with a two-minute time limit.
+// A test suite reports failure by panicking; nothing here runs in production.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{collections::HashSet, future::Future, num::NonZeroUsize, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+use crate::{
+    AppendRequest, AppendResult, CausationId, CorrelationId, Event, EventMetadata, EventStore,
+    EventType, ExpectedVersion, GlobalPosition, NewEvent, ReadAllQuery, RecordedEvent, StoreError,
+    StreamAppend, StreamId, StreamVersion, UserId,
+};
+
+/// How long one case may take before it fails.
+pub const CASE_TIME_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs one case on a fresh store from `factory`, on a two-thread runtime, within [`CASE_TIME_LIMIT`].
+pub fn run<S, F, Fut, C, CFut>(factory: F, case: C)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = S>,
+    C: FnOnce(S) -> CFut,
+    CFut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the conformance case");
+    runtime.block_on(async {
+        let store = factory().await;
+        tokio::time::timeout(CASE_TIME_LIMIT, case(store))
+            .await
+            .expect("the conformance case did not finish within its time limit");
+    });
+}
+
+/// Generates one `#[test]` per conformance case, each on a fresh store from `$factory`.
+///
+/// `$factory` is an expression evaluating to a closure (or function) that
+/// returns a future of a new, empty store. It is evaluated once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__conformance_cases!(
+            $factory;
+            absent_stream_reads_as_version_zero,
+            append_then_read_back_is_equal,
+            versions_are_contiguous_from_one,
+            expected_any_accepts_every_version,
+            expected_no_stream_accepts_only_absent_streams,
+            expected_exact_accepts_only_that_version,
+            conflict_on_one_stream_writes_nothing_to_any,
+            conflict_names_every_conflicting_stream,
+            moved_check_only_stream_fails_the_whole_append,
+            check_only_stream_is_not_written,
+            streams_are_isolated,
+            multi_stream_read_is_in_global_order,
+            read_all_pages_without_duplicates_or_holes,
+            read_all_filters_by_event_type,
+            subscription_catches_up_then_follows_live_appends,
+            subscription_starts_after_its_position_and_filters,
+            concurrent_appends_with_the_same_expectation_one_wins,
+            concurrent_appends_to_disjoint_streams_all_succeed,
+            undecodable_event_is_a_typed_error,
+            ten_thousand_events_in_one_append,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::run($factory, $crate::conformance::$case);
+            }
+        )*
+    };
+}
+
+/// The event type the suite writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestEvent {
+    /// A first kind of event.
+    Created {
+        /// Unique per event within a case.
+        marker: u64,
+    },
+    /// A second kind, to test type filters.
+    Noted {
+        /// Unique per event within a case.
+        marker: u64,
+        /// Free text, including characters that need escaping.
+        text: String,
+    },
+}
+
+impl TestEvent {
+    /// The event's marker.
+    pub fn marker(&self) -> u64 {
+        match self {
+            Self::Created { marker } | Self::Noted { marker, .. } => *marker,
+        }
+    }
+}
+
+impl Event for TestEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created { .. } => "conformance.Created",
+            Self::Noted { .. } => "conformance.Noted",
+        }
+    }
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::try_new(name).expect("a valid stream id")
+}
+
+fn created(marker: u64) -> NewEvent {
+    NewEvent::from_event(&TestEvent::Created { marker }, EventMetadata::default()).unwrap()
+}
+
+fn noted(marker: u64) -> NewEvent {
+    let text = format!("note {marker}: quotes ' \" ; -- ünïcødé");
+    NewEvent::from_event(&TestEvent::Noted { marker, text }, EventMetadata::default()).unwrap()
+}
+
+fn markers(events: &[RecordedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.decode::<TestEvent>().unwrap().payload.marker())
+        .collect()
+}
+
+fn v(n: u64) -> StreamVersion {
+    StreamVersion::new(n)
+}
+
+async fn append<S: EventStore>(
+    store: &S,
+    streams: Vec<StreamAppend>,
+) -> Result<AppendResult, StoreError> {
+    store.append(AppendRequest::new(streams).unwrap()).await
+}
+
+async fn append_ok<S: EventStore>(store: &S, id: &StreamId, events: Vec<NewEvent>) -> AppendResult {
+    store
+        .append(AppendRequest::single(
+            id.clone(),
+            ExpectedVersion::Any,
+            events,
+        ))
+        .await
+        .expect("an append with ExpectedVersion::Any succeeds")
+}
+
+async fn read_one<S: EventStore>(store: &S, id: &StreamId) -> (Vec<RecordedEvent>, StreamVersion) {
+    let read = store.read_streams(std::slice::from_ref(id)).await.unwrap();
+    let version = read.version(id);
+    (read.events, version)
+}
+
+async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+    store
+        .read_all(&ReadAllQuery::from_start().page_size(NonZeroUsize::new(1_000_000).unwrap()))
+        .await
+        .unwrap()
+}
+
+fn expect_conflict(result: Result<AppendResult, StoreError>) -> Vec<crate::VersionConflict> {
+    match result {
+        Err(StoreError::Conflict { conflicts }) => conflicts,
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+}
+
+/// An absent stream reads as no events at version 0, alone and beside others.
+pub async fn absent_stream_reads_as_version_zero<S: EventStore>(store: S) {
+    let (absent, present) = (stream("absent"), stream("present"));
+    let (events, version) = read_one(&store, &absent).await;
+    assert!(events.is_empty());
+    assert_eq!(version, StreamVersion::INITIAL);
+
+    append_ok(&store, &present, vec![created(1)]).await;
+    let read = store
+        .read_streams(&[absent.clone(), present.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        read.versions.len(),
+        2,
+        "every requested stream has a version"
+    );
+    assert_eq!(read.version(&absent), v(0));
+    assert_eq!(read.version(&present), v(1));
+    assert_eq!(read.events.len(), 1);
+}
+
+/// What an append wrote reads back equal: ids, versions, positions, times, types, payloads, metadata.
+pub async fn append_then_read_back_is_equal<S: EventStore>(store: S) {
+    let id = stream("order-'; DROP TABLE events; --ü");
+    let metadata = EventMetadata::default()
+        .with_correlation_id(CorrelationId::new_v7())
+        .with_causation_id(CausationId::from_uuid(uuid::Uuid::now_v7()))
+        .with_user_id(UserId::try_new("alice").unwrap())
+        .with_entry("source", "conformance")
+        .with_entry(
+            "nested",
+            serde_json::json!({"a": [1, 2, {"b": null}], "big": u64::MAX}),
+        );
+    let sent = [
+        TestEvent::Created { marker: 1 },
+        TestEvent::Noted {
+            marker: 2,
+            text: "line\nbreak \u{0} nul \"quoted\" 🦀".to_owned(),
+        },
+    ];
+    let events: Vec<NewEvent> = sent
+        .iter()
+        .map(|e| NewEvent::from_event(e, metadata.clone()).unwrap())
+        .collect();
+    let written = store
+        .append(AppendRequest::single(
+            id.clone(),
+            ExpectedVersion::NoStream,
+            events,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(written.events.len(), 2);
+    assert_eq!(written.versions.get(&id), Some(&v(2)));
+
+    let (read, version) = read_one(&store, &id).await;
+    assert_eq!(version, v(2));
+    assert_eq!(read.len(), 2);
+    for ((stored, written), sent) in read.iter().zip(&written.events).zip(&sent) {
+        assert_eq!(stored.id, written.id);
+        assert_eq!(stored.stream_id, id);
+        assert_eq!(stored.version, written.version);
+        assert_eq!(stored.position, written.position);
+        assert_eq!(stored.recorded_at, written.recorded_at);
+        assert_eq!(stored.event_type.as_ref(), sent.event_type());
+        assert_eq!(stored.metadata, metadata);
+        assert_eq!(&stored.decode::<TestEvent>().unwrap().payload, sent);
+    }
+    assert_eq!(
+        read[0].id.as_uuid().get_version_num(),
+        7,
+        "event ids are UUIDv7"
+    );
+    assert_ne!(read[0].id, read[1].id);
+    assert!(read[0].position < read[1].position);
+    assert_eq!(
+        read_everything(&store).await,
+        read,
+        "read_all returns the same events"
+    );
+}
+
+/// Versions start at 1 and grow by one per event, over single and multi-event appends.
+pub async fn versions_are_contiguous_from_one<S: EventStore>(store: S) {
+    let id = stream("counter");
+    let mut expected_version = 0;
+    for batch in [1_u64, 3, 1, 5, 2] {
+        let events = (0..batch).map(|i| created(expected_version + i)).collect();
+        let written = store
+            .append(AppendRequest::single(
+                id.clone(),
+                ExpectedVersion::Exact(v(expected_version)),
+                events,
+            ))
+            .await
+            .unwrap();
+        let versions: Vec<u64> = written.events.iter().map(|e| e.version.value()).collect();
+        let wanted: Vec<u64> = (expected_version + 1..=expected_version + batch).collect();
+        assert_eq!(versions, wanted);
+        expected_version += batch;
+    }
+    let (events, version) = read_one(&store, &id).await;
+    assert_eq!(version, v(expected_version));
+    let versions: Vec<u64> = events.iter().map(|e| e.version.value()).collect();
+    assert_eq!(versions, (1..=expected_version).collect::<Vec<_>>());
+    assert_eq!(markers(&events), (0..expected_version).collect::<Vec<_>>());
+}
+
+/// `ExpectedVersion::Any` appends to absent and existing streams alike.
+pub async fn expected_any_accepts_every_version<S: EventStore>(store: S) {
+    let id = stream("any");
+    for marker in 0..3 {
+        let result = store
+            .append(AppendRequest::single(
+                id.clone(),
+                ExpectedVersion::Any,
+                vec![created(marker)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(result.events[0].version, v(marker + 1));
+    }
+}
+
+/// `ExpectedVersion::NoStream` (and `Exact(0)`) succeed only while the stream has no events.
+pub async fn expected_no_stream_accepts_only_absent_streams<S: EventStore>(store: S) {
+    let id = stream("fresh");
+    store
+        .append(AppendRequest::single(
+            id.clone(),
+            ExpectedVersion::NoStream,
+            vec![created(1)],
+        ))
+        .await
+        .unwrap();
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(v(0))] {
+        let conflicts = expect_conflict(
+            store
+                .append(AppendRequest::single(
+                    id.clone(),
+                    expected,
+                    vec![created(2)],
+                ))
+                .await,
+        );
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].stream_id, id);
+        assert_eq!(conflicts[0].expected, expected);
+        assert_eq!(conflicts[0].actual, v(1));
+    }
+    let other = stream("other-fresh");
+    store
+        .append(AppendRequest::single(
+            other,
+            ExpectedVersion::Exact(v(0)),
+            vec![created(3)],
+        ))
+        .await
+        .expect("Exact(0) means the stream has no events");
+    assert_eq!(read_one(&store, &id).await.1, v(1));
+}
+
+/// `ExpectedVersion::Exact(n)` succeeds only at version n, and a refusal names the actual version.
+pub async fn expected_exact_accepts_only_that_version<S: EventStore>(store: S) {
+    let id = stream("exact");
+    append_ok(&store, &id, vec![created(1), created(2)]).await;
+    for wrong in [0, 1, 3, 100] {
+        let conflicts = expect_conflict(
+            store
+                .append(AppendRequest::single(
+                    id.clone(),
+                    ExpectedVersion::Exact(v(wrong)),
+                    vec![created(9)],
+                ))
+                .await,
+        );
+        assert_eq!(
+            conflicts,
+            vec![crate::VersionConflict {
+                stream_id: id.clone(),
+                expected: ExpectedVersion::Exact(v(wrong)),
+                actual: v(2),
+            }]
+        );
+    }
+    store
+        .append(AppendRequest::single(
+            id.clone(),
+            ExpectedVersion::Exact(v(2)),
+            vec![created(3)],
+        ))
+        .await
+        .unwrap();
+    let (events, version) = read_one(&store, &id).await;
+    assert_eq!(version, v(3));
+    assert_eq!(
+        markers(&events),
+        vec![1, 2, 3],
+        "refused appends wrote nothing"
+    );
+}
+
+/// A conflict on one stream of a multi-stream append writes nothing to any stream.
+pub async fn conflict_on_one_stream_writes_nothing_to_any<S: EventStore>(store: S) {
+    let (a, b, c) = (stream("a"), stream("b"), stream("c"));
+    append_ok(&store, &b, vec![created(1)]).await;
+    let before = read_everything(&store).await;
+    let conflicts = expect_conflict(
+        append(
+            &store,
+            vec![
+                StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![created(2)]),
+                StreamAppend::new(b.clone(), ExpectedVersion::NoStream, vec![created(3)]),
+                StreamAppend::new(
+                    c.clone(),
+                    ExpectedVersion::Any,
+                    vec![created(4), created(5)],
+                ),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].stream_id, b);
+    let read = store
+        .read_streams(&[a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_eq!(read.version(&a), v(0));
+    assert_eq!(read.version(&b), v(1));
+    assert_eq!(read.version(&c), v(0));
+    assert_eq!(
+        read_everything(&store).await,
+        before,
+        "nothing was written anywhere"
+    );
+}
+
+/// A refused append names every stream whose check failed, each with expected and actual versions.
+pub async fn conflict_names_every_conflicting_stream<S: EventStore>(store: S) {
+    let (a, b, c) = (stream("a"), stream("b"), stream("c"));
+    append_ok(&store, &a, vec![created(1)]).await;
+    append_ok(&store, &b, vec![created(2), created(3)]).await;
+    let mut conflicts = expect_conflict(
+        append(
+            &store,
+            vec![
+                StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![created(4)]),
+                StreamAppend::new(b.clone(), ExpectedVersion::Exact(v(1)), vec![created(5)]),
+                StreamAppend::new(c.clone(), ExpectedVersion::NoStream, vec![created(6)]),
+            ],
+        )
+        .await,
+    );
+    conflicts.sort_by(|x, y| x.stream_id.cmp(&y.stream_id));
+    assert_eq!(
+        conflicts,
+        vec![
+            crate::VersionConflict {
+                stream_id: a,
+                expected: ExpectedVersion::NoStream,
+                actual: v(1),
+            },
+            crate::VersionConflict {
+                stream_id: b,
+                expected: ExpectedVersion::Exact(v(1)),
+                actual: v(2),
+            },
+        ]
+    );
+    assert_eq!(read_one(&store, &c).await.1, v(0));
+}
+
+/// A stream listed only as a check that has moved fails the whole append.
+pub async fn moved_check_only_stream_fails_the_whole_append<S: EventStore>(store: S) {
+    let (written, checked) = (stream("written"), stream("checked"));
+    append_ok(&store, &checked, vec![created(1)]).await;
+    let read = store
+        .read_streams(&[written.clone(), checked.clone()])
+        .await
+        .unwrap();
+    // Someone else moves the checked stream between our read and our write.
+    append_ok(&store, &checked, vec![created(2)]).await;
+    let conflicts = expect_conflict(
+        append(
+            &store,
+            vec![
+                StreamAppend::new(
+                    written.clone(),
+                    ExpectedVersion::Exact(read.version(&written)),
+                    vec![created(3)],
+                ),
+                StreamAppend::check_only(
+                    checked.clone(),
+                    ExpectedVersion::Exact(read.version(&checked)),
+                ),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].stream_id, checked);
+    assert_eq!(conflicts[0].actual, v(2));
+    assert_eq!(read_one(&store, &written).await.1, v(0));
+}
+
+/// A check-only stream that did not move lets the append through and is left unchanged.
+pub async fn check_only_stream_is_not_written<S: EventStore>(store: S) {
+    let (written, checked, absent) = (stream("written"), stream("checked"), stream("absent"));
+    append_ok(&store, &checked, vec![created(1)]).await;
+    let result = append(
+        &store,
+        vec![
+            StreamAppend::new(written.clone(), ExpectedVersion::NoStream, vec![created(2)]),
+            StreamAppend::check_only(checked.clone(), ExpectedVersion::Exact(v(1))),
+            StreamAppend::check_only(absent.clone(), ExpectedVersion::NoStream),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.events.len(), 1);
+    assert_eq!(result.events[0].stream_id, written);
+    assert_eq!(result.versions.get(&checked), Some(&v(1)));
+    assert_eq!(result.versions.get(&absent), Some(&v(0)));
+    let read = store
+        .read_streams(&[written.clone(), checked.clone(), absent.clone()])
+        .await
+        .unwrap();
+    assert_eq!(read.version(&written), v(1));
+    assert_eq!(read.version(&checked), v(1));
+    assert_eq!(read.version(&absent), v(0));
+    assert_eq!(markers(&read.events), vec![1, 2]);
+}
+
+/// Appends to one stream never show up in, or change the version of, another.
+pub async fn streams_are_isolated<S: EventStore>(store: S) {
+    let (a, b, prefix) = (stream("acct-1"), stream("acct-10"), stream("acct"));
+    append_ok(&store, &a, vec![created(1), created(2)]).await;
+    append_ok(&store, &b, vec![created(3)]).await;
+    let (events_a, version_a) = read_one(&store, &a).await;
+    let (events_b, version_b) = read_one(&store, &b).await;
+    let (events_p, version_p) = read_one(&store, &prefix).await;
+    assert_eq!((markers(&events_a), version_a), (vec![1, 2], v(2)));
+    assert_eq!((markers(&events_b), version_b), (vec![3], v(1)));
+    assert_eq!((events_p.len(), version_p), (0, v(0)));
+    assert!(events_a.iter().all(|e| e.stream_id == a));
+}
+
+/// Reading several streams returns their events in global order, each requested stream once.
+pub async fn multi_stream_read_is_in_global_order<S: EventStore>(store: S) {
+    let (a, b, c) = (stream("a"), stream("b"), stream("c"));
+    append_ok(&store, &a, vec![created(1)]).await;
+    append_ok(&store, &b, vec![created(2)]).await;
+    append_ok(&store, &c, vec![created(3)]).await;
+    append(
+        &store,
+        vec![
+            StreamAppend::new(b.clone(), ExpectedVersion::Any, vec![created(4)]),
+            StreamAppend::new(a.clone(), ExpectedVersion::Any, vec![created(5)]),
+        ],
+    )
+    .await
+    .unwrap();
+    let read = store
+        .read_streams(&[b.clone(), a.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(markers(&read.events), vec![1, 2, 4, 5]);
+    assert!(
+        read.events
+            .windows(2)
+            .all(|w| w[0].position < w[1].position)
+    );
+    assert_eq!(read.versions.len(), 2);
+    assert_eq!((read.version(&a), read.version(&b)), (v(2), v(2)));
+}
+
+/// Paging through the global order yields every event once, in increasing position, with no holes.
+pub async fn read_all_pages_without_duplicates_or_holes<S: EventStore>(store: S) {
+    let ids: Vec<StreamId> = (0..5).map(|i| stream(&format!("stream-{i}"))).collect();
+    let mut written = Vec::new();
+    let mut marker = 0;
+    for round in 0..12_usize {
+        let streams = (0..=round % 3)
+            .map(|k| {
+                let id = ids[(round + k) % ids.len()].clone();
+                let events = (0..=(round + k) % 4)
+                    .map(|_| {
+                        marker += 1;
+                        created(marker)
+                    })
+                    .collect();
+                StreamAppend::new(id, ExpectedVersion::Any, events)
+            })
+            .collect();
+        written.extend(append(&store, streams).await.unwrap().events);
+    }
+    written.sort_by_key(|e| e.position);
+    let written_ids: Vec<_> = written.iter().map(|e| e.id).collect();
+
+    let mut paged = Vec::new();
+    let mut query = ReadAllQuery::from_start().page_size(NonZeroUsize::new(7).unwrap());
+    loop {
+        let page = store.read_all(&query).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        query.after = last.position;
+        paged.extend(page);
+    }
+    let paged_ids: Vec<_> = paged.iter().map(|e| e.id).collect();
+    assert_eq!(
+        paged_ids, written_ids,
+        "every written event once, in position order"
+    );
+    assert!(paged.windows(2).all(|w| w[0].position < w[1].position));
+    let unique: HashSet<_> = paged.iter().map(|e| e.position).collect();
+    assert_eq!(unique.len(), paged.len());
+    assert_eq!(read_everything(&store).await, paged);
+}
+
+/// A type filter returns only events of the named types, still in global order.
+pub async fn read_all_filters_by_event_type<S: EventStore>(store: S) {
+    let (a, b) = (stream("a"), stream("b"));
+    append_ok(&store, &a, vec![created(1), noted(2), created(3)]).await;
+    append_ok(&store, &b, vec![noted(4), noted(5), created(6)]).await;
+    let noted_type = EventType::try_new("conformance.Noted").unwrap();
+    let page = store
+        .read_all(&ReadAllQuery::from_start().event_types([noted_type.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(markers(&page), vec![2, 4, 5]);
+    assert!(page.iter().all(|e| e.event_type == noted_type));
+
+    let small = ReadAllQuery::from_start()
+        .event_types([noted_type.clone()])
+        .page_size(NonZeroUsize::new(2).unwrap());
+    let first = store.read_all(&small).await.unwrap();
+    assert_eq!(markers(&first), vec![2, 4]);
+    let rest = store
+        .read_all(&ReadAllQuery {
+            after: first[1].position,
+            ..small.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(markers(&rest), vec![5]);
+
+    let unknown = ReadAllQuery::from_start().event_types([EventType::try_new("nope").unwrap()]);
+    assert!(store.read_all(&unknown).await.unwrap().is_empty());
+    let both = ReadAllQuery::from_start().event_types([
+        noted_type,
+        EventType::try_new("conformance.Created").unwrap(),
+    ]);
+    assert_eq!(store.read_all(&both).await.unwrap().len(), 6);
+}
+
+async fn next_within<S>(subscription: &mut S) -> RecordedEvent
+where
+    S: futures::Stream<Item = Result<RecordedEvent, StoreError>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(30), subscription.next())
+        .await
+        .expect("the subscription delivers the next event")
+        .expect("the subscription does not end")
+        .expect("the subscription yields no error")
+}
+
+/// A subscription delivers stored events, then live appends, each exactly once and in order.
+pub async fn subscription_catches_up_then_follows_live_appends<S: EventStore + Clone + 'static>(
+    store: S,
+) {
+    let (a, b) = (stream("a"), stream("b"));
+    append_ok(&store, &a, vec![created(1), created(2)]).await;
+    append_ok(&store, &b, vec![created(3)]).await;
+
+    let mut subscription = store.subscribe(ReadAllQuery::from_start());
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_within(&mut subscription).await);
+    }
+    assert_eq!(markers(&seen), vec![1, 2, 3]);
+
+    // Live appends from another task while the subscriber is waiting.
+    let writer = {
+        let store = store.clone();
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            for marker in 4..=9 {
+                let id = if marker % 2 == 0 { &a } else { &b };
+                append_ok(&store, id, vec![created(marker)]).await;
+            }
+        })
+    };
+    for _ in 4..=9 {
+        seen.push(next_within(&mut subscription).await);
+    }
+    writer.await.unwrap();
+    assert_eq!(markers(&seen), (1..=9).collect::<Vec<_>>());
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+
+    // Nothing more than what was appended: the next event is one appended now.
+    append_ok(&store, &a, vec![created(10)]).await;
+    assert_eq!(markers(&[next_within(&mut subscription).await]), vec![10]);
+    assert_eq!(read_everything(&store).await.len(), 10);
+}
+
+/// A subscription starts strictly after its position and honours its type filter, live too.
+pub async fn subscription_starts_after_its_position_and_filters<S: EventStore + Clone + 'static>(
+    store: S,
+) {
+    let a = stream("a");
+    let written = append_ok(&store, &a, vec![created(1), noted(2), created(3), noted(4)]).await;
+    let mut from_middle = store.subscribe(ReadAllQuery::after(written.events[1].position));
+    assert_eq!(markers(&[next_within(&mut from_middle).await]), vec![3]);
+    assert_eq!(markers(&[next_within(&mut from_middle).await]), vec![4]);
+
+    let noted_type = EventType::try_new("conformance.Noted").unwrap();
+    let mut only_noted = store.subscribe(ReadAllQuery::from_start().event_types([noted_type]));
+    assert_eq!(markers(&[next_within(&mut only_noted).await]), vec![2]);
+    assert_eq!(markers(&[next_within(&mut only_noted).await]), vec![4]);
+    append_ok(&store, &a, vec![created(5), noted(6)]).await;
+    assert_eq!(markers(&[next_within(&mut only_noted).await]), vec![6]);
+    assert_eq!(markers(&[next_within(&mut from_middle).await]), vec![5]);
+    assert_eq!(markers(&[next_within(&mut from_middle).await]), vec![6]);
+}
+
+/// Of N concurrent appends expecting the same version, exactly one is written.
+pub async fn concurrent_appends_with_the_same_expectation_one_wins<
+    S: EventStore + Clone + 'static,
+>(
+    store: S,
+) {
+    const TASKS: u64 = 8;
+    let contested = stream("contested");
+    append_ok(&store, &contested, vec![created(0)]).await;
+    let barrier = Arc::new(Barrier::new(TASKS as usize));
+    let tasks: Vec<_> = (1..=TASKS)
+        .map(|task| {
+            let (store, barrier, contested) = (store.clone(), barrier.clone(), contested.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                append(
+                    &store,
+                    vec![
+                        StreamAppend::new(
+                            contested,
+                            ExpectedVersion::Exact(v(1)),
+                            vec![created(task)],
+                        ),
+                        StreamAppend::new(
+                            stream(&format!("own-{task}")),
+                            ExpectedVersion::NoStream,
+                            vec![created(100 + task)],
+                        ),
+                    ],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (task, handle) in (1..=TASKS).zip(tasks) {
+        match handle.await.unwrap() {
+            Ok(_) => winners.push(task),
+            Err(StoreError::Conflict { conflicts }) => {
+                assert_eq!(conflicts.len(), 1);
+                assert_eq!(conflicts[0].stream_id, contested);
+                assert_eq!(conflicts[0].actual, v(2));
+            }
+            Err(other) => panic!("expected success or a conflict, got {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one append wins: {winners:?}");
+    let winner = winners[0];
+    let (events, version) = read_one(&store, &contested).await;
+    assert_eq!(version, v(2));
+    assert_eq!(markers(&events), vec![0, winner]);
+    for task in 1..=TASKS {
+        let (_, own_version) = read_one(&store, &stream(&format!("own-{task}"))).await;
+        assert_eq!(own_version, v(u64::from(task == winner)), "own-{task}");
+    }
+}
+
+/// Concurrent appends to disjoint streams never conflict with each other.
+pub async fn concurrent_appends_to_disjoint_streams_all_succeed<S: EventStore + Clone + 'static>(
+    store: S,
+) {
+    const TASKS: u64 = 8;
+    const APPENDS: u64 = 25;
+    let barrier = Arc::new(Barrier::new(TASKS as usize));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let id = stream(&format!("disjoint-{task}"));
+                barrier.wait().await;
+                for n in 0..APPENDS {
+                    store
+                        .append(AppendRequest::single(
+                            id.clone(),
+                            ExpectedVersion::Exact(v(n)),
+                            vec![created(task * 1000 + n)],
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("append {n} of task {task} failed: {e}"));
+                }
+            })
+        })
+        .collect();
+    for handle in tasks {
+        handle.await.unwrap();
+    }
+    for task in 0..TASKS {
+        let (events, version) = read_one(&store, &stream(&format!("disjoint-{task}"))).await;
+        assert_eq!(version, v(APPENDS));
+        assert_eq!(
+            markers(&events),
+            (0..APPENDS).map(|n| task * 1000 + n).collect::<Vec<_>>()
+        );
+    }
+    let all = read_everything(&store).await;
+    assert_eq!(all.len() as u64, TASKS * APPENDS);
+}
+
+/// A stored event that does not fit the caller's type is a typed error naming it, and is not skipped.
+pub async fn undecodable_event_is_a_typed_error<S: EventStore>(store: S) {
+    let id = stream("mixed");
+    let foreign = NewEvent::from_parts(
+        EventType::try_new("legacy.Something").unwrap(),
+        serde_json::json!({"completely": ["different", 1]}),
+        EventMetadata::default(),
+    );
+    let written = append_ok(&store, &id, vec![created(1), foreign, created(3)]).await;
+    let (events, _) = read_one(&store, &id).await;
+    assert_eq!(events.len(), 3, "the undecodable event is still read");
+    assert!(events[0].decode::<TestEvent>().is_ok());
+    let error = events[1].decode::<TestEvent>().unwrap_err();
+    assert_eq!(error.event_id, written.events[1].id);
+    assert_eq!(error.stream_id, id);
+    assert_eq!(error.version, v(2));
+    assert_eq!(error.event_type.as_ref(), "legacy.Something");
+    assert!(
+        error
+            .to_string()
+            .contains(&written.events[1].id.to_string())
+    );
+    assert_eq!(
+        events[1].payload,
+        serde_json::json!({"completely": ["different", 1]}),
+        "the raw payload is still available"
+    );
+}
+
+/// One append of 10,000 events is written whole, in order, with contiguous versions.
+pub async fn ten_thousand_events_in_one_append<S: EventStore>(store: S) {
+    const COUNT: u64 = 10_000;
+    let id = stream("big");
+    let events = (1..=COUNT).map(created).collect();
+    let written = store
+        .append(AppendRequest::single(
+            id.clone(),
+            ExpectedVersion::NoStream,
+            events,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(written.events.len() as u64, COUNT);
+    assert_eq!(written.versions.get(&id), Some(&v(COUNT)));
+    let (events, version) = read_one(&store, &id).await;
+    assert_eq!(version, v(COUNT));
+    assert_eq!(markers(&events), (1..=COUNT).collect::<Vec<_>>());
+    assert!(events.iter().zip(1..).all(|(e, n)| e.version == v(n)));
+    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    let _: GlobalPosition = events[0].position;
+}

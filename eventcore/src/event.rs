@@ -1,0 +1,157 @@
+//! Domain events, their stable type names and ids.
+
+use std::fmt;
+
+use nutype::nutype;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// A domain event that can be stored: serde for the payload plus a stable type name.
+///
+/// The type name is what the store records beside the payload and what
+/// readers filter on; keep it stable once events are stored. For a serde enum,
+/// the variant name is the usual choice.
+///
+/// ```
+/// use eventcore::Event;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum AccountEvent {
+///     Opened { owner: String },
+///     Deposited { cents: u64 },
+/// }
+///
+/// impl Event for AccountEvent {
+///     fn event_type(&self) -> &'static str {
+///         match self {
+///             Self::Opened { .. } => "AccountOpened",
+///             Self::Deposited { .. } => "MoneyDeposited",
+///         }
+///     }
+/// }
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stable name stored with this event, 1 to 255 characters, no control characters.
+    fn event_type(&self) -> &'static str;
+}
+
+/// Longest event type name accepted, in characters.
+pub const EVENT_TYPE_MAX_CHARS: usize = 255;
+
+/// Why a string is not a valid [`EventType`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEventType {
+    /// The name is empty.
+    #[error("an event type name must not be empty")]
+    Empty,
+    /// More than [`EVENT_TYPE_MAX_CHARS`] characters.
+    #[error(
+        "an event type name has at most {EVENT_TYPE_MAX_CHARS} characters, this one has {chars}"
+    )]
+    TooLong {
+        /// Characters in the name.
+        chars: usize,
+    },
+    /// A control character (such as NUL or a newline) in the name.
+    #[error(
+        "an event type name must not contain control characters (found U+{code_point:04X} at character {index})"
+    )]
+    ControlCharacter {
+        /// Position of the offending character, counted in characters.
+        index: usize,
+        /// The offending character's code point.
+        code_point: u32,
+    },
+}
+
+fn validate_event_type(value: &str) -> Result<(), InvalidEventType> {
+    if value.is_empty() {
+        return Err(InvalidEventType::Empty);
+    }
+    if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(InvalidEventType::ControlCharacter {
+            index,
+            code_point: u32::from(c),
+        });
+    }
+    let chars = value.chars().count();
+    if chars > EVENT_TYPE_MAX_CHARS {
+        return Err(InvalidEventType::TooLong { chars });
+    }
+    Ok(())
+}
+
+/// The stored type name of an event: 1 to 255 characters, no control characters, kept byte-exact.
+///
+/// ```
+/// use eventcore::EventType;
+///
+/// let t = EventType::try_new("MoneyDeposited")?;
+/// assert_eq!(t.as_ref(), "MoneyDeposited");
+/// assert!(EventType::try_new("").is_err());
+/// # Ok::<(), eventcore::InvalidEventType>(())
+/// ```
+#[nutype(
+    validate(with = validate_event_type, error = InvalidEventType),
+    derive(
+        Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, AsRef, Deref, Display, TryFrom,
+        FromStr, Serialize, Deserialize, Borrow, Into
+    )
+)]
+pub struct EventType(String);
+
+/// The unique id of a stored event: a UUIDv7 assigned when the event is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(Uuid);
+
+impl EventId {
+    /// A fresh, time-ordered id (UUIDv7).
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Wraps an id read back from storage.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The underlying UUID.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_is_byte_exact() {
+        let t = EventType::try_new(" quoted'; -- ").unwrap();
+        assert_eq!(t.as_ref(), " quoted'; -- ");
+    }
+
+    #[test]
+    fn event_type_rejects_control_characters() {
+        assert!(matches!(
+            EventType::try_new("a\0"),
+            Err(InvalidEventType::ControlCharacter { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn event_ids_are_v7_and_increase() {
+        let a = EventId::new_v7();
+        let b = EventId::new_v7();
+        assert_eq!(a.as_uuid().get_version_num(), 7);
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,76 @@
+//! Event sourcing where the consistency boundary is whatever set of streams a command reads.
+//!
+//! # Concepts
+//!
+//! - A **stream** ([`StreamId`]) is an ordered, append-only sequence of
+//!   events: an account, an order, a product's stock. Streams are cheap.
+//! - A stream's **version** ([`StreamVersion`]) is the number of events in
+//!   it; an absent stream is at version 0 and its first event gets version 1.
+//!   Versions are contiguous.
+//! - Every event also has a **global position** ([`GlobalPosition`]), its
+//!   place in one store-wide order that readers of all events
+//!   (projections, subscriptions) follow.
+//! - An **event** is a serde type implementing [`Event`], which gives it a
+//!   stable type name ([`EventType`]). Stored events come back as
+//!   [`RecordedEvent`] (JSON payload) and decode into [`StoredEvent<E>`].
+//!
+//! # The store contract
+//!
+//! [`EventStore`] is implemented by `eventcore-memory` and (later)
+//! `eventcore-postgres`, with the same observable behaviour:
+//!
+//! - [`read_streams`](EventStore::read_streams): the events of a set of
+//!   streams and each one's version, in one call;
+//! - [`append`](EventStore::append): an [`AppendRequest`] writing to several
+//!   streams atomically, each with an [`ExpectedVersion`]; streams may be
+//!   listed with no events as a pure version check. A failed check is a
+//!   [`StoreError::Conflict`] naming each stream with its expected and
+//!   actual version, and nothing is written;
+//! - [`read_all`](EventStore::read_all): pages of the global order after a
+//!   position, optionally filtered by event type ([`ReadAllQuery`]);
+//! - [`subscribe`](EventStore::subscribe): catch up from a position, then
+//!   follow live appends ([`Subscription`]).
+//!
+//! # Reading all events
+//!
+//! A reader that has passed position `P` never later finds a committed event
+//! below `P`. Positions have two parts (transaction, sequence) so that an
+//! adapter on a concurrent database can order events by the writing
+//! transaction and deliver them only once no older transaction can still
+//! commit; they are totally ordered, match delivery order and round-trip
+//! through a checkpoint.
+//!
+//! # Testing an adapter
+//!
+//! With the `conformance` feature, [`conformance`] holds the suite every
+//! adapter must pass and [`conformance_tests!`] turns it into `#[test]`s.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod event;
+mod metadata;
+mod position;
+mod recorded;
+mod store;
+mod stream_id;
+mod subscription;
+mod version;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventType};
+pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
+pub use position::{GlobalPosition, InvalidGlobalPosition};
+pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
+pub use store::{
+    AppendRequest, AppendResult, BoxError, DEFAULT_PAGE_SIZE, EventStore, InvalidAppend,
+    ReadAllQuery, StoreError, StreamAppend, StreamsRead, VersionConflict, WrittenEvent,
+};
+pub use stream_id::{InvalidStreamId, STREAM_ID_MAX_CHARS, StreamId};
+pub use subscription::{AppendNotifier, Subscription};
+pub use version::{ExpectedVersion, StreamVersion};

@@ -1,0 +1,207 @@
+//! Events on their way into the store and on their way back out.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Event, EventId, EventMetadata, EventType, GlobalPosition, InvalidEventType, StreamId,
+    StreamVersion,
+};
+
+/// An event ready to append: its type name, JSON payload and metadata.
+///
+/// Ids, versions, positions and the recorded time are assigned by the store
+/// when the event is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    event_type: EventType,
+    payload: serde_json::Value,
+    metadata: EventMetadata,
+}
+
+/// A domain event that could not be turned into a [`NewEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The event's `event_type()` is not a valid [`EventType`].
+    #[error("invalid event type name {name:?}: {source}")]
+    InvalidEventType {
+        /// The name the event reported.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: InvalidEventType,
+    },
+    /// serde could not serialize the payload to JSON.
+    #[error("could not serialize a {event_type} event to JSON: {source}")]
+    Serialize {
+        /// The event's type name.
+        event_type: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl NewEvent {
+    /// Serializes a domain event with its metadata.
+    ///
+    /// ```
+    /// use eventcore::{Event, EventMetadata, NewEvent};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Pinged { n: u32 }
+    /// # impl Event for Pinged { fn event_type(&self) -> &'static str { "Pinged" } }
+    /// let event = NewEvent::from_event(&Pinged { n: 1 }, EventMetadata::default())?;
+    /// assert_eq!(event.event_type().as_ref(), "Pinged");
+    /// assert_eq!(event.payload()["n"], 1);
+    /// # Ok::<(), eventcore::EncodeError>(())
+    /// ```
+    pub fn from_event<E: Event>(event: &E, metadata: EventMetadata) -> Result<Self, EncodeError> {
+        let name = event.event_type();
+        let event_type =
+            EventType::try_new(name).map_err(|source| EncodeError::InvalidEventType {
+                name: name.to_owned(),
+                source,
+            })?;
+        let payload = serde_json::to_value(event).map_err(|source| EncodeError::Serialize {
+            event_type: name.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            event_type,
+            payload,
+            metadata,
+        })
+    }
+
+    /// An event from an already-encoded payload, for tools that move raw events.
+    pub fn from_parts(
+        event_type: EventType,
+        payload: serde_json::Value,
+        metadata: EventMetadata,
+    ) -> Self {
+        Self {
+            event_type,
+            payload,
+            metadata,
+        }
+    }
+
+    /// The stored type name.
+    pub fn event_type(&self) -> &EventType {
+        &self.event_type
+    }
+
+    /// The JSON payload.
+    pub fn payload(&self) -> &serde_json::Value {
+        &self.payload
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &EventMetadata {
+        &self.metadata
+    }
+
+    /// Splits the event into type name, payload and metadata.
+    pub fn into_parts(self) -> (EventType, serde_json::Value, EventMetadata) {
+        (self.event_type, self.payload, self.metadata)
+    }
+}
+
+/// A stored event as the store returns it, with its payload still JSON.
+///
+/// Turn it into a typed [`StoredEvent`] with [`RecordedEvent::decode`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Unique id, assigned at write time.
+    pub id: EventId,
+    /// The stream the event belongs to.
+    pub stream_id: StreamId,
+    /// The event's version inside its stream (the first event is version 1).
+    pub version: StreamVersion,
+    /// The event's place in the store-wide order.
+    pub position: GlobalPosition,
+    /// When the store wrote the event.
+    pub recorded_at: DateTime<Utc>,
+    /// The stored type name.
+    pub event_type: EventType,
+    /// The JSON payload as stored.
+    pub payload: serde_json::Value,
+    /// Metadata supplied with the append.
+    pub metadata: EventMetadata,
+}
+
+/// A stored event whose payload does not decode into the type the caller asked for.
+///
+/// Names the event so it can be found and repaired; the event is not skipped.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stored event {event_id} ({event_type}, stream {stream_id} version {version}) does not decode into {target}: {source}"
+)]
+pub struct DecodeError {
+    /// The undecodable event's id.
+    pub event_id: EventId,
+    /// Its stream.
+    pub stream_id: StreamId,
+    /// Its version in that stream.
+    pub version: StreamVersion,
+    /// Its stored type name.
+    pub event_type: EventType,
+    /// The Rust type it was decoded into.
+    pub target: &'static str,
+    /// serde_json's error.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload into the caller's event type.
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming the event when the payload does not fit `E`.
+    pub fn decode<E: Event>(&self) -> Result<StoredEvent<E>, DecodeError> {
+        let payload =
+            E::deserialize(&self.payload).map_err(|source| self.decode_error::<E>(source))?;
+        Ok(StoredEvent {
+            id: self.id,
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            position: self.position,
+            recorded_at: self.recorded_at,
+            event_type: self.event_type.clone(),
+            metadata: self.metadata.clone(),
+            payload,
+        })
+    }
+
+    fn decode_error<E>(&self, source: serde_json::Error) -> DecodeError {
+        DecodeError {
+            event_id: self.id,
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            event_type: self.event_type.clone(),
+            target: std::any::type_name::<E>(),
+            source,
+        }
+    }
+}
+
+/// A stored event with its payload decoded into the domain type `E`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent<E> {
+    /// Unique id, assigned at write time.
+    pub id: EventId,
+    /// The stream the event belongs to.
+    pub stream_id: StreamId,
+    /// The event's version inside its stream.
+    pub version: StreamVersion,
+    /// The event's place in the store-wide order.
+    pub position: GlobalPosition,
+    /// When the store wrote the event.
+    pub recorded_at: DateTime<Utc>,
+    /// The stored type name.
+    pub event_type: EventType,
+    /// Metadata supplied with the append.
+    pub metadata: EventMetadata,
+    /// The decoded domain event.
+    pub payload: E,
+}

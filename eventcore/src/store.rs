@@ -1,0 +1,392 @@
+//! The store contract every adapter implements.
+
+use std::{collections::BTreeMap, fmt, future::Future, num::NonZeroUsize, sync::Arc};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    EventId, EventType, ExpectedVersion, GlobalPosition, NewEvent, RecordedEvent, StreamId,
+    StreamVersion, Subscription,
+};
+
+/// Any error an adapter wraps as the cause of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An event store: multi-stream reads, atomic multi-stream appends with
+/// version checks, and the store-wide order for readers and subscribers.
+///
+/// The trait is generic-async rather than object-safe: every method returns
+/// `impl Future + Send`, so executors built on it can be awaited from any
+/// multi-threaded runtime and from web handlers (axum requires `Send`
+/// futures), without boxing a future per call. Code that needs one type for
+/// several stores can be generic over `S: EventStore`; `Arc<S>` is a store too.
+///
+/// Adapters must behave alike; `eventcore::conformance` (feature
+/// `conformance`) is the suite that checks it.
+pub trait EventStore: Send + Sync {
+    /// Reads every event of the given streams in one consistent call.
+    ///
+    /// Events come back in global order (hence in version order within each
+    /// stream); every requested stream has an entry in
+    /// [`StreamsRead::versions`], absent streams at version 0. Repeated ids
+    /// are read once.
+    fn read_streams(
+        &self,
+        stream_ids: &[StreamId],
+    ) -> impl Future<Output = Result<StreamsRead, StoreError>> + Send;
+
+    /// Appends events to several streams atomically, checking each stream's expected version.
+    ///
+    /// Either every event is written or none is. Streams listed with no
+    /// events are checked only. If any check fails the result is
+    /// [`StoreError::Conflict`] naming every stream whose check failed.
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Reads one page of events in global order, strictly after `query.after`.
+    ///
+    /// A reader that has passed a position never later finds a committed
+    /// event before it. An empty page means the reader has caught up.
+    fn read_all(
+        &self,
+        query: &ReadAllQuery,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Follows the global order from `query.after`: first the events already
+    /// stored, then every later append, each once and in order.
+    fn subscribe(&self, query: ReadAllQuery) -> Subscription;
+}
+
+impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+    fn read_streams(
+        &self,
+        stream_ids: &[StreamId],
+    ) -> impl Future<Output = Result<StreamsRead, StoreError>> + Send {
+        (**self).read_streams(stream_ids)
+    }
+
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send {
+        (**self).append(request)
+    }
+
+    fn read_all(
+        &self,
+        query: &ReadAllQuery,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).read_all(query)
+    }
+
+    fn subscribe(&self, query: ReadAllQuery) -> Subscription {
+        (**self).subscribe(query)
+    }
+}
+
+/// The events of a set of streams and the version each stream was at when read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamsRead {
+    /// Every event of the streams, in global order.
+    pub events: Vec<RecordedEvent>,
+    /// The version of every requested stream (0 for absent streams).
+    pub versions: BTreeMap<StreamId, StreamVersion>,
+}
+
+impl StreamsRead {
+    /// The version `stream_id` was at when read; 0 if it was not part of the read or is absent.
+    pub fn version(&self, stream_id: &StreamId) -> StreamVersion {
+        self.versions
+            .get(stream_id)
+            .copied()
+            .unwrap_or(StreamVersion::INITIAL)
+    }
+}
+
+/// One stream's part of an append: its expected version and its new events (possibly none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    /// The stream to check and write.
+    pub stream_id: StreamId,
+    /// The version the stream must be at for the append to happen.
+    pub expected: ExpectedVersion,
+    /// Events to append, in order; empty for a check-only stream.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// Appends `events` to `stream_id` if it is at `expected`.
+    pub fn new(stream_id: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self {
+            stream_id,
+            expected,
+            events,
+        }
+    }
+
+    /// Writes nothing to `stream_id` but fails the whole append unless it is at `expected`.
+    pub fn check_only(stream_id: StreamId, expected: ExpectedVersion) -> Self {
+        Self::new(stream_id, expected, Vec::new())
+    }
+}
+
+/// An append request that cannot be carried out as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAppend {
+    /// No stream was listed.
+    #[error("an append must list at least one stream")]
+    NoStreams,
+    /// The same stream was listed twice; merge its events into one entry.
+    #[error("stream {stream_id} is listed more than once in one append")]
+    DuplicateStream {
+        /// The repeated stream.
+        stream_id: StreamId,
+    },
+}
+
+/// A validated multi-stream append: at least one stream, each listed once.
+///
+/// ```
+/// use eventcore::{AppendRequest, ExpectedVersion, StreamAppend, StreamId};
+///
+/// let a = StreamId::try_new("a")?;
+/// let request = AppendRequest::new([
+///     StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![]),
+///     StreamAppend::check_only(StreamId::try_new("b")?, ExpectedVersion::Any),
+/// ])?;
+/// assert_eq!(request.streams().len(), 2);
+/// assert!(AppendRequest::new([
+///     StreamAppend::check_only(a.clone(), ExpectedVersion::Any),
+///     StreamAppend::check_only(a, ExpectedVersion::Any),
+/// ])
+/// .is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    streams: Vec<StreamAppend>,
+}
+
+impl AppendRequest {
+    /// Checks that at least one stream is listed and none twice.
+    ///
+    /// # Errors
+    /// [`InvalidAppend`] saying which rule the streams break.
+    pub fn new(streams: impl IntoIterator<Item = StreamAppend>) -> Result<Self, InvalidAppend> {
+        let streams: Vec<StreamAppend> = streams.into_iter().collect();
+        if streams.is_empty() {
+            return Err(InvalidAppend::NoStreams);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(streams.len());
+        for stream in &streams {
+            if !seen.insert(&stream.stream_id) {
+                return Err(InvalidAppend::DuplicateStream {
+                    stream_id: stream.stream_id.clone(),
+                });
+            }
+        }
+        Ok(Self { streams })
+    }
+
+    /// An append to a single stream.
+    pub fn single(stream_id: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self {
+            streams: vec![StreamAppend::new(stream_id, expected, events)],
+        }
+    }
+
+    /// The streams of the append, in the order given.
+    pub fn streams(&self) -> &[StreamAppend] {
+        &self.streams
+    }
+
+    /// Takes the streams out, for adapters.
+    pub fn into_streams(self) -> Vec<StreamAppend> {
+        self.streams
+    }
+
+    /// How many events the append writes in all.
+    pub fn event_count(&self) -> usize {
+        self.streams.iter().map(|s| s.events.len()).sum()
+    }
+}
+
+/// Where a newly appended event landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenEvent {
+    /// The id the store assigned.
+    pub id: EventId,
+    /// The event's stream.
+    pub stream_id: StreamId,
+    /// Its version in the stream.
+    pub version: StreamVersion,
+    /// Its place in the global order.
+    pub position: GlobalPosition,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Every written event, in the order of the request.
+    pub events: Vec<WrittenEvent>,
+    /// The version of every listed stream after the append (check-only streams included).
+    pub versions: BTreeMap<StreamId, StreamVersion>,
+}
+
+/// One stream whose version did not match what an append expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionConflict {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// What the append expected.
+    pub expected: ExpectedVersion,
+    /// The version the stream was actually at.
+    pub actual: StreamVersion,
+}
+
+impl fmt::Display for VersionConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stream {} expected {} but is at version {}",
+            self.stream_id, self.expected, self.actual
+        )
+    }
+}
+
+fn list_conflicts(conflicts: &[VersionConflict]) -> String {
+    let parts: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+/// Why a store call failed.
+///
+/// [`StoreError::is_retryable`] tells whether re-reading and trying again can succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// One or more streams were not at the expected version; nothing was written.
+    #[error("version conflict: {}", list_conflicts(.conflicts))]
+    Conflict {
+        /// Every stream whose check failed (empty when the database could not say which).
+        conflicts: Vec<VersionConflict>,
+    },
+    /// A concurrent transaction got in the way (serialization failure, deadlock); nothing was written.
+    #[error("transient store failure, nothing was written: {reason}")]
+    Transient {
+        /// What happened, in a few words.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The append may or may not have been written (for example the connection was lost during commit).
+    #[error("the outcome of the append is unknown: it may or may not have been written")]
+    UnknownOutcome {
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store could not be reached; nothing was written and the caller may try again later.
+    #[error("the event store is unavailable: {reason}")]
+    Unavailable {
+        /// What happened, in a few words.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Any other failure of the storage backend.
+    #[error("event store failure: {reason}")]
+    Backend {
+        /// What happened, in a few words.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl StoreError {
+    /// Whether re-reading the streams and deciding again may succeed (conflicts and transient failures).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::Transient { .. })
+    }
+
+    /// The conflicting streams, if this is a version conflict.
+    pub fn conflicts(&self) -> Option<&[VersionConflict]> {
+        match self {
+            Self::Conflict { conflicts } => Some(conflicts),
+            _ => None,
+        }
+    }
+}
+
+/// Default page size of [`ReadAllQuery`].
+pub const DEFAULT_PAGE_SIZE: NonZeroUsize = match NonZeroUsize::new(1000) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+/// Which events to read from the global order: after a position, a page size, optionally some types only.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use eventcore::{EventType, GlobalPosition, ReadAllQuery};
+///
+/// let query = ReadAllQuery::from_start()
+///     .page_size(NonZeroUsize::new(100).unwrap())
+///     .event_types([EventType::try_new("MoneyDeposited")?]);
+/// assert_eq!(query.after, GlobalPosition::START);
+/// # Ok::<(), eventcore::InvalidEventType>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAllQuery {
+    /// Read events strictly after this position.
+    pub after: GlobalPosition,
+    /// At most this many events per page.
+    pub limit: NonZeroUsize,
+    /// Only events of these types; `None` reads every type.
+    pub event_types: Option<Vec<EventType>>,
+}
+
+impl ReadAllQuery {
+    /// Every event from the beginning, in pages of [`DEFAULT_PAGE_SIZE`].
+    pub fn from_start() -> Self {
+        Self::after(GlobalPosition::START)
+    }
+
+    /// Every event strictly after `position` (a checkpoint), in pages of [`DEFAULT_PAGE_SIZE`].
+    pub fn after(position: GlobalPosition) -> Self {
+        Self {
+            after: position,
+            limit: DEFAULT_PAGE_SIZE,
+            event_types: None,
+        }
+    }
+
+    /// Sets the page size.
+    #[must_use]
+    pub fn page_size(mut self, limit: NonZeroUsize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Reads only events of these types.
+    #[must_use]
+    pub fn event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+        self.event_types = Some(types.into_iter().collect());
+        self
+    }
+
+    /// Whether an event of type `event_type` passes the type filter.
+    pub fn wants(&self, event_type: &EventType) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|types| types.contains(event_type))
+    }
+}

@@ -1,0 +1,115 @@
+//! Stream names.
+
+use nutype::nutype;
+
+/// Longest stream id accepted, in characters.
+pub const STREAM_ID_MAX_CHARS: usize = 255;
+
+/// Why a string is not a valid [`StreamId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStreamId {
+    /// Nothing was left after trimming whitespace.
+    #[error("a stream id must not be empty or only whitespace")]
+    Empty,
+    /// More than [`STREAM_ID_MAX_CHARS`] characters after trimming.
+    #[error("a stream id has at most {STREAM_ID_MAX_CHARS} characters, this one has {chars}")]
+    TooLong {
+        /// Characters in the trimmed input.
+        chars: usize,
+    },
+    /// A control character (such as NUL or a newline) inside the id.
+    #[error(
+        "a stream id must not contain control characters (found U+{code_point:04X} at character {index})"
+    )]
+    ControlCharacter {
+        /// Position of the offending character, counted in characters.
+        index: usize,
+        /// The offending character's code point.
+        code_point: u32,
+    },
+}
+
+fn validate_stream_id(value: &str) -> Result<(), InvalidStreamId> {
+    if value.is_empty() {
+        return Err(InvalidStreamId::Empty);
+    }
+    if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(InvalidStreamId::ControlCharacter {
+            index,
+            code_point: u32::from(c),
+        });
+    }
+    let chars = value.chars().count();
+    if chars > STREAM_ID_MAX_CHARS {
+        return Err(InvalidStreamId::TooLong { chars });
+    }
+    Ok(())
+}
+
+/// The name of an event stream: trimmed, 1 to 255 characters, no control characters.
+///
+/// A `StreamId` is valid because it exists: every constructor checks the
+/// input and returns [`InvalidStreamId`] instead of panicking.
+///
+/// ```
+/// use eventcore::StreamId;
+///
+/// let id: StreamId = "  account-42 ".parse()?;
+/// assert_eq!(id.as_ref(), "account-42");
+/// assert!(StreamId::try_new("").is_err());
+/// assert!(StreamId::try_new("bad\nid").is_err());
+/// # Ok::<(), eventcore::InvalidStreamId>(())
+/// ```
+#[nutype(
+    sanitize(trim),
+    validate(with = validate_stream_id, error = InvalidStreamId),
+    derive(
+        Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, AsRef, Deref, Display, TryFrom,
+        FromStr, Serialize, Deserialize, Borrow, Into
+    )
+)]
+pub struct StreamId(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_and_accepts_unicode_and_punctuation() {
+        let id = StreamId::try_new("  'x'; DROP TABLE--  ünïcødé  ").unwrap();
+        assert_eq!(id.as_ref(), "'x'; DROP TABLE--  ünïcødé");
+    }
+
+    #[test]
+    fn rejects_empty_and_whitespace() {
+        assert_eq!(StreamId::try_new(""), Err(InvalidStreamId::Empty));
+        assert_eq!(StreamId::try_new(" \t "), Err(InvalidStreamId::Empty));
+    }
+
+    #[test]
+    fn rejects_control_characters_anywhere_inside() {
+        assert_eq!(
+            StreamId::try_new("a\0b"),
+            Err(InvalidStreamId::ControlCharacter {
+                index: 1,
+                code_point: 0
+            })
+        );
+        assert!(StreamId::try_new("a\u{7f}").is_err());
+    }
+
+    #[test]
+    fn length_is_counted_in_characters() {
+        assert!(StreamId::try_new("é".repeat(255)).is_ok());
+        assert_eq!(
+            StreamId::try_new("é".repeat(256)),
+            Err(InvalidStreamId::TooLong { chars: 256 })
+        );
+    }
+
+    #[test]
+    fn deserialization_validates() {
+        assert!(serde_json::from_str::<StreamId>("\"ok\"").is_ok());
+        assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
+    }
+}

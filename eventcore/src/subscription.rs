@@ -1,0 +1,138 @@
+//! Following the global order: catch up, then live appends.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::{Stream, StreamExt, stream::BoxStream};
+
+use crate::{EventStore, ReadAllQuery, RecordedEvent, StoreError};
+
+/// A live, ordered stream of events from the global order.
+///
+/// Yields every event after the starting position once and in order: first
+/// those already stored, then new ones as they are appended. A store error
+/// is yielded as an item; the subscription keeps going afterwards (after a
+/// pause), so the consumer decides whether to stop. Dropping it
+/// unsubscribes.
+pub struct Subscription {
+    inner: BoxStream<'static, Result<RecordedEvent, StoreError>>,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Wraps any stream of events; adapters with their own delivery use this.
+    pub fn from_stream(
+        stream: impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            inner: stream.boxed(),
+        }
+    }
+
+    /// Builds a subscription that pages through `store.read_all` and, once
+    /// caught up, waits for `notifier` to report new appends.
+    ///
+    /// Correct for any store whose `read_all` is gap-safe: positions are
+    /// tracked by the last delivered event, so a notification that arrives
+    /// late or twice only changes when events are delivered, never which.
+    pub fn follow<S, N>(store: S, query: ReadAllQuery, notifier: N) -> Self
+    where
+        S: EventStore + 'static,
+        N: AppendNotifier,
+    {
+        let state = Follow {
+            store,
+            query,
+            notifier,
+            buffer: VecDeque::new(),
+            pause_before_read: false,
+        };
+        Self::from_stream(futures::stream::unfold(state, Follow::next))
+    }
+
+    /// The next event; `None` only if the underlying stream ends.
+    pub async fn next_event(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
+        self.inner.next().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<RecordedEvent, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Tells a [`Subscription::follow`] subscription that something may have been appended.
+///
+/// Spurious wake-ups are harmless; a missed one must not be possible between
+/// [`mark_seen`](AppendNotifier::mark_seen) and the following
+/// [`appended`](AppendNotifier::appended) (a polling fallback is one way to
+/// guarantee that).
+pub trait AppendNotifier: Send + 'static {
+    /// Marks every append so far as seen; called just before the subscription reads.
+    fn mark_seen(&mut self);
+
+    /// Resolves once something may have been appended since the last `mark_seen`.
+    fn appended(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl<T: Send + Sync + 'static> AppendNotifier for tokio::sync::watch::Receiver<T> {
+    fn mark_seen(&mut self) {
+        self.mark_unchanged();
+    }
+
+    async fn appended(&mut self) {
+        if self.changed().await.is_err() {
+            // The sender is gone, so nothing can be appended any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+struct Follow<S, N> {
+    store: S,
+    query: ReadAllQuery,
+    notifier: N,
+    buffer: VecDeque<RecordedEvent>,
+    pause_before_read: bool,
+}
+
+type Step<S, N> = Option<(Result<RecordedEvent, StoreError>, Follow<S, N>)>;
+
+impl<S: EventStore, N: AppendNotifier> Follow<S, N> {
+    async fn next(mut self) -> Step<S, N> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.query.after = event.position;
+                return Some((Ok(event), self));
+            }
+            if self.pause_before_read {
+                // Caught up, or the last read failed: wait before asking again.
+                self.notifier.appended().await;
+            }
+            self.notifier.mark_seen();
+            match self.store.read_all(&self.query).await {
+                Ok(page) => {
+                    self.pause_before_read = page.is_empty();
+                    self.buffer.extend(page);
+                }
+                Err(error) => {
+                    self.pause_before_read = true;
+                    return Some((Err(error), self));
+                }
+            }
+        }
+    }
+}
