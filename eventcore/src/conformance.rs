@@ -5,7 +5,7 @@
 //! giving it a factory that returns a future of a new, empty store. Each
 //! test calls the factory once; stores must not share events.
 //!
-//! ```ignore
+//! ```text
 //! // In an adapter's tests/conformance.rs
 //! eventcore::conformance_tests!(|| async { my_adapter::MyStore::connect_fresh().await });
 //! ```
