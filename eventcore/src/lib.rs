@@ -51,10 +51,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod command;
 mod event;
+mod executor;
 mod metadata;
 mod position;
 mod recorded;
+mod retry;
 mod store;
 mod stream_id;
 mod subscription;
@@ -63,10 +66,63 @@ mod version;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[doc(hidden)]
+pub use command::__private;
+pub use command::{CommandLogic, CommandStreams, DeclaredStream, HandleContext, Writes};
+
 pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventType};
+/// Derives [`CommandStreams`] for a struct whose `#[stream]` fields name the streams it reads.
+///
+/// A `#[stream]` field is a [`StreamId`], or a collection of them
+/// (`Vec<StreamId>`, `Option<StreamId>`, `BTreeSet<StreamId>`,
+/// `[StreamId; N]`, `&[StreamId]`, ...). Repeated stream values are read
+/// once. For each field the derive also generates a write-target accessor
+/// with the field's visibility: `<field>_stream()` returning a
+/// [`DeclaredStream`] for a single id, `<field>_streams()` returning a `Vec`
+/// of them for a collection. Those accessors (and
+/// [`HandleContext::discover`]) are the only way to name a write target, so
+/// writing to a stream the command did not declare does not compile.
+///
+/// Generics and lifetimes on the struct are supported. Misuse (no
+/// `#[stream]` field, a field of another type, arguments to `#[stream]`,
+/// enums, tuple structs, unions) is a compile error at the offending span.
+///
+/// ```
+/// use eventcore::{Command, CommandStreams, StreamId};
+///
+/// #[derive(Command)]
+/// struct Transfer {
+///     #[stream]
+///     from: StreamId,
+///     #[stream]
+///     to: StreamId,
+///     cents: u64,
+/// }
+///
+/// #[derive(Command)]
+/// struct CloseAll<'a> {
+///     #[stream]
+///     accounts: Vec<StreamId>,
+///     reason: &'a str,
+/// }
+///
+/// let a = StreamId::try_new("a")?;
+/// let t = Transfer { from: a.clone(), to: a.clone(), cents: 5 };
+/// assert_eq!(t.declared_streams(), vec![a.clone()], "read once");
+/// assert_eq!(t.from_stream().id(), &a);
+/// let c = CloseAll { accounts: vec![a.clone()], reason: "audit" };
+/// assert_eq!(c.accounts_streams().len(), 1);
+/// # Ok::<(), eventcore::InvalidStreamId>(())
+/// ```
+pub use eventcore_macros::Command;
+pub use executor::{
+    CommandExecutor, DEFAULT_MAX_DISCOVERY_ROUNDS, ExecutionError, ExecutionOptions,
+    ExecutionResult,
+};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use position::{GlobalPosition, InvalidGlobalPosition};
 pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
+pub use retry::RetryPolicy;
 pub use store::{
     AppendRequest, AppendResult, BoxError, DEFAULT_PAGE_SIZE, EventStore, InvalidAppend,
     ReadAllQuery, StoreError, StreamAppend, StreamsRead, VersionConflict, WrittenEvent,

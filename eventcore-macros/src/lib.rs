@@ -1,0 +1,29 @@
+//! `#[derive(Command)]` for EventCore. Use it through `eventcore::Command`;
+//! the derive's documentation lives there.
+//!
+//! The macro is a small pipeline: [`ast`] turns syn's tree into the macro's
+//! own model, [`attr`] parses `#[stream]` attributes, [`valid`] checks the
+//! model and reports every problem with the span that caused it, and
+//! [`expand`] only generates code. Problems come back as `compile_error!`,
+//! never as a panic.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod ast;
+mod attr;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `eventcore::CommandStreams` and one write-target accessor per `#[stream]` field.
+///
+/// See `eventcore::Command` for the full documentation.
+#[proc_macro_derive(Command, attributes(stream))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

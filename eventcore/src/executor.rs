@@ -1,0 +1,476 @@
+//! Running commands: read, fold, decide, append atomically, retry on conflict.
+
+use std::{collections::BTreeMap, collections::BTreeSet, time::Duration};
+
+use tokio::time::Instant;
+use tracing::{Instrument, field};
+
+use crate::{
+    AppendRequest, CommandLogic, CorrelationId, DecodeError, EncodeError, EventMetadata,
+    EventStore, ExpectedVersion, HandleContext, NewEvent, RetryPolicy, StoreError, StreamAppend,
+    StreamId, StreamVersion, VersionConflict, Writes, WrittenEvent,
+};
+
+/// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
+pub const DEFAULT_MAX_DISCOVERY_ROUNDS: u32 = 8;
+
+/// Per-call settings of [`CommandExecutor::execute`].
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::{CorrelationId, EventMetadata, ExecutionOptions, RetryPolicy};
+///
+/// let options = ExecutionOptions::default()
+///     .with_metadata(EventMetadata::default().with_correlation_id(CorrelationId::new_v7()))
+///     .with_timeout(Duration::from_secs(2))
+///     .with_retry_policy(RetryPolicy::no_retries());
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionOptions {
+    metadata: EventMetadata,
+    timeout: Option<Duration>,
+    max_discovery_rounds: u32,
+    retry: Option<RetryPolicy>,
+}
+
+impl Default for ExecutionOptions {
+    fn default() -> Self {
+        Self {
+            metadata: EventMetadata::default(),
+            timeout: None,
+            max_discovery_rounds: DEFAULT_MAX_DISCOVERY_ROUNDS,
+            retry: None,
+        }
+    }
+}
+
+impl ExecutionOptions {
+    /// Metadata stored with every event this execution writes. A correlation
+    /// id is generated when absent, and kept the same across retries.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: EventMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// A limit on the whole execution, every attempt and backoff included.
+    ///
+    /// The limit is checked while reading, deciding and waiting; an append
+    /// already sent to the store is allowed to finish, so that a timeout
+    /// never leaves its outcome unknown: [`ExecutionError::Timeout`] always
+    /// means nothing was written.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many times `handle` may ask for more streams before the execution
+    /// fails with [`ExecutionError::TooManyDiscoveryRounds`] (default
+    /// [`DEFAULT_MAX_DISCOVERY_ROUNDS`]).
+    #[must_use]
+    pub fn with_max_discovery_rounds(mut self, rounds: u32) -> Self {
+        self.max_discovery_rounds = rounds;
+        self
+    }
+
+    /// Overrides the executor's retry policy for this call.
+    #[must_use]
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+}
+
+/// What a successful execution wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionResult {
+    /// Every event written, with its stream, version and global position.
+    pub events: Vec<WrittenEvent>,
+    /// The version of every stream the command read, after the append.
+    pub versions: BTreeMap<StreamId, StreamVersion>,
+    /// Attempts made, the successful one included (1 means no retry).
+    pub attempts: u32,
+    /// Time spent waiting between attempts.
+    pub backoff: Duration,
+    /// The correlation id stored with the events.
+    pub correlation_id: CorrelationId,
+}
+
+/// Why an execution failed. Whatever the variant, nothing was written,
+/// except after [`ExecutionError::Store`] holding [`StoreError::UnknownOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionError<E> {
+    /// `handle` refused the command with a business error; never retried.
+    #[error("command refused: {0}")]
+    Rejected(#[source] E),
+    /// Every attempt ran into a conflict (or transient failure).
+    #[error(
+        "{command} gave up after {attempts} attempts; conflicting streams: {}",
+        list_streams(.conflicting_streams)
+    )]
+    RetriesExhausted {
+        /// The command's type name.
+        command: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// Every stream that was found moved, over all attempts.
+        conflicting_streams: Vec<StreamId>,
+        /// The last attempt's error.
+        #[source]
+        last_error: StoreError,
+    },
+    /// The execution's timeout passed before it could complete.
+    #[error("{command} timed out after {elapsed:?} and {attempts} attempts")]
+    Timeout {
+        /// The command's type name.
+        command: &'static str,
+        /// Attempts started.
+        attempts: u32,
+        /// Time since the execution started.
+        elapsed: Duration,
+    },
+    /// `handle` kept asking for more streams.
+    #[error("{command} still asked for more streams after {rounds} discovery rounds: {}", list_streams(.requested))]
+    TooManyDiscoveryRounds {
+        /// The command's type name.
+        command: &'static str,
+        /// The configured limit.
+        rounds: u32,
+        /// The streams asked for in the last round.
+        requested: Vec<StreamId>,
+    },
+    /// A write targeted a stream this execution did not read.
+    #[error("{command} tried to write to stream {stream_id}, which it did not read")]
+    UndeclaredStream {
+        /// The command's type name.
+        command: &'static str,
+        /// The stream written to.
+        stream_id: StreamId,
+    },
+    /// The command declared no stream at all (for example an empty `Vec<StreamId>` field).
+    #[error("{command} declares no stream; a command must read at least one")]
+    NoStreams {
+        /// The command's type name.
+        command: &'static str,
+    },
+    /// A stored event in one of the command's streams does not decode into its event type.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A decided event could not be serialized.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The store failed in a way retrying here cannot fix.
+    #[error("{command}: {source}")]
+    Store {
+        /// The command's type name.
+        command: &'static str,
+        /// The store's error; [`StoreError::UnknownOutcome`] means the
+        /// append may have been written.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl<E> ExecutionError<E> {
+    /// Whether the events may have been written after all (the store lost track of the commit).
+    pub fn is_unknown_outcome(&self) -> bool {
+        matches!(
+            self,
+            Self::Store {
+                source: StoreError::UnknownOutcome { .. },
+                ..
+            }
+        )
+    }
+}
+
+fn list_streams(streams: &[StreamId]) -> String {
+    let names: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
+    names.join(", ")
+}
+
+/// Runs commands against a store: reads their streams, folds, decides, and
+/// appends atomically with an expected version for every stream read,
+/// retrying conflicts per its [`RetryPolicy`].
+///
+/// Cheap to share: wrap it in an `Arc` or clone it (it clones the store
+/// handle). Its futures are `Send`, so it can be used from any multi-threaded
+/// runtime and web framework.
+///
+/// ```
+/// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, StreamId, Writes};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Serialize, Deserialize)] enum Ev { Pinged }
+/// # impl Event for Ev { fn event_type(&self) -> &'static str { "Pinged" } }
+/// # #[derive(Command)] struct Ping { #[stream] target: StreamId }
+/// # impl CommandLogic for Ping {
+/// #     type State = ();
+/// #     type Event = Ev;
+/// #     type Error = std::convert::Infallible;
+/// #     fn apply(&self, _: &mut (), _: &StoredEvent<Ev>) {}
+/// #     fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Self::Error> {
+/// #         Ok(Writes::new().emit(self.target_stream(), Ev::Pinged))
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventcore::{CommandExecutor, ExecutionOptions};
+/// use eventcore_memory::InMemoryEventStore;
+///
+/// let executor = CommandExecutor::new(InMemoryEventStore::new());
+/// let ping = Ping { target: StreamId::try_new("host-1")? };
+/// let result = executor.execute(&ping, ExecutionOptions::default()).await?;
+/// assert_eq!(result.events.len(), 1);
+/// assert_eq!(result.attempts, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CommandExecutor<S> {
+    store: S,
+    retry: RetryPolicy,
+}
+
+/// What one attempt decided: the versions read and the events to write.
+struct Decision<C: CommandLogic> {
+    versions: BTreeMap<StreamId, StreamVersion>,
+    writes: Writes<C>,
+}
+
+impl<S: EventStore> CommandExecutor<S> {
+    /// An executor on `store` with the default [`RetryPolicy`].
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Sets the retry policy used unless a call overrides it.
+    #[must_use]
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The store commands run against.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The executor's default retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Executes `command`: see the crate docs, "Executing a command".
+    ///
+    /// # Errors
+    /// [`ExecutionError`]; in every case but an unknown outcome, nothing was written.
+    pub async fn execute<C: CommandLogic>(
+        &self,
+        command: &C,
+        options: ExecutionOptions,
+    ) -> Result<ExecutionResult, ExecutionError<C::Error>> {
+        let span = tracing::info_span!(
+            "eventcore.execute",
+            command = std::any::type_name::<C>(),
+            streams = field::Empty,
+            attempt = field::Empty,
+        );
+        self.run(command, options).instrument(span).await
+    }
+
+    async fn run<C: CommandLogic>(
+        &self,
+        command: &C,
+        options: ExecutionOptions,
+    ) -> Result<ExecutionResult, ExecutionError<C::Error>> {
+        let name = std::any::type_name::<C>();
+        let started = Instant::now();
+        let deadline = options.timeout.map(|timeout| started + timeout);
+        let policy = options.retry.unwrap_or(self.retry);
+        let mut metadata = options.metadata;
+        let correlation_id = *metadata
+            .correlation_id
+            .get_or_insert_with(CorrelationId::new_v7);
+        let mut delays = policy.delays();
+        let mut attempts = 0_u32;
+        let mut backoff = Duration::ZERO;
+        let mut conflicting = BTreeSet::new();
+        let timeout = |attempts| ExecutionError::Timeout {
+            command: name,
+            attempts,
+            elapsed: started.elapsed(),
+        };
+
+        loop {
+            attempts += 1;
+            tracing::Span::current().record("attempt", attempts);
+            let decided = match deadline {
+                None => self.decide(command, options.max_discovery_rounds).await,
+                Some(deadline) => tokio::time::timeout_at(
+                    deadline,
+                    self.decide(command, options.max_discovery_rounds),
+                )
+                .await
+                .map_err(|_| timeout(attempts))?,
+            };
+            let error = match decided {
+                Ok(decision) => match self.append(name, decision, &metadata).await {
+                    Ok((events, versions)) => {
+                        return Ok(ExecutionResult {
+                            events,
+                            versions,
+                            attempts,
+                            backoff,
+                            correlation_id,
+                        });
+                    }
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            let store_error = match error {
+                ExecutionError::Store { source, .. } if source.is_retryable() => source,
+                other => return Err(other),
+            };
+            let conflicts = store_error.conflicts().unwrap_or_default();
+            conflicting.extend(conflicts.iter().map(|c| c.stream_id.clone()));
+
+            let exhausted = |store_error| ExecutionError::RetriesExhausted {
+                command: name,
+                attempts,
+                conflicting_streams: conflicting.iter().cloned().collect(),
+                last_error: store_error,
+            };
+            let Some(delay) = delays.next() else {
+                return Err(exhausted(store_error));
+            };
+            if policy
+                .time_budget()
+                .is_some_and(|budget| started.elapsed() + delay > budget)
+            {
+                return Err(exhausted(store_error));
+            }
+            if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
+                return Err(timeout(attempts));
+            }
+            log_retry(attempts, delay, &store_error);
+            tokio::time::sleep(delay).await;
+            backoff += delay;
+        }
+    }
+
+    /// Reads the declared (and discovered) streams, folds them and calls `handle`.
+    async fn decide<C: CommandLogic>(
+        &self,
+        command: &C,
+        max_rounds: u32,
+    ) -> Result<Decision<C>, ExecutionError<C::Error>> {
+        let name = std::any::type_name::<C>();
+        let mut streams = command.declared_streams();
+        if streams.is_empty() {
+            return Err(ExecutionError::NoStreams { command: name });
+        }
+        let mut round = 0;
+        loop {
+            tracing::Span::current().record("streams", streams.len());
+            let read = self.store.read_streams(&streams).await.map_err(|source| {
+                ExecutionError::Store {
+                    command: name,
+                    source,
+                }
+            })?;
+            let mut state = C::State::default();
+            for event in &read.events {
+                command.apply(&mut state, &event.decode::<C::Event>()?);
+            }
+            let mut ctx = HandleContext::new(&read.versions);
+            let writes = command
+                .handle(state, &mut ctx)
+                .map_err(ExecutionError::Rejected)?;
+            let requested = ctx.into_requested();
+            if requested.is_empty() {
+                return Ok(Decision {
+                    versions: read.versions,
+                    writes,
+                });
+            }
+            if round == max_rounds {
+                return Err(ExecutionError::TooManyDiscoveryRounds {
+                    command: name,
+                    rounds: max_rounds,
+                    requested,
+                });
+            }
+            round += 1;
+            tracing::debug!(round, requested = %list_streams(&requested), "reading discovered streams");
+            streams.extend(requested);
+        }
+    }
+
+    /// Appends the decided events with an expected version for every stream read.
+    async fn append<C: CommandLogic>(
+        &self,
+        name: &'static str,
+        decision: Decision<C>,
+        metadata: &EventMetadata,
+    ) -> Result<(Vec<WrittenEvent>, BTreeMap<StreamId, StreamVersion>), ExecutionError<C::Error>>
+    {
+        if decision.writes.is_empty() {
+            // Nothing to write: the decision stands on the consistent read alone.
+            return Ok((Vec::new(), decision.versions));
+        }
+        let mut per_stream: BTreeMap<StreamId, Vec<NewEvent>> = BTreeMap::new();
+        for (stream_id, event) in decision.writes.into_events() {
+            if !decision.versions.contains_key(&stream_id) {
+                return Err(ExecutionError::UndeclaredStream {
+                    command: name,
+                    stream_id,
+                });
+            }
+            let event = NewEvent::from_event(&event, metadata.clone())?;
+            per_stream.entry(stream_id).or_default().push(event);
+        }
+        let streams = decision.versions.into_iter().map(|(stream_id, version)| {
+            let events = per_stream.remove(&stream_id).unwrap_or_default();
+            StreamAppend::new(stream_id, ExpectedVersion::Exact(version), events)
+        });
+        let request = AppendRequest::new(streams.collect::<Vec<_>>()).map_err(|_| {
+            // The versions map is non-empty and keyed by stream, so this cannot happen.
+            ExecutionError::NoStreams { command: name }
+        })?;
+        let result = self
+            .store
+            .append(request)
+            .await
+            .map_err(|source| ExecutionError::Store {
+                command: name,
+                source,
+            })?;
+        Ok((result.events, result.versions))
+    }
+}
+
+fn log_retry(attempt: u32, delay: Duration, error: &StoreError) {
+    match error.conflicts() {
+        Some(conflicts) if !conflicts.is_empty() => {
+            let streams: Vec<String> = conflicts.iter().map(VersionConflict::to_string).collect();
+            tracing::warn!(
+                attempt,
+                delay_ms = delay.as_secs_f64() * 1000.0,
+                conflicts = %streams.join("; "),
+                "version conflict, retrying"
+            );
+        }
+        _ => tracing::warn!(
+            attempt,
+            delay_ms = delay.as_secs_f64() * 1000.0,
+            error = %error,
+            "transient store failure, retrying"
+        ),
+    }
+}
