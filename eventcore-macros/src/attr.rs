@@ -33,11 +33,13 @@ pub fn stream(attrs: &[Attribute]) -> syn::Result<Option<Stream>> {
         }
         if found.is_some() {
             return Err(syn::Error::new(
-                attr.span(),
+                attr.meta.span(),
                 "duplicate #[stream] attribute on one field",
             ));
         }
-        found = Some(Stream { span: attr.span() });
+        found = Some(Stream {
+            span: attr.meta.span(),
+        });
     }
     Ok(found)
 }

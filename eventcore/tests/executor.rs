@@ -1,0 +1,662 @@
+//! The executor's behaviour on the memory store, with store wrappers that
+//! inject conflicts, move streams between read and write, or stall.
+//! Time is paused (tokio's test clock), so backoff and timeouts are exact.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use eventcore::{
+    AppendRequest, AppendResult, Command, CommandExecutor, CommandLogic, CorrelationId,
+    DeclaredStream, Event, EventMetadata, EventStore, ExecutionError, ExecutionOptions,
+    ExpectedVersion, HandleContext, NewEvent, ReadAllQuery, RecordedEvent, RetryPolicy, StoreError,
+    StoredEvent, StreamId, StreamVersion, StreamsRead, Subscription, UserId, VersionConflict,
+    Writes,
+};
+use eventcore_memory::InMemoryEventStore;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Ev {
+    Added(u32),
+    Frozen,
+    Points(String),
+}
+
+impl Event for Ev {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Ev::Added(_) => "Added",
+            Ev::Frozen => "Frozen",
+            Ev::Points(_) => "Points",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+enum Refused {
+    #[error("the watched stream is frozen")]
+    Frozen,
+    #[error("always refused")]
+    Always,
+}
+
+fn id(name: &str) -> StreamId {
+    StreamId::try_new(name).unwrap()
+}
+
+/// Adds to `target` unless the read-only `watched` stream says frozen.
+#[derive(Command)]
+struct Add {
+    #[stream]
+    target: StreamId,
+    #[stream]
+    watched: StreamId,
+    amount: u32,
+}
+
+#[derive(Default)]
+struct AddState {
+    total: u32,
+    frozen: bool,
+}
+
+impl CommandLogic for Add {
+    type State = AddState;
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, state: &mut AddState, event: &StoredEvent<Ev>) {
+        match event.payload {
+            Ev::Added(n) => state.total += n,
+            Ev::Frozen => state.frozen = true,
+            Ev::Points(_) => {}
+        }
+    }
+
+    fn handle(
+        &self,
+        state: AddState,
+        _: &mut HandleContext<'_, Self>,
+    ) -> Result<Writes<Self>, Refused> {
+        if state.frozen {
+            return Err(Refused::Frozen);
+        }
+        Ok(Writes::new().emit(self.target_stream(), Ev::Added(self.amount)))
+    }
+}
+
+/// Follows the pointer stored in `index` and writes to the stream it names.
+#[derive(Command)]
+struct FollowPointer {
+    #[stream]
+    index: StreamId,
+}
+
+impl CommandLogic for FollowPointer {
+    type State = Option<String>;
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, state: &mut Option<String>, event: &StoredEvent<Ev>) {
+        if let Ev::Points(to) = &event.payload {
+            *state = Some(to.clone());
+        }
+    }
+
+    fn handle(
+        &self,
+        state: Option<String>,
+        ctx: &mut HandleContext<'_, Self>,
+    ) -> Result<Writes<Self>, Refused> {
+        let Some(pointer) = state else {
+            return Ok(Writes::new());
+        };
+        let Some(target) = ctx.discover(&id(&pointer)) else {
+            return Ok(Writes::new());
+        };
+        Ok(Writes::new().emit(target, Ev::Added(1)))
+    }
+}
+
+/// Asks for a new stream every time it is called.
+#[derive(Command)]
+struct Runaway {
+    #[stream]
+    start: StreamId,
+    calls: AtomicU32,
+}
+
+impl CommandLogic for Runaway {
+    type State = ();
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, _: &mut (), _: &StoredEvent<Ev>) {}
+
+    fn handle(&self, _: (), ctx: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Refused> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        ctx.discover(&id(&format!("runaway-{n}")));
+        Ok(Writes::new())
+    }
+}
+
+/// Always refuses.
+#[derive(Command)]
+struct Refuse {
+    #[stream]
+    target: StreamId,
+}
+
+impl CommandLogic for Refuse {
+    type State = ();
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, _: &mut (), _: &StoredEvent<Ev>) {}
+
+    fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Refused> {
+        Err(Refused::Always)
+    }
+}
+
+/// Writes to a target it kept from an earlier execution, without reading it now.
+#[derive(Command)]
+struct StaleTarget {
+    #[stream]
+    own: StreamId,
+    kept: Mutex<Option<DeclaredStream<StaleTarget>>>,
+    discover: Option<StreamId>,
+}
+
+impl CommandLogic for StaleTarget {
+    type State = ();
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, _: &mut (), _: &StoredEvent<Ev>) {}
+
+    fn handle(&self, _: (), ctx: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Refused> {
+        let mut kept = self.kept.lock().unwrap();
+        if let Some(stream) = &self.discover {
+            let Some(target) = ctx.discover(stream) else {
+                return Ok(Writes::new());
+            };
+            *kept = Some(target);
+            return Ok(Writes::new());
+        }
+        let target = kept.clone().expect("a kept target");
+        Ok(Writes::new().emit(target, Ev::Added(1)))
+    }
+}
+
+/// A store that injects conflicts, moves a stream before the first append, or stalls reads.
+#[derive(Clone, Default)]
+struct Wrapped {
+    inner: InMemoryEventStore,
+    conflicts_to_inject: Arc<AtomicU32>,
+    appends: Arc<AtomicU32>,
+    reads: Arc<AtomicU32>,
+    move_before_first_append: Arc<Mutex<Option<(StreamId, Ev)>>>,
+    read_delay: Option<Duration>,
+}
+
+impl Wrapped {
+    fn injecting(conflicts: u32) -> Self {
+        let store = Self::default();
+        store.conflicts_to_inject.store(conflicts, Ordering::SeqCst);
+        store
+    }
+}
+
+impl EventStore for Wrapped {
+    async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(delay) = self.read_delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.inner.read_streams(stream_ids).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        let moved = self.move_before_first_append.lock().unwrap().take();
+        if let Some((stream, event)) = moved {
+            let event = NewEvent::from_event(&event, EventMetadata::default()).unwrap();
+            self.inner
+                .append(AppendRequest::single(
+                    stream,
+                    ExpectedVersion::Any,
+                    vec![event],
+                ))
+                .await?;
+        }
+        let inject = self
+            .conflicts_to_inject
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if inject {
+            let first = &request.streams()[0];
+            return Err(StoreError::Conflict {
+                conflicts: vec![VersionConflict {
+                    stream_id: first.stream_id.clone(),
+                    expected: first.expected,
+                    actual: StreamVersion::new(999),
+                }],
+            });
+        }
+        self.inner.append(request).await
+    }
+
+    async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(query).await
+    }
+
+    fn subscribe(&self, query: ReadAllQuery) -> Subscription {
+        self.inner.subscribe(query)
+    }
+}
+
+fn add(amount: u32) -> Add {
+    Add {
+        target: id("target"),
+        watched: id("watched"),
+        amount,
+    }
+}
+
+fn exact_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_base_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(100))
+        .with_max_attempts(5)
+        .with_time_budget(None)
+        .with_jitter(false)
+}
+
+#[tokio::test]
+async fn writes_to_declared_streams_and_checks_every_stream_read() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone());
+    let result = executor
+        .execute(&add(5), ExecutionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(result.attempts, 1);
+    assert_eq!(result.events.len(), 1);
+    assert_eq!(result.events[0].stream_id, id("target"));
+    assert_eq!(result.events[0].version, StreamVersion::new(1));
+    assert_eq!(
+        result.versions.get(&id("target")),
+        Some(&StreamVersion::new(1))
+    );
+    assert_eq!(
+        result.versions.get(&id("watched")),
+        Some(&StreamVersion::new(0)),
+        "the read-only stream was part of the append"
+    );
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events[0].id, result.events[0].id);
+    assert_eq!(read.events[0].position, result.events[0].position);
+}
+
+#[tokio::test(start_paused = true)]
+async fn injected_conflicts_are_retried_with_exponential_backoff() {
+    let store = Wrapped::injecting(3);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let result = executor
+        .execute(&add(1), ExecutionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(result.attempts, 4);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        4,
+        "every attempt re-reads"
+    );
+    let backoff_ms = (result.backoff.as_secs_f64() * 1000.0).round();
+    assert_eq!(backoff_ms, 70.0, "10 + 20 + 40 ms");
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events.len(), 1, "written once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn constant_conflicts_exhaust_the_attempts_with_a_named_error() {
+    let store = Wrapped::injecting(u32::MAX);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let started = tokio::time::Instant::now();
+    let error = executor
+        .execute(&add(1), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    match &error {
+        ExecutionError::RetriesExhausted {
+            command,
+            attempts,
+            conflicting_streams,
+            last_error,
+        } => {
+            assert!(command.ends_with("Add"), "{command}");
+            assert_eq!(*attempts, 5);
+            assert_eq!(conflicting_streams, &vec![id("target")]);
+            assert!(last_error.is_retryable());
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("5 attempts") && message.contains("target"),
+        "{message}"
+    );
+    assert_eq!(store.appends.load(Ordering::SeqCst), 5);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "10+20+40+80 ms of backoff"
+    );
+    assert!(
+        store
+            .inner
+            .read_streams(&[id("target")])
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_time_budget_stops_retries_early() {
+    let store = Wrapped::injecting(u32::MAX);
+    let policy = exact_policy()
+        .with_max_attempts(100)
+        .with_time_budget(Some(Duration::from_millis(50)));
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(policy);
+    let started = tokio::time::Instant::now();
+    let error = executor
+        .execute(&add(1), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    // Delays 10, 20 fit in 50 ms; the next (40) would not.
+    assert!(
+        matches!(error, ExecutionError::RetriesExhausted { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert!(started.elapsed() <= Duration::from_millis(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_call_policy_overrides_the_executor_policy() {
+    let store = Wrapped::injecting(u32::MAX);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let options = ExecutionOptions::default().with_retry_policy(RetryPolicy::no_retries());
+    let error = executor.execute(&add(1), options).await.unwrap_err();
+    assert!(matches!(
+        error,
+        ExecutionError::RetriesExhausted { attempts: 1, .. }
+    ));
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn business_errors_are_not_retried_and_write_nothing() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone());
+    let error = executor
+        .execute(&Refuse { target: id("t") }, ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ExecutionError::Rejected(Refused::Always)));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_only_stream_moved_before_the_write_is_retried_and_re_decided() {
+    let store = Wrapped::default();
+    *store.move_before_first_append.lock().unwrap() = Some((id("watched"), Ev::Frozen));
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let error = executor
+        .execute(&add(3), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    // First attempt: conflict on `watched`; second attempt sees the freeze and refuses.
+    assert!(
+        matches!(error, ExecutionError::Rejected(Refused::Frozen)),
+        "{error:?}"
+    );
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+    assert!(
+        store
+            .inner
+            .read_streams(&[id("target")])
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timeout_covers_stalled_reads() {
+    let store = Wrapped {
+        read_delay: Some(Duration::from_secs(10)),
+        ..Wrapped::default()
+    };
+    let executor = CommandExecutor::new(store.clone());
+    let options = ExecutionOptions::default().with_timeout(Duration::from_millis(100));
+    let error = executor.execute(&add(1), options).await.unwrap_err();
+    match error {
+        ExecutionError::Timeout {
+            attempts, elapsed, ..
+        } => {
+            assert_eq!(attempts, 1);
+            assert!(elapsed >= Duration::from_millis(100) && elapsed < Duration::from_secs(1));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timeout_covers_backoff_between_attempts() {
+    let store = Wrapped::injecting(u32::MAX);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(
+        exact_policy()
+            .with_max_attempts(50)
+            .with_base_delay(Duration::from_millis(40)),
+    );
+    let options = ExecutionOptions::default().with_timeout(Duration::from_millis(100));
+    let error = executor.execute(&add(1), options).await.unwrap_err();
+    // 40 ms, then 80 ms would pass the 100 ms deadline.
+    assert!(
+        matches!(error, ExecutionError::Timeout { attempts: 2, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn discovered_streams_are_read_folded_and_version_checked() {
+    let store = Wrapped::default();
+    let seed =
+        NewEvent::from_event(&Ev::Points("account-7".into()), EventMetadata::default()).unwrap();
+    store
+        .inner
+        .append(AppendRequest::single(
+            id("index"),
+            ExpectedVersion::Any,
+            vec![seed],
+        ))
+        .await
+        .unwrap();
+    let executor = CommandExecutor::new(store.clone());
+    let result = executor
+        .execute(
+            &FollowPointer { index: id("index") },
+            ExecutionOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.events.len(), 1);
+    assert_eq!(result.events[0].stream_id, id("account-7"));
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        2,
+        "one extra read round"
+    );
+    assert_eq!(
+        result.versions.len(),
+        2,
+        "both streams were version-checked"
+    );
+}
+
+#[tokio::test]
+async fn the_discovery_round_limit_stops_runaway_commands() {
+    let executor = CommandExecutor::new(Wrapped::default());
+    let command = Runaway {
+        start: id("start"),
+        calls: AtomicU32::new(0),
+    };
+    let options = ExecutionOptions::default().with_max_discovery_rounds(3);
+    let error = executor.execute(&command, options).await.unwrap_err();
+    match error {
+        ExecutionError::TooManyDiscoveryRounds {
+            rounds, requested, ..
+        } => {
+            assert_eq!(rounds, 3);
+            assert_eq!(requested, vec![id("runaway-3")]);
+        }
+        other => panic!("expected the discovery limit, got {other:?}"),
+    }
+    assert_eq!(command.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn writing_to_a_stream_not_read_in_this_execution_is_a_typed_error() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone());
+    let discovering = StaleTarget {
+        own: id("own"),
+        kept: Mutex::new(None),
+        discover: Some(id("elsewhere")),
+    };
+    executor
+        .execute(&discovering, ExecutionOptions::default())
+        .await
+        .unwrap();
+    let stale = StaleTarget {
+        own: id("own"),
+        kept: Mutex::new(discovering.kept.lock().unwrap().take()),
+        discover: None,
+    };
+    let error = executor
+        .execute(&stale, ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    match error {
+        ExecutionError::UndeclaredStream { stream_id, .. } => {
+            assert_eq!(stream_id, id("elsewhere"))
+        }
+        other => panic!("expected UndeclaredStream, got {other:?}"),
+    }
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_is_stored_and_the_correlation_id_survives_retries() {
+    let store = Wrapped::injecting(2);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let result = executor
+        .execute(&add(1), ExecutionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(result.attempts, 3);
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(
+        read.events[0].metadata.correlation_id,
+        Some(result.correlation_id)
+    );
+
+    let correlation = CorrelationId::new_v7();
+    let metadata = EventMetadata::default()
+        .with_correlation_id(correlation)
+        .with_user_id(UserId::try_new("alice").unwrap())
+        .with_entry("request", "r-1");
+    let result = executor
+        .execute(
+            &add(2),
+            ExecutionOptions::default().with_metadata(metadata.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.correlation_id, correlation);
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events[1].metadata, metadata);
+}
+
+#[tokio::test]
+async fn a_command_with_no_streams_is_refused_before_any_read() {
+    #[derive(Command)]
+    struct Nothing {
+        #[stream]
+        streams: Vec<StreamId>,
+    }
+    impl CommandLogic for Nothing {
+        type State = ();
+        type Event = Ev;
+        type Error = Refused;
+        fn apply(&self, _: &mut (), _: &StoredEvent<Ev>) {}
+        fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Refused> {
+            Ok(Writes::new())
+        }
+    }
+    let store = Wrapped::default();
+    let error = CommandExecutor::new(store.clone())
+        .execute(&Nothing { streams: vec![] }, ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ExecutionError::NoStreams { .. }));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_undecodable_event_in_a_stream_is_a_typed_error() {
+    let store = Wrapped::default();
+    let foreign = NewEvent::from_parts(
+        eventcore::EventType::try_new("Alien").unwrap(),
+        serde_json::json!({"not": "an Ev"}),
+        EventMetadata::default(),
+    );
+    let written = store
+        .inner
+        .append(AppendRequest::single(
+            id("target"),
+            ExpectedVersion::Any,
+            vec![foreign],
+        ))
+        .await
+        .unwrap();
+    let error = CommandExecutor::new(store.clone())
+        .execute(&add(1), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    match error {
+        ExecutionError::Decode(decode) => assert_eq!(decode.event_id, written.events[0].id),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn execution_futures_are_send() {
+    fn assert_send<T: Send>(_: T) {}
+    let executor = CommandExecutor::new(InMemoryEventStore::new());
+    let command = add(1);
+    assert_send(executor.execute(&command, ExecutionOptions::default()));
+}

@@ -1,0 +1,9 @@
+use eventcore::{Command, StreamId};
+
+#[derive(Command)]
+struct Deposit {
+    #[stream = "account"]
+    account: StreamId,
+}
+
+fn main() {}

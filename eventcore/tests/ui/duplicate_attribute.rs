@@ -1,0 +1,10 @@
+use eventcore::{Command, StreamId};
+
+#[derive(Command)]
+struct Deposit {
+    #[stream]
+    #[stream]
+    account: StreamId,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use eventcore::Command;
+
+#[derive(Command)]
+struct Deposit;
+
+fn main() {}
