@@ -4,6 +4,8 @@
 //! streams, versions are contiguous, the global order is total, and
 //! subscriptions see every append once and in order. Nothing is persisted.
 //!
+//! [`testing`] holds a given/when/then fixture for testing commands.
+//!
 //! ```
 //! use eventcore::{AppendRequest, EventStore, ExpectedVersion, StreamId};
 //! use eventcore_memory::InMemoryEventStore;
@@ -24,5 +26,6 @@
 )]
 
 mod store;
+pub mod testing;
 
 pub use store::InMemoryEventStore;

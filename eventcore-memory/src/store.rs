@@ -31,7 +31,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Log {
     /// Every event in global order; an event's index is its sequence minus one.
-    events: Vec<RecordedEvent>,
+    /// Shared so that readers copy pointers under the lock and events after it.
+    events: Vec<Arc<RecordedEvent>>,
     /// For every stream, the indexes of its events in `events`, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
     appends: u64,
@@ -70,7 +71,10 @@ impl Log {
         StreamVersion::new(len as u64)
     }
 
-    fn read_streams(&self, stream_ids: &[StreamId]) -> StreamsRead {
+    fn read_streams(
+        &self,
+        stream_ids: &[StreamId],
+    ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
         let mut versions = BTreeMap::new();
         let mut indexes = Vec::new();
         for stream_id in stream_ids {
@@ -83,13 +87,11 @@ impl Log {
             }
         }
         indexes.sort_unstable();
-        StreamsRead {
-            events: indexes
-                .into_iter()
-                .map(|i| self.events[i].clone())
-                .collect(),
-            versions,
-        }
+        let events = indexes
+            .into_iter()
+            .map(|i| Arc::clone(&self.events[i]))
+            .collect();
+        (events, versions)
     }
 
     fn append(&mut self, request: AppendRequest) -> Result<AppendResult, StoreError> {
@@ -125,7 +127,7 @@ impl Log {
                     position: GlobalPosition::new(self.appends, index as u64 + 1),
                     recorded_at,
                 };
-                self.events.push(RecordedEvent {
+                self.events.push(Arc::new(RecordedEvent {
                     id: written.id,
                     stream_id: written.stream_id.clone(),
                     version: written.version,
@@ -134,7 +136,7 @@ impl Log {
                     event_type,
                     payload,
                     metadata,
-                });
+                }));
                 result.events.push(written);
             }
             let version = StreamVersion::new(indexes.len() as u64);
@@ -143,7 +145,7 @@ impl Log {
         Ok(result)
     }
 
-    fn read_all(&self, query: &ReadAllQuery) -> Vec<RecordedEvent> {
+    fn read_all(&self, query: &ReadAllQuery) -> Vec<Arc<RecordedEvent>> {
         let start = self.events.partition_point(|e| e.position <= query.after);
         self.events[start..]
             .iter()
@@ -154,12 +156,28 @@ impl Log {
     }
 }
 
+/// Copies shared events out for the caller, after the lock is released.
+fn owned(events: Vec<Arc<RecordedEvent>>) -> Vec<RecordedEvent> {
+    events.into_iter().map(Arc::unwrap_or_clone).collect()
+}
+
 impl EventStore for InMemoryEventStore {
     async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
-        Ok(self.log().read_streams(stream_ids))
+        // Every call completes at once; spending tokio's cooperative budget
+        // makes a task that runs many commands in a row yield now and then,
+        // as it would on a real database, instead of starving its neighbours.
+        tokio::task::consume_budget().await;
+        let (events, versions) = self.log().read_streams(stream_ids);
+        Ok(StreamsRead {
+            events: owned(events),
+            versions,
+        })
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        // A database append always suspends the caller; so does this one, so
+        // that tasks running commands back to back take turns fairly.
+        tokio::task::yield_now().await;
         let (result, head) = {
             let mut log = self.log();
             let result = log.append(request)?;
@@ -170,7 +188,8 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        Ok(self.log().read_all(query))
+        let events = self.log().read_all(query);
+        Ok(owned(events))
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {

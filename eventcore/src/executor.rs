@@ -385,8 +385,8 @@ impl<S: EventStore> CommandExecutor<S> {
                 }
             })?;
             let mut state = C::State::default();
-            for event in &read.events {
-                command.apply(&mut state, &event.decode::<C::Event>()?);
+            for event in read.events {
+                command.apply(&mut state, &event.into_decoded::<C::Event>()?);
             }
             let mut ctx = HandleContext::new(&read.versions);
             let writes = command

@@ -173,6 +173,25 @@ impl RecordedEvent {
         })
     }
 
+    /// Decodes the payload, consuming the event (no copies of its id, stream or metadata).
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming the event when the payload does not fit `E`.
+    pub fn into_decoded<E: Event>(self) -> Result<StoredEvent<E>, DecodeError> {
+        let payload =
+            E::deserialize(&self.payload).map_err(|source| self.decode_error::<E>(source))?;
+        Ok(StoredEvent {
+            id: self.id,
+            stream_id: self.stream_id,
+            version: self.version,
+            position: self.position,
+            recorded_at: self.recorded_at,
+            event_type: self.event_type,
+            metadata: self.metadata,
+            payload,
+        })
+    }
+
     fn decode_error<E>(&self, source: serde_json::Error) -> DecodeError {
         DecodeError {
             event_id: self.id,

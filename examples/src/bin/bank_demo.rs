@@ -1,0 +1,294 @@
+//! The banking demo: opens accounts, runs random concurrent transfers (and
+//! the odd freeze), prints throughput, latency and retry figures, and checks
+//! that money was conserved and no balance went negative.
+//!
+//! ```text
+//! cargo run --release -p eventcore-examples --bin bank-demo -- --help
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use eventcore::{
+    CommandExecutor, CommandLogic, EventStore, ExecutionError, ExecutionOptions, StreamId,
+};
+use eventcore_examples::banking::{
+    Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
+};
+use eventcore_memory::InMemoryEventStore;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Random concurrent transfers between bank accounts, checked for conservation of money.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Accounts to open.
+    #[arg(long, default_value_t = 100)]
+    accounts: u32,
+    /// Commands to run after the accounts are opened (transfers, plus a few freezes).
+    #[arg(long, default_value_t = 20_000)]
+    commands: u64,
+    /// Concurrent tasks issuing commands.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Opening deposit of every account, in cents.
+    #[arg(long, default_value_t = 100_000)]
+    initial_cents: u64,
+    /// Percentage of commands that freeze or unfreeze an account instead of transferring.
+    #[arg(long, default_value_t = 2)]
+    freeze_percent: u32,
+    /// Seed for the random workload (random when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    latencies_us: Vec<u64>,
+    succeeded: u64,
+    retries: u64,
+    rejections: BTreeMap<&'static str, u64>,
+    failures: Vec<String>,
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.latencies_us.extend(other.latencies_us);
+        self.succeeded += other.succeeded;
+        self.retries += other.retries;
+        for (kind, n) in other.rejections {
+            *self.rejections.entry(kind).or_default() += n;
+        }
+        self.failures.extend(other.failures);
+    }
+
+    fn record<C: CommandLogic<Error = BankError>>(
+        &mut self,
+        started: Instant,
+        outcome: Result<eventcore::ExecutionResult, ExecutionError<BankError>>,
+    ) {
+        self.latencies_us
+            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        match outcome {
+            Ok(result) => {
+                self.succeeded += 1;
+                self.retries += u64::from(result.attempts - 1);
+            }
+            Err(ExecutionError::Rejected(error)) => {
+                *self.rejections.entry(rejection_kind(&error)).or_default() += 1;
+            }
+            Err(other) => self.failures.push(other.to_string()),
+        }
+    }
+
+    fn percentile_ms(&mut self, p: f64) -> f64 {
+        self.latencies_us.sort_unstable();
+        let Some(last) = self.latencies_us.len().checked_sub(1) else {
+            return 0.0;
+        };
+        let rank = ((last as f64) * p).round() as usize;
+        self.latencies_us[rank.min(last)] as f64 / 1000.0
+    }
+}
+
+fn rejection_kind(error: &BankError) -> &'static str {
+    match error {
+        BankError::AlreadyOpen(_) => "already open",
+        BankError::NotOpen(_) => "not open",
+        BankError::InsufficientFunds { .. } => "insufficient funds",
+        BankError::SameAccount(_) => "same account",
+        BankError::Frozen(_) => "frozen",
+        BankError::BalanceOverflow(_) => "balance overflow",
+        BankError::FreezeUnchanged { .. } => "freeze unchanged",
+    }
+}
+
+fn account_id(n: u32) -> anyhow::Result<StreamId> {
+    Ok(StreamId::try_new(format!("account-{n:05}"))?)
+}
+
+async fn open_accounts<S: EventStore>(
+    executor: &CommandExecutor<S>,
+    accounts: &[StreamId],
+    initial: Amount,
+) -> anyhow::Result<()> {
+    for account in accounts {
+        let open = OpenAccount {
+            account: account.clone(),
+            owner: format!("owner of {account}"),
+        };
+        executor
+            .execute(&open, ExecutionOptions::default())
+            .await
+            .with_context(|| format!("opening {account}"))?;
+        let deposit = Deposit {
+            account: account.clone(),
+            amount: initial,
+        };
+        executor
+            .execute(&deposit, ExecutionOptions::default())
+            .await
+            .with_context(|| format!("funding {account}"))?;
+    }
+    Ok(())
+}
+
+async fn worker<S: EventStore>(
+    executor: Arc<CommandExecutor<S>>,
+    accounts: Arc<Vec<StreamId>>,
+    next: Arc<AtomicU64>,
+    args: Arc<Args>,
+    seed: u64,
+    progress: ProgressBar,
+) -> anyhow::Result<Stats> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut stats = Stats::default();
+    let count = accounts.len();
+    while next.fetch_add(1, Ordering::Relaxed) < args.commands {
+        let from = accounts[rng.usize(0..count)].clone();
+        let started = Instant::now();
+        if rng.u32(0..100) < args.freeze_percent {
+            // Mostly unfreezes, so that about one account in ten is frozen at a time.
+            let reason = (rng.u32(0..10) == 0).then(|| "suspicious activity".to_owned());
+            let command = SetFreeze::new(from, reason)?;
+            let outcome = executor
+                .execute(&command, ExecutionOptions::default())
+                .await;
+            stats.record::<SetFreeze>(started, outcome);
+        } else {
+            let to = accounts[rng.usize(0..count)].clone();
+            let cents = rng.u64(1..=(args.initial_cents / 10).max(1));
+            let command = Transfer::new(from, to, Amount::try_new(cents)?)?;
+            let outcome = executor
+                .execute(&command, ExecutionOptions::default())
+                .await;
+            stats.record::<Transfer>(started, outcome);
+        }
+        progress.inc(1);
+    }
+    Ok(stats)
+}
+
+async fn run<S: EventStore + 'static>(store: S, args: Args) -> anyhow::Result<bool> {
+    if args.accounts < 2 {
+        bail!("--accounts must be at least 2");
+    }
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    let initial =
+        Amount::try_new(args.initial_cents).context("--initial-cents must be positive")?;
+    let accounts: Vec<StreamId> = (0..args.accounts)
+        .map(account_id)
+        .collect::<Result<_, _>>()?;
+    let executor = Arc::new(CommandExecutor::new(store));
+
+    println!(
+        "opening {} accounts with {} cents each (seed {seed})",
+        args.accounts, args.initial_cents
+    );
+    open_accounts(&executor, &accounts, initial).await?;
+
+    println!(
+        "running {} commands from {} concurrent tasks",
+        args.commands, args.concurrency
+    );
+    let progress = ProgressBar::new(args.commands).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} commands, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let accounts = Arc::new(accounts);
+    let next = Arc::new(AtomicU64::new(0));
+    let args = Arc::new(args);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.concurrency.max(1))
+        .map(|task| {
+            tokio::spawn(worker(
+                executor.clone(),
+                accounts.clone(),
+                next.clone(),
+                args.clone(),
+                seed.wrapping_add(task as u64),
+                progress.clone(),
+            ))
+        })
+        .collect();
+    let mut stats = Stats::default();
+    for task in tasks {
+        stats.merge(task.await??);
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let read = executor.store().read_streams(&accounts).await?;
+    let balances = audit_balances(&read.events)?;
+    Ok(report(&args, &mut stats, elapsed, &balances))
+}
+
+fn report(
+    args: &Args,
+    stats: &mut Stats,
+    elapsed: Duration,
+    balances: &BTreeMap<StreamId, i128>,
+) -> bool {
+    let commands = stats.latencies_us.len() as f64;
+    let rejected: u64 = stats.rejections.values().sum();
+    println!();
+    println!("commands         {}", stats.latencies_us.len());
+    println!("elapsed          {:.2} s", elapsed.as_secs_f64());
+    println!("commands/s       {:.0}", commands / elapsed.as_secs_f64());
+    println!("latency p50      {:.3} ms", stats.percentile_ms(0.50));
+    println!("latency p99      {:.3} ms", stats.percentile_ms(0.99));
+    println!("succeeded        {}", stats.succeeded);
+    println!("conflict retries {}", stats.retries);
+    println!("rejected         {rejected}");
+    for (kind, n) in &stats.rejections {
+        println!("  {kind:<16} {n}");
+    }
+    println!("failed           {}", stats.failures.len());
+    for failure in stats.failures.iter().take(5) {
+        println!("  {failure}");
+    }
+
+    let expected_total = i128::from(args.accounts) * i128::from(args.initial_cents);
+    let total: i128 = balances.values().sum();
+    let negative: Vec<_> = balances.iter().filter(|(_, b)| **b < 0).collect();
+    println!();
+    println!("total money      {total} cents (expected {expected_total})");
+    println!("negative balances {}", negative.len());
+    let ok = total == expected_total && negative.is_empty() && stats.failures.is_empty();
+    println!(
+        "{}",
+        if ok {
+            "CHECK OK: money conserved, no negative balance"
+        } else {
+            "CHECK FAILED"
+        }
+    );
+    ok
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    if std::env::var_os("DATABASE_URL").is_some() {
+        eprintln!(
+            "note: DATABASE_URL is set, but the PostgreSQL adapter is not built yet; \
+             running on the in-memory store"
+        );
+    }
+    println!("store: in-memory");
+    let ok = run(InMemoryEventStore::new(), args).await?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

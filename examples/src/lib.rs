@@ -1,0 +1,14 @@
+//! Runnable EventCore examples.
+//!
+//! [`banking`] is a small bank: accounts, deposits, withdrawals, transfers
+//! between two accounts in one atomic append, and account freezes that a
+//! transfer reads without writing. The `bank-demo` binary runs it under
+//! concurrent load and checks that money is conserved.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod banking;
