@@ -18,9 +18,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eventcore::{
-    CommandExecutor, CommandLogic, EventStore, ExecutionError, ExecutionOptions, StreamId,
-};
+use eventcore::{CommandExecutor, EventStore, ExecutionError, ExecutionOptions, StreamId};
 use eventcore_examples::banking::{
     Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
 };
@@ -71,7 +69,7 @@ impl Stats {
         self.failures.extend(other.failures);
     }
 
-    fn record<C: CommandLogic<Error = BankError>>(
+    fn record(
         &mut self,
         started: Instant,
         outcome: Result<eventcore::ExecutionResult, ExecutionError<BankError>>,
@@ -163,7 +161,7 @@ async fn worker<S: EventStore>(
             let outcome = executor
                 .execute(&command, ExecutionOptions::default())
                 .await;
-            stats.record::<SetFreeze>(started, outcome);
+            stats.record(started, outcome);
         } else {
             let to = accounts[rng.usize(0..count)].clone();
             let cents = rng.u64(1..=(args.initial_cents / 10).max(1));
@@ -171,7 +169,7 @@ async fn worker<S: EventStore>(
             let outcome = executor
                 .execute(&command, ExecutionOptions::default())
                 .await;
-            stats.record::<Transfer>(started, outcome);
+            stats.record(started, outcome);
         }
         progress.inc(1);
     }
