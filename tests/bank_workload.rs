@@ -6,8 +6,8 @@
 use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
 
 use eventcore::{
-    CommandExecutor, CommandLogic, EventId, EventStore, ExecutionError, ExecutionOptions,
-    ReadAllQuery, RetryPolicy, StreamId,
+    CommandExecutor, EventId, EventStore, ExecutionError, ExecutionOptions, ReadAllQuery,
+    RetryPolicy, StreamId,
 };
 use eventcore_examples::banking::{
     Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, Withdraw, audit_balances,
@@ -53,7 +53,7 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn record<C: CommandLogic<Error = BankError>>(
+    fn record(
         &mut self,
         outcome: Result<eventcore::ExecutionResult, ExecutionError<BankError>>,
         money_in: i128,
@@ -85,7 +85,7 @@ async fn run_task(executor: Arc<CommandExecutor<InMemoryEventStore>>, ops: Vec<O
             Op::Transfer { from, to, cents } => {
                 let command = Transfer::new(account(from), account(to), amount(cents)).unwrap();
                 let outcome = executor.execute(&command, options()).await;
-                ledger.record::<Transfer>(outcome, 0);
+                ledger.record(outcome, 0);
             }
             Op::Deposit { account: n, cents } => {
                 let command = Deposit {
@@ -93,7 +93,7 @@ async fn run_task(executor: Arc<CommandExecutor<InMemoryEventStore>>, ops: Vec<O
                     amount: amount(cents),
                 };
                 let outcome = executor.execute(&command, options()).await;
-                ledger.record::<Deposit>(outcome, i128::from(cents));
+                ledger.record(outcome, i128::from(cents));
             }
             Op::Withdraw { account: n, cents } => {
                 let command = Withdraw {
@@ -101,12 +101,12 @@ async fn run_task(executor: Arc<CommandExecutor<InMemoryEventStore>>, ops: Vec<O
                     amount: amount(cents),
                 };
                 let outcome = executor.execute(&command, options()).await;
-                ledger.record::<Withdraw>(outcome, -i128::from(cents));
+                ledger.record(outcome, -i128::from(cents));
             }
             Op::Freeze { account: n, on } => {
                 let command = SetFreeze::new(account(n), on.then(|| "test".to_owned())).unwrap();
                 let outcome = executor.execute(&command, options()).await;
-                ledger.record::<SetFreeze>(outcome, 0);
+                ledger.record(outcome, 0);
             }
         }
     }
@@ -135,9 +135,9 @@ proptest! {
             let mut setup = Ledger::default();
             for n in 0..accounts {
                 let open = OpenAccount { account: account(n), owner: format!("owner {n}") };
-                setup.record::<OpenAccount>(executor.execute(&open, ExecutionOptions::default()).await, 0);
+                setup.record(executor.execute(&open, ExecutionOptions::default()).await, 0);
                 let fund = Deposit { account: account(n), amount: amount(INITIAL) };
-                setup.record::<Deposit>(
+                setup.record(
                     executor.execute(&fund, ExecutionOptions::default()).await,
                     i128::from(INITIAL),
                 );
