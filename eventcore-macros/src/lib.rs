@@ -1,10 +1,10 @@
 //! `#[derive(Command)]` for EventCore. Use it through `eventcore::Command`;
 //! the derive's documentation lives there.
 //!
-//! The macro is a small pipeline: [`ast`] turns syn's tree into the macro's
-//! own model, [`attr`] parses `#[stream]` attributes, [`valid`] checks the
+//! The macro is a small pipeline: `ast.rs` turns syn's tree into the macro's
+//! own model, `attr.rs` parses `#[stream]` attributes, `valid.rs` checks the
 //! model and reports every problem with the span that caused it, and
-//! [`expand`] only generates code. Problems come back as `compile_error!`,
+//! `expand.rs` only generates code. Problems come back as `compile_error!`,
 //! never as a panic.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
