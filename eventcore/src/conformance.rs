@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
             concurrent_appends_to_disjoint_streams_all_succeed,
             undecodable_event_is_a_typed_error,
             ten_thousand_events_in_one_append,
+            nul_characters_are_refused_before_the_store,
         );
     };
 }
@@ -232,7 +233,7 @@ pub async fn append_then_read_back_is_equal<S: EventStore>(store: S) {
         TestEvent::Created { marker: 1 },
         TestEvent::Noted {
             marker: 2,
-            text: "line\nbreak \u{0} nul \"quoted\" 🦀".to_owned(),
+            text: "line\nbreak \t tab \u{1b} escape \"quoted\" \\ 🦀 ünïcødé".to_owned(),
         },
     ];
     let events: Vec<NewEvent> = sent
@@ -826,7 +827,8 @@ pub async fn undecodable_event_is_a_typed_error<S: EventStore>(store: S) {
         EventType::try_new("legacy.Something").unwrap(),
         serde_json::json!({"completely": ["different", 1]}),
         EventMetadata::default(),
-    );
+    )
+    .unwrap();
     let written = append_ok(&store, &id, vec![created(1), foreign, created(3)]).await;
     let (events, _) = read_one(&store, &id).await;
     assert_eq!(events.len(), 3, "the undecodable event is still read");
@@ -869,4 +871,32 @@ pub async fn ten_thousand_events_in_one_append<S: EventStore>(store: S) {
     assert!(events.iter().zip(1..).all(|(e, n)| e.version == v(n)));
     assert!(events.windows(2).all(|w| w[0].position < w[1].position));
     let _: GlobalPosition = events[0].position;
+}
+
+/// Text the PostgreSQL adapter cannot store (U+0000) is refused before any store sees it.
+pub async fn nul_characters_are_refused_before_the_store<S: EventStore>(store: S) {
+    let payload = NewEvent::from_parts(
+        EventType::try_new("conformance.Noted").unwrap(),
+        serde_json::json!({"Noted": {"marker": 1, "text": "a\u{0}b"}}),
+        EventMetadata::default(),
+    );
+    assert!(matches!(
+        payload,
+        Err(crate::EncodeError::NulCharacter {
+            part: "payload",
+            ..
+        })
+    ));
+    let metadata = NewEvent::from_event(
+        &TestEvent::Created { marker: 1 },
+        EventMetadata::default().with_entry("k", "nul\u{0}"),
+    );
+    assert!(matches!(
+        metadata,
+        Err(crate::EncodeError::NulCharacter {
+            part: "metadata",
+            ..
+        })
+    ));
+    assert!(read_everything(&store).await.is_empty());
 }

@@ -31,6 +31,17 @@ pub enum EncodeError {
         #[source]
         source: InvalidEventType,
     },
+    /// A string in the payload or metadata holds U+0000, which PostgreSQL's
+    /// `jsonb` cannot store; every store refuses it alike.
+    #[error(
+        "the {part} of a {event_type} event contains a NUL character (U+0000), which cannot be stored"
+    )]
+    NulCharacter {
+        /// The event's type name.
+        event_type: String,
+        /// `"payload"` or `"metadata"`.
+        part: &'static str,
+    },
     /// serde could not serialize the payload to JSON.
     #[error("could not serialize a {event_type} event to JSON: {source}")]
     Serialize {
@@ -53,6 +64,13 @@ impl NewEvent {
     /// let event = NewEvent::from_event(&Pinged { n: 1 }, EventMetadata::default())?;
     /// assert_eq!(event.event_type().as_ref(), "Pinged");
     /// assert_eq!(event.payload()["n"], 1);
+    ///
+    /// // PostgreSQL's jsonb cannot hold U+0000, so no store accepts it.
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Named { name: String }
+    /// # impl Event for Named { fn event_type(&self) -> &'static str { "Named" } }
+    /// let nul = Named { name: "a\0b".into() };
+    /// assert!(NewEvent::from_event(&nul, EventMetadata::default()).is_err());
     /// # Ok::<(), eventcore::EncodeError>(())
     /// ```
     pub fn from_event<E: Event>(event: &E, metadata: EventMetadata) -> Result<Self, EncodeError> {
@@ -66,24 +84,38 @@ impl NewEvent {
             event_type: name.to_owned(),
             source,
         })?;
+        Self::from_parts(event_type, payload, metadata)
+    }
+
+    /// An event from an already-encoded payload, for tools that move raw events.
+    ///
+    /// # Errors
+    /// [`EncodeError::NulCharacter`] if a string in the payload or metadata holds U+0000.
+    pub fn from_parts(
+        event_type: EventType,
+        payload: serde_json::Value,
+        metadata: EventMetadata,
+    ) -> Result<Self, EncodeError> {
+        let nul_in = |part| EncodeError::NulCharacter {
+            event_type: event_type.to_string(),
+            part,
+        };
+        if contains_nul(&payload) {
+            return Err(nul_in("payload"));
+        }
+        let metadata_has_nul = metadata.user_id.as_ref().is_some_and(|u| u.contains('\0'))
+            || metadata
+                .custom
+                .iter()
+                .any(|(key, value)| key.contains('\0') || contains_nul(value));
+        if metadata_has_nul {
+            return Err(nul_in("metadata"));
+        }
         Ok(Self {
             event_type,
             payload,
             metadata,
         })
-    }
-
-    /// An event from an already-encoded payload, for tools that move raw events.
-    pub fn from_parts(
-        event_type: EventType,
-        payload: serde_json::Value,
-        metadata: EventMetadata,
-    ) -> Self {
-        Self {
-            event_type,
-            payload,
-            metadata,
-        }
     }
 
     /// The stored type name.
@@ -105,6 +137,27 @@ impl NewEvent {
     pub fn into_parts(self) -> (EventType, serde_json::Value, EventMetadata) {
         (self.event_type, self.payload, self.metadata)
     }
+}
+
+/// Whether any string or key in `value` holds U+0000. Iterative, so that a
+/// deeply nested value cannot overflow the stack.
+fn contains_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                pending.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A stored event as the store returns it, with its payload still JSON.

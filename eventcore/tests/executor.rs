@@ -632,7 +632,8 @@ async fn an_undecodable_event_in_a_stream_is_a_typed_error() {
         eventcore::EventType::try_new("Alien").unwrap(),
         serde_json::json!({"not": "an Ev"}),
         EventMetadata::default(),
-    );
+    )
+    .unwrap();
     let written = store
         .inner
         .append(AppendRequest::single(
