@@ -1,0 +1,287 @@
+//! Connection settings: a builder, or the `DATABASE_*` environment variables.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Settings of a [`PostgresEventStore`](crate::PostgresEventStore).
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore_postgres::PostgresConfig;
+///
+/// let config = PostgresConfig::new("postgres://app:secret@localhost/bank")
+///     .max_connections(20)
+///     .acquire_timeout(Duration::from_secs(3))
+///     .schema("bank")?;
+/// assert!(!format!("{config:?}").contains("secret"), "the password is never printed");
+/// # Ok::<(), eventcore_postgres::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct PostgresConfig {
+    url: String,
+    max_connections: u32,
+    min_connections: u32,
+    acquire_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    statement_timeout: Option<Duration>,
+    schema: SchemaName,
+    poll_interval: Duration,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `from_env` found no `DATABASE_URL`.
+    #[error("DATABASE_URL is not set")]
+    MissingDatabaseUrl,
+    /// A numeric environment variable does not parse.
+    #[error("{variable} must be a whole number, got {value:?}")]
+    InvalidNumber {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The schema name is not a plain identifier.
+    #[error("invalid schema name {name:?}: {reason}")]
+    InvalidSchema {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The database URL does not parse (the URL itself is not repeated, it may hold a password).
+    #[error("the database URL is invalid: {source}")]
+    InvalidUrl {
+        /// sqlx's parse error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// A PostgreSQL schema name EventCore may use: 1 to 63 ASCII letters, digits
+/// or underscores, not starting with a digit. It is always written quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SchemaName(String);
+
+impl SchemaName {
+    /// Checks `name`.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSchema`] saying what is wrong.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason| ConfigError::InvalidSchema {
+            name: name.to_owned(),
+            reason,
+        };
+        if name.is_empty() || name.len() > 63 {
+            return Err(invalid("it must have 1 to 63 characters"));
+        }
+        if name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(invalid("it must not start with a digit"));
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(
+                "only ASCII letters, digits and underscores are allowed",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a quoted SQL identifier (safe: the name holds no quote).
+    pub(crate) fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl Default for SchemaName {
+    fn default() -> Self {
+        Self("public".to_owned())
+    }
+}
+
+impl fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("schema", &self.schema)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced, for logs and debug output.
+pub(crate) fn redact(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsed database url>".to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{credentials}@{host}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
+impl PostgresConfig {
+    /// Settings for the database at `url`, with defaults for the rest: 10
+    /// connections at most, none kept open when idle, a 5 s acquire timeout,
+    /// a 10 min idle timeout, a 30 s statement timeout, schema `public`, and
+    /// subscriptions polling every 500 ms when no notification arrives.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            statement_timeout: Some(Duration::from_secs(30)),
+            schema: SchemaName::default(),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Settings from `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS` and
+    /// `DATABASE_ACQUIRE_TIMEOUT` (seconds), defaults for the rest.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the missing or malformed variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let url = std::env::var("DATABASE_URL").map_err(|_| ConfigError::MissingDatabaseUrl)?;
+        let mut config = Self::new(url);
+        if let Some(max) = env_number("DATABASE_MAX_CONNECTIONS")? {
+            config = config.max_connections(u32::try_from(max).unwrap_or(u32::MAX));
+        }
+        if let Some(seconds) = env_number("DATABASE_ACQUIRE_TIMEOUT")? {
+            config = config.acquire_timeout(Duration::from_secs(seconds));
+        }
+        Ok(config)
+    }
+
+    /// Most connections the pool opens (at least 1).
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Connections the pool keeps open even when idle.
+    #[must_use]
+    pub fn min_connections(mut self, n: u32) -> Self {
+        self.min_connections = n;
+        self
+    }
+
+    /// How long a call waits for a free connection before failing with `StoreError::Unavailable`.
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How long an unused connection stays open; `None` keeps it.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The server-side limit on one statement; `None` for the server's default.
+    #[must_use]
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// The PostgreSQL schema holding EventCore's tables (default `public`).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSchema`] unless the name is a plain identifier.
+    pub fn schema(mut self, name: &str) -> Result<Self, ConfigError> {
+        self.schema = SchemaName::new(name)?;
+        Ok(self)
+    }
+
+    /// How often a caught-up subscription polls when no notification arrives.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    pub(crate) fn schema_name(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    pub(crate) fn subscription_poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// The sqlx connect and pool options these settings describe.
+    pub(crate) fn pool_options(&self) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
+        let mut connect = PgConnectOptions::from_str(&self.url)
+            .map_err(|source| ConfigError::InvalidUrl { source })?;
+        if let Some(timeout) = self.statement_timeout {
+            connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(self.min_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(self.idle_timeout);
+        Ok((pool, connect))
+    }
+}
+
+fn env_number(variable: &'static str) -> Result<Option<u64>, ConfigError> {
+    match std::env::var(variable) {
+        Err(_) => Ok(None),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::InvalidNumber { variable, value }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(SchemaName::new("bank_2").is_ok());
+        for bad in ["", "2bank", "a\"b", "a;drop", "bank-x", &"x".repeat(64)] {
+            assert!(SchemaName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_the_password_only() {
+        assert_eq!(
+            redact("postgres://u:p%40ss@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}

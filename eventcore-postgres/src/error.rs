@@ -1,0 +1,72 @@
+//! Translation of database errors, in one place.
+
+use eventcore::StoreError;
+
+/// SQLSTATE of a serialization failure.
+pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
+/// SQLSTATE of a detected deadlock.
+pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
+/// SQLSTATE of a unique violation.
+pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+/// The constraint that keeps versions unique per stream.
+pub(crate) const STREAM_VERSION_CONSTRAINT: &str = "eventcore_events_stream_version_key";
+
+/// What a failed statement means for the caller.
+pub(crate) enum Failure {
+    /// A concurrent transaction got in the way; re-check the versions, then retry.
+    Contention(sqlx::Error),
+    /// Anything else, already a store error.
+    Other(StoreError),
+}
+
+/// Sorts a sqlx error into contention (retryable) and everything else.
+pub(crate) fn classify(error: sqlx::Error) -> Failure {
+    if let Some(db) = error.as_database_error() {
+        let code = db.code();
+        let contention = match code.as_deref() {
+            Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED) => true,
+            Some(UNIQUE_VIOLATION) => db.constraint() == Some(STREAM_VERSION_CONSTRAINT),
+            _ => false,
+        };
+        if contention {
+            return Failure::Contention(error);
+        }
+    }
+    Failure::Other(to_store_error(error))
+}
+
+/// Maps a non-contention error, keeping it as the source.
+pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => StoreError::Unavailable {
+            reason: "could not reach PostgreSQL".to_owned(),
+            source: Some(Box::new(error)),
+        },
+        sqlx::Error::Database(db) => StoreError::Backend {
+            reason: format!(
+                "PostgreSQL error {}",
+                db.code().as_deref().unwrap_or("without a SQLSTATE")
+            ),
+            source: Some(Box::new(error)),
+        },
+        _ => StoreError::Backend {
+            reason: "PostgreSQL call failed".to_owned(),
+            source: Some(Box::new(error)),
+        },
+    }
+}
+
+/// Maps an error from COMMIT: a database answer is a definite outcome, but a
+/// lost connection leaves the commit's outcome unknown.
+pub(crate) fn commit_failure(error: sqlx::Error) -> Failure {
+    if error.as_database_error().is_some() {
+        classify(error)
+    } else {
+        Failure::Other(StoreError::UnknownOutcome {
+            source: Box::new(error),
+        })
+    }
+}
