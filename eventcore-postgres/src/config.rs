@@ -27,7 +27,13 @@ pub struct PostgresConfig {
     statement_timeout: Option<Duration>,
     schema: SchemaName,
     poll_interval: Duration,
+    in_flight_wait: Duration,
 }
+
+/// How often a caught-up subscription polls by default.
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long `read_all` waits by default for transactions in flight when it is called.
+pub(crate) const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +129,7 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("schema", &self.schema)
             .field("poll_interval", &self.poll_interval)
+            .field("in_flight_wait", &self.in_flight_wait)
             .finish()
     }
 }
@@ -145,8 +152,9 @@ pub(crate) fn redact(url: &str) -> String {
 impl PostgresConfig {
     /// Settings for the database at `url`, with defaults for the rest: 10
     /// connections at most, none kept open when idle, a 5 s acquire timeout,
-    /// a 10 min idle timeout, a 30 s statement timeout, schema `public`, and
-    /// subscriptions polling every 500 ms when no notification arrives.
+    /// a 10 min idle timeout, a 30 s statement timeout, schema `public`,
+    /// subscriptions polling every 500 ms when no notification arrives, and
+    /// `read_all` waiting up to 1 s for transactions in flight.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -156,7 +164,8 @@ impl PostgresConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             statement_timeout: Some(Duration::from_secs(30)),
             schema: SchemaName::default(),
-            poll_interval: Duration::from_millis(500),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            in_flight_wait: DEFAULT_IN_FLIGHT_WAIT,
         }
     }
 
@@ -226,6 +235,24 @@ impl PostgresConfig {
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
+    }
+
+    /// How long `read_all` waits for the transactions running when it was
+    /// called to finish (default 1 s).
+    ///
+    /// The global order is delivered only below the oldest transaction still
+    /// running anywhere on the server. Waiting for the transactions in flight
+    /// at the call means a read returns everything committed before it (your
+    /// own appends included); if one of them runs longer than this, the read
+    /// returns the part of the order below it, and the rest comes later.
+    #[must_use]
+    pub fn in_flight_wait(mut self, wait: Duration) -> Self {
+        self.in_flight_wait = wait;
+        self
+    }
+
+    pub(crate) fn read_in_flight_wait(&self) -> Duration {
+        self.in_flight_wait
     }
 
     pub(crate) fn schema_name(&self) -> &SchemaName {

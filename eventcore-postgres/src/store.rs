@@ -8,7 +8,11 @@ use eventcore::{
     GlobalPosition, ReadAllQuery, RecordedEvent, StoreError, StreamId, StreamVersion, StreamsRead,
     Subscription, VersionConflict, WrittenEvent,
 };
-use sqlx::{PgPool, Row, postgres::PgRow, types::Json};
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgConnectOptions, PgRow},
+    types::Json,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -33,7 +37,11 @@ use crate::{
 /// [`PostgresEventStore::delivery_lag`] shows by how much.
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
+    /// Reads and bookkeeping, at the server's default isolation.
     pool: PgPool,
+    /// Appends: the same server, with connections that default to
+    /// `SERIALIZABLE`, so an append is one autocommit statement.
+    writer: PgPool,
     shared: Arc<Shared>,
 }
 
@@ -42,8 +50,39 @@ struct Shared {
     schema: SchemaName,
     channel: String,
     poll_interval: Duration,
+    in_flight_wait: Duration,
     queries: Queries,
 }
+
+/// Settings of a store beyond its pool.
+struct Settings {
+    schema: SchemaName,
+    poll_interval: Duration,
+    in_flight_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            schema: SchemaName::default(),
+            poll_interval: crate::config::DEFAULT_POLL_INTERVAL,
+            in_flight_wait: crate::config::DEFAULT_IN_FLIGHT_WAIT,
+        }
+    }
+}
+
+/// Makes every transaction on a connection `SERIALIZABLE` unless it says otherwise.
+fn serializable(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("default_transaction_isolation", "serializable")])
+}
+
+/// The oldest transaction still running and the next transaction id to be assigned.
+const SNAPSHOT_BOUNDS: &str = "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text \
+                               FROM pg_current_snapshot() AS s";
+/// Whether every transaction below `$1` has ended.
+const WATERMARK_PASSED: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8";
+/// The longest pause between two looks at the watermark.
+const MAX_IN_FLIGHT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Statements with the schema name filled in once; values are always bound.
 #[derive(Debug)]
@@ -105,41 +144,68 @@ pub enum ConnectError {
 }
 
 impl PostgresEventStore {
-    /// Connects a pool with `config`. Call [`initialize`](Self::initialize) before first use.
+    /// Connects to the database `config` names. Call
+    /// [`initialize`](Self::initialize) before first use.
+    ///
+    /// The store keeps two pools of up to `max_connections` each: one for
+    /// reads, one whose connections default to `SERIALIZABLE` for appends.
     ///
     /// # Errors
     /// [`ConnectError`] if the configuration is invalid or the database unreachable.
     pub async fn new(config: PostgresConfig) -> Result<Self, ConnectError> {
         let (pool_options, connect_options) = config.pool_options()?;
+        let writer = pool_options
+            .clone()
+            .connect_lazy_with(serializable(connect_options.clone()));
         let pool = pool_options
             .connect_with(connect_options)
             .await
             .map_err(|source| ConnectError::Connect { source })?;
         Ok(Self::build(
             pool,
-            config.schema_name().clone(),
-            config.subscription_poll_interval(),
+            writer,
+            Settings {
+                schema: config.schema_name().clone(),
+                poll_interval: config.subscription_poll_interval(),
+                in_flight_wait: config.read_in_flight_wait(),
+            },
         ))
     }
 
     /// Uses an existing pool, with EventCore's tables in schema `public`.
+    ///
+    /// Appends use a second pool with the same options whose connections
+    /// default to `SERIALIZABLE`; it connects when first needed.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self::build(pool, SchemaName::default(), Duration::from_millis(500))
+        Self::from_pool_with_schema(pool, SchemaName::default())
     }
 
     /// Uses an existing pool, with EventCore's tables in `schema`.
     pub fn from_pool_with_schema(pool: PgPool, schema: SchemaName) -> Self {
-        Self::build(pool, schema, Duration::from_millis(500))
+        let writer = pool
+            .options()
+            .clone()
+            .connect_lazy_with(serializable(pool.connect_options().as_ref().clone()));
+        Self::build(
+            pool,
+            writer,
+            Settings {
+                schema,
+                ..Settings::default()
+            },
+        )
     }
 
-    fn build(pool: PgPool, schema: SchemaName, poll_interval: Duration) -> Self {
+    fn build(pool: PgPool, writer: PgPool, settings: Settings) -> Self {
         Self {
             pool,
+            writer,
             shared: Arc::new(Shared {
-                channel: format!("eventcore_{}", schema.as_str()),
-                queries: Queries::new(&schema),
-                schema,
-                poll_interval,
+                channel: format!("eventcore_{}", settings.schema.as_str()),
+                queries: Queries::new(&settings.schema),
+                schema: settings.schema,
+                poll_interval: settings.poll_interval,
+                in_flight_wait: settings.in_flight_wait,
             }),
         }
     }
@@ -177,95 +243,65 @@ impl PostgresEventStore {
     }
 
     async fn try_append(&self, request: &AppendRequest) -> Result<AppendResult, Failure> {
-        let mut streams = Vec::with_capacity(request.streams().len());
-        let mut expected = Vec::with_capacity(request.streams().len());
-        let events = request.event_count();
-        let mut event_stream = Vec::with_capacity(events);
-        let mut ids = Vec::with_capacity(events);
-        let mut types = Vec::with_capacity(events);
-        let mut payloads = Vec::with_capacity(events);
-        let mut metadata = Vec::with_capacity(events);
-        for (index, stream) in request.streams().iter().enumerate() {
-            streams.push(stream.stream_id.as_ref().to_owned());
-            expected.push(match stream.expected {
-                ExpectedVersion::Any => None,
-                ExpectedVersion::NoStream => Some(0_i64),
-                ExpectedVersion::Exact(v) => Some(i64::try_from(v.value()).unwrap_or(i64::MAX)),
-            });
-            for event in &stream.events {
-                event_stream.push(i32::try_from(index + 1).unwrap_or(i32::MAX));
-                ids.push(*EventId::new_v7().as_uuid());
-                types.push(event.event_type().as_ref().to_owned());
-                payloads.push(Json(event.payload()));
-                metadata.push(Json(event.metadata()));
-            }
-        }
-
+        let params = AppendParams::new(request);
         self.create_new_streams(request)
             .await
             .map_err(Failure::Other)?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        // Acquired first, so that a pool timeout is `Unavailable`: nothing was sent.
+        let mut connection = self
+            .writer
+            .acquire()
             .await
-            .map_err(error::classify)?;
+            .map_err(|e| Failure::Other(error::to_store_error(e)))?;
+        // The writer's connections default to SERIALIZABLE, so this one
+        // statement is a whole transaction: check, insert, bump, commit.
         let rows = sqlx::query(&self.shared.queries.append)
-            .bind(&streams)
-            .bind(&expected)
-            .bind(&event_stream)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&payloads)
-            .bind(&metadata)
+            .bind(&params.streams)
+            .bind(&params.expected)
+            .bind(&params.event_stream)
+            .bind(&params.ids)
+            .bind(&params.types)
+            .bind(&params.payloads)
+            .bind(&params.metadata)
             .bind(&self.shared.channel)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *connection)
             .await
-            .map_err(error::classify)?;
+            .map_err(error::commit_failure)?;
+        append_outcome(&rows, request).map_err(Failure::Other)
+    }
 
-        let conflicts = conflicts_in(&rows, request)?;
-        if !conflicts.is_empty() {
-            // Nothing was written; dropping the transaction rolls it back.
-            return Err(Failure::Other(StoreError::Conflict { conflicts }));
+    /// Waits, up to the configured time, until every transaction running now
+    /// has ended, so the watermark a following read uses lies above all of
+    /// them: whatever committed before this call is then delivered.
+    async fn await_in_flight(&self) -> Result<(), StoreError> {
+        let (oldest, next): (String, String) = sqlx::query_as(SNAPSHOT_BOUNDS)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        if oldest == next {
+            return Ok(());
         }
-        let written = rows
-            .iter()
-            .map(written_event)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Failure::Other)?;
-        tx.commit().await.map_err(error::commit_failure)?;
-
-        let mut versions = BTreeMap::new();
-        for stream in request.streams() {
-            let base = match stream.expected {
-                ExpectedVersion::Exact(v) => v,
-                _ => StreamVersion::INITIAL,
-            };
-            versions.insert(stream.stream_id.clone(), base);
-        }
-        // Streams with new events end at their last event's version; check-only
-        // and `Any`-expectation streams are filled in from what was written or read.
-        for event in &written {
-            versions.insert(event.stream_id.clone(), event.version);
-        }
-        let unknown: Vec<StreamId> = request
-            .streams()
-            .iter()
-            .filter(|s| s.events.is_empty() && !matches!(s.expected, ExpectedVersion::Exact(_)))
-            .map(|s| s.stream_id.clone())
-            .collect();
-        if !unknown.is_empty() {
-            for (stream, version) in self
-                .current_versions(&unknown)
+        let deadline = tokio::time::Instant::now() + self.shared.in_flight_wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let passed: bool = sqlx::query_scalar(WATERMARK_PASSED)
+                .bind(&next)
+                .fetch_one(&self.pool)
                 .await
-                .map_err(Failure::Other)?
-            {
-                versions.insert(stream, version);
+                .map_err(error::to_store_error)?;
+            if passed {
+                return Ok(());
             }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(
+                    wait = ?self.shared.in_flight_wait,
+                    "a transaction older than this read is still running; reading below it"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_IN_FLIGHT_PAUSE);
         }
-        Ok(AppendResult {
-            events: written,
-            versions,
-        })
     }
 
     /// Creates, outside the serializable transaction, the rows of streams the
@@ -348,32 +384,88 @@ impl PostgresEventStore {
     }
 }
 
-fn conflicts_in(rows: &[PgRow], request: &AppendRequest) -> Result<Vec<VersionConflict>, Failure> {
-    let mut conflicts = Vec::new();
-    for row in rows {
-        let conflict: bool = row.try_get("o_conflict").map_err(other)?;
-        if !conflict {
-            continue;
-        }
-        let stream: String = row.try_get("o_stream_id").map_err(other)?;
-        let actual: i64 = row.try_get("o_version").map_err(other)?;
-        if let Some(listed) = request
-            .streams()
-            .iter()
-            .find(|s| s.stream_id.as_ref() == stream)
-        {
-            conflicts.push(VersionConflict {
-                stream_id: listed.stream_id.clone(),
-                expected: listed.expected,
-                actual: to_version(actual),
-            });
-        }
-    }
-    Ok(conflicts)
+/// The arguments of `eventcore_append`, as parallel arrays.
+struct AppendParams<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<Option<i64>>,
+    event_stream: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    payloads: Vec<Json<&'a serde_json::Value>>,
+    metadata: Vec<Json<&'a EventMetadata>>,
 }
 
-fn other(error: sqlx::Error) -> Failure {
-    Failure::Other(error::to_store_error(error))
+impl<'a> AppendParams<'a> {
+    fn new(request: &'a AppendRequest) -> Self {
+        let events = request.event_count();
+        let mut params = Self {
+            streams: Vec::with_capacity(request.streams().len()),
+            expected: Vec::with_capacity(request.streams().len()),
+            event_stream: Vec::with_capacity(events),
+            ids: Vec::with_capacity(events),
+            types: Vec::with_capacity(events),
+            payloads: Vec::with_capacity(events),
+            metadata: Vec::with_capacity(events),
+        };
+        for (index, stream) in request.streams().iter().enumerate() {
+            params.streams.push(stream.stream_id.as_ref());
+            params.expected.push(match stream.expected {
+                ExpectedVersion::Any => None,
+                ExpectedVersion::NoStream => Some(0),
+                ExpectedVersion::Exact(v) => Some(i64::try_from(v.value()).unwrap_or(i64::MAX)),
+            });
+            for event in &stream.events {
+                // PostgreSQL arrays are 1-based.
+                params
+                    .event_stream
+                    .push(i32::try_from(index + 1).unwrap_or(i32::MAX));
+                params.ids.push(*EventId::new_v7().as_uuid());
+                params.types.push(event.event_type().as_ref());
+                params.payloads.push(Json(event.payload()));
+                params.metadata.push(Json(event.metadata()));
+            }
+        }
+        params
+    }
+}
+
+/// Reads `eventcore_append`'s rows: conflicts, or the written events and every listed stream's version.
+fn append_outcome(rows: &[PgRow], request: &AppendRequest) -> Result<AppendResult, StoreError> {
+    let mut conflicts = Vec::new();
+    let mut events = Vec::new();
+    let mut versions = BTreeMap::new();
+    for row in rows {
+        let kind: String = row.try_get("o_kind").map_err(error::to_store_error)?;
+        match kind.as_str() {
+            "event" => events.push(written_event(row)?),
+            "version" | "conflict" => {
+                let stream: String = row.try_get("o_stream_id").map_err(error::to_store_error)?;
+                let version: i64 = row.try_get("o_version").map_err(error::to_store_error)?;
+                let Some(listed) = request
+                    .streams()
+                    .iter()
+                    .find(|s| s.stream_id.as_ref() == stream)
+                else {
+                    return Err(corrupt(format!("append reported unlisted stream {stream:?}")));
+                };
+                if kind == "conflict" {
+                    conflicts.push(VersionConflict {
+                        stream_id: listed.stream_id.clone(),
+                        expected: listed.expected,
+                        actual: to_version(version),
+                    });
+                } else {
+                    versions.insert(listed.stream_id.clone(), to_version(version));
+                }
+            }
+            other => return Err(corrupt(format!("append returned a row of kind {other:?}"))),
+        }
+    }
+    if conflicts.is_empty() {
+        Ok(AppendResult { events, versions })
+    } else {
+        Err(StoreError::Conflict { conflicts })
+    }
 }
 
 fn to_version(version: i64) -> StreamVersion {
@@ -478,6 +570,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.await_in_flight().await?;
         let types: Option<Vec<&str>> = query
             .event_types
             .as_ref()
