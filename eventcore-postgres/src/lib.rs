@@ -39,6 +39,8 @@ mod error;
 mod notify;
 mod schema;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{ConfigError, PostgresConfig, SchemaName};
 pub use schema::InitializeError;
