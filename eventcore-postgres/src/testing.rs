@@ -95,7 +95,7 @@ pub async fn test_database_url() -> Result<String, TestServerError> {
     DATABASE
         .get_or_try_init(prepare_database)
         .await
-        .map(Clone::clone)
+        .cloned()
 }
 
 async fn prepare_database() -> Result<String, TestServerError> {
