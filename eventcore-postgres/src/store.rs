@@ -446,7 +446,9 @@ fn append_outcome(rows: &[PgRow], request: &AppendRequest) -> Result<AppendResul
                     .iter()
                     .find(|s| s.stream_id.as_ref() == stream)
                 else {
-                    return Err(corrupt(format!("append reported unlisted stream {stream:?}")));
+                    return Err(corrupt(format!(
+                        "append reported unlisted stream {stream:?}"
+                    )));
                 };
                 if kind == "conflict" {
                     conflicts.push(VersionConflict {

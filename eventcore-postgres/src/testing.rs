@@ -92,10 +92,7 @@ static PROCESS_CLUSTER: OnceCell<ThrowawayCluster> = OnceCell::const_new();
 /// # Errors
 /// [`TestServerError`] saying what to install or set when no server can be used.
 pub async fn test_database_url() -> Result<String, TestServerError> {
-    DATABASE
-        .get_or_try_init(prepare_database)
-        .await
-        .cloned()
+    DATABASE.get_or_try_init(prepare_database).await.cloned()
 }
 
 async fn prepare_database() -> Result<String, TestServerError> {

@@ -7,7 +7,7 @@
 CREATE TABLE __SCHEMA__.eventcore_streams (
     stream_id text PRIMARY KEY,
     version bigint NOT NULL CHECK (version >= 0)
-) WITH (fillfactor = 50);
+) WITH (fillfactor = 20, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 CREATE TABLE __SCHEMA__.eventcore_events (
     sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

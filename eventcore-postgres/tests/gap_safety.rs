@@ -1,0 +1,143 @@
+//! The gap-safe global order: commits that land out of position order.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use eventcore::{
+    AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
+    StreamId,
+};
+use eventcore_postgres::PostgresEventStore;
+use futures::StreamExt;
+use serde_json::json;
+use sqlx::{Connection, PgConnection, types::Json};
+
+fn stream(name: &str) -> StreamId {
+    StreamId::try_new(name).unwrap()
+}
+
+fn event(payload: serde_json::Value) -> NewEvent {
+    NewEvent::from_parts(
+        EventType::try_new("Marked").unwrap(),
+        payload,
+        EventMetadata::default(),
+    )
+    .unwrap()
+}
+
+/// Calls the store's append function in a transaction the test holds open.
+async fn begin_append_held_open(
+    store: &PostgresEventStore,
+    stream_id: &StreamId,
+    payload: serde_json::Value,
+) -> (PgConnection, (u64, u64)) {
+    let url = eventcore_postgres::testing::test_database_url()
+        .await
+        .unwrap();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let new = event(payload);
+    let sql = format!(
+        "SELECT o_transaction_id, o_sequence FROM \"{}\".eventcore_append($1, $2, $3, $4, $5, $6, $7, $8) \
+         WHERE o_kind = 'event'",
+        store.schema()
+    );
+    let (transaction, sequence): (String, i64) = sqlx::query_as(&sql)
+        .bind(vec![stream_id.as_ref()])
+        .bind(vec![Some(0_i64)])
+        .bind(vec![1_i32])
+        .bind(vec![uuid::Uuid::now_v7()])
+        .bind(vec!["Marked"])
+        .bind(vec![Json(new.payload())])
+        .bind(vec![Json(new.metadata())])
+        .bind(format!("eventcore_{}", store.schema()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    (conn, (transaction.parse().unwrap(), sequence as u64))
+}
+
+/// Transaction A takes a position, B takes a higher one and commits first:
+/// no reader may hand out B before A commits, and A must not be skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_commits_are_delivered_in_order_without_skipping() {
+    let config = support::fresh_config()
+        .await
+        .in_flight_wait(Duration::from_millis(100));
+    let store = eventcore_postgres::testing::store_with(config)
+        .await
+        .unwrap();
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscription = store.subscribe(ReadAllQuery::from_start());
+    let follower = tokio::spawn(async move {
+        while let Some(item) = subscription.next().await {
+            if tx.send(item.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+
+    let (mut a, a_position) =
+        begin_append_held_open(&store, &stream("a"), json!({"who": "A"})).await;
+    let b = store
+        .append(AppendRequest::single(
+            stream("b"),
+            ExpectedVersion::NoStream,
+            vec![event(json!({"who": "B"}))],
+        ))
+        .await
+        .unwrap();
+    let b_position = b.events[0].position;
+    assert!(
+        (a_position.0, a_position.1) < (b_position.transaction(), b_position.sequence()),
+        "A holds the lower position"
+    );
+
+    // B is committed, A is not: nothing may be delivered yet.
+    let early = store.read_all(&ReadAllQuery::from_start()).await.unwrap();
+    assert!(early.is_empty(), "read_all passed uncommitted A: {early:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), received.recv())
+            .await
+            .is_err(),
+        "the subscription delivered B while A was in flight"
+    );
+
+    sqlx::query("COMMIT").execute(&mut a).await.unwrap();
+
+    let all = store.read_all(&ReadAllQuery::from_start()).await.unwrap();
+    let who: Vec<&str> = all
+        .iter()
+        .map(|e| e.payload["who"].as_str().unwrap())
+        .collect();
+    assert_eq!(who, ["A", "B"]);
+
+    let c = store
+        .append(AppendRequest::single(
+            stream("c"),
+            ExpectedVersion::NoStream,
+            vec![event(json!({"who": "C"}))],
+        ))
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    while delivered.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .expect("the subscription stalled")
+            .unwrap();
+        delivered.push(next);
+    }
+    let who: Vec<&str> = delivered
+        .iter()
+        .map(|e| e.payload["who"].as_str().unwrap())
+        .collect();
+    assert_eq!(who, ["A", "B", "C"], "each event once, in position order");
+    assert_eq!(delivered[2].position, c.events[0].position);
+    follower.abort();
+}
