@@ -1,6 +1,6 @@
 //! Versioned, embedded migrations, applied under an advisory lock.
 
-use sqlx::PgPool;
+use sqlx::{Executor, PgConnection, PgPool};
 
 use crate::SchemaName;
 
@@ -55,17 +55,15 @@ pub enum InitializeError {
 /// Creates or upgrades the schema; safe to run from many processes at once.
 pub(crate) async fn initialize(pool: &PgPool, schema: &SchemaName) -> Result<(), InitializeError> {
     let quoted = schema.quoted();
-    let db_error = |source| InitializeError::Database {
-        schema: schema.to_string(),
-        source,
-    };
-    let mut tx = pool.begin().await.map_err(db_error)?;
+    let name = schema.to_string();
+    let mut tx = pool.begin().await.map_err(|e| database(&name, e))?;
+    let conn: &mut PgConnection = &mut tx;
     // Serializes concurrent initializers of this schema until commit.
     sqlx::query(LOCK)
         .bind(schema.as_str())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| database(&name, e))?;
     let bookkeeping = format!(
         "CREATE SCHEMA IF NOT EXISTS {quoted};
          CREATE TABLE IF NOT EXISTS {quoted}.eventcore_migrations (
@@ -73,43 +71,54 @@ pub(crate) async fn initialize(pool: &PgPool, schema: &SchemaName) -> Result<(),
              applied_at timestamptz NOT NULL DEFAULT now()
          )"
     );
-    sqlx::raw_sql(&bookkeeping)
-        .execute(&mut *tx)
+    conn.execute(bookkeeping.as_str())
         .await
-        .map_err(db_error)?;
-    let current: Option<i32> = sqlx::query_scalar(&format!(
-        "SELECT max(version) FROM {quoted}.eventcore_migrations"
-    ))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_error)?;
+        .map_err(|e| database(&name, e))?;
+    let current_sql = format!("SELECT max(version) FROM {quoted}.eventcore_migrations");
+    let current: Option<i32> = sqlx::query_scalar(&current_sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| database(&name, e))?;
     let current = current.unwrap_or(0);
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > known {
         return Err(InitializeError::TooNew {
-            schema: schema.to_string(),
+            schema: name,
             found: current,
             known,
         });
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let migration_error = |source| InitializeError::Migration {
-            schema: schema.to_string(),
-            version: migration.version,
-            source,
-        };
-        sqlx::raw_sql(&migration.sql.replace("__SCHEMA__", &quoted))
-            .execute(&mut *tx)
+    let record = format!("INSERT INTO {quoted}.eventcore_migrations (version) VALUES ($1)");
+    for migration in MIGRATIONS {
+        if migration.version <= current {
+            continue;
+        }
+        let version = migration.version;
+        let sql = migration.sql.replace("__SCHEMA__", &quoted);
+        conn.execute(sql.as_str())
             .await
-            .map_err(migration_error)?;
-        sqlx::query(&format!(
-            "INSERT INTO {quoted}.eventcore_migrations (version) VALUES ($1)"
-        ))
-        .bind(migration.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(migration_error)?;
-        tracing::info!(schema = %schema, version = migration.version, "applied EventCore migration");
+            .map_err(|e| failed_migration(&name, version, e))?;
+        sqlx::query(&record)
+            .bind(version)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| failed_migration(&name, version, e))?;
+        tracing::info!(schema = %name, version, "applied EventCore migration");
     }
-    tx.commit().await.map_err(db_error)
+    tx.commit().await.map_err(|e| database(&name, e))
+}
+
+fn database(schema: &str, source: sqlx::Error) -> InitializeError {
+    InitializeError::Database {
+        schema: schema.to_owned(),
+        source,
+    }
+}
+
+fn failed_migration(schema: &str, version: i32, source: sqlx::Error) -> InitializeError {
+    InitializeError::Migration {
+        schema: schema.to_owned(),
+        version,
+        source,
+    }
 }

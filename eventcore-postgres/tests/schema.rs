@@ -1,0 +1,224 @@
+//! `initialize()`, schema isolation, and what the database refuses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{error::Error as _, sync::Arc};
+
+use eventcore::{
+    AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
+    StoreError, StreamId,
+};
+use eventcore_postgres::{ConfigError, PostgresConfig, PostgresEventStore, testing};
+use serde_json::json;
+use tokio::sync::Barrier;
+
+const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
+
+fn stream(name: &str) -> StreamId {
+    StreamId::try_new(name).unwrap()
+}
+
+fn one_event(name: &str) -> AppendRequest {
+    AppendRequest::single(
+        stream(name),
+        ExpectedVersion::Any,
+        vec![
+            NewEvent::from_parts(
+                EventType::try_new("Marked").unwrap(),
+                json!({ "name": name }),
+                EventMetadata::default(),
+            )
+            .unwrap(),
+        ],
+    )
+}
+
+async fn applied_migrations(store: &PostgresEventStore) -> Vec<i32> {
+    sqlx::query_scalar(&format!(
+        "SELECT version FROM \"{}\".eventcore_migrations ORDER BY version",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_initializers_create_the_schema_once() {
+    let config = support::fresh_config().await;
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let config = config.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = PostgresEventStore::new(config).await.unwrap();
+            barrier.wait().await;
+            store.initialize().await.map(|()| store)
+        }));
+    }
+    let mut stores = Vec::new();
+    for task in tasks {
+        stores.push(task.await.unwrap().expect("every initializer succeeds"));
+    }
+    assert_eq!(applied_migrations(&stores[0]).await, [1]);
+    stores[0].append(one_event("after-init")).await.unwrap();
+    // And again, on a schema that is already there: a no-op.
+    stores[1].initialize().await.unwrap();
+    assert_eq!(applied_migrations(&stores[1]).await, [1]);
+}
+
+/// Run by `eight_processes_initialize_one_schema` in child processes only.
+#[tokio::test]
+#[ignore = "a child process of eight_processes_initialize_one_schema"]
+async fn initialize_child_process() {
+    let schema = std::env::var(INIT_CHILD_SCHEMA).expect("run by the parent test");
+    let config = PostgresConfig::new(testing::test_database_url().await.unwrap())
+        .schema(&schema)
+        .unwrap();
+    let store = PostgresEventStore::new(config).await.unwrap();
+    store.initialize().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_processes_initialize_one_schema() {
+    let url = testing::test_database_url().await.unwrap();
+    let schema = testing::fresh_schema_name();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "initialize_child_process",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(INIT_CHILD_SCHEMA, &schema)
+                .env("DATABASE_URL", &url)
+                .output()
+        })
+        .collect();
+    for child in futures::future::join_all(children).await {
+        let output = child.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "an initializing process failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let store = PostgresEventStore::new(PostgresConfig::new(url).schema(&schema).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(applied_migrations(&store).await, [1]);
+    store.append(one_event("after-init")).await.unwrap();
+}
+
+#[tokio::test]
+async fn stores_in_different_schemas_do_not_see_each_other() {
+    let first = support::fresh_store().await;
+    let second = support::fresh_store().await;
+    first.append(one_event("shared-name")).await.unwrap();
+    let read = second.read_streams(&[stream("shared-name")]).await.unwrap();
+    assert!(read.events.is_empty());
+    assert!(
+        second
+            .read_all(&ReadAllQuery::from_start())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    second.append(one_event("shared-name")).await.unwrap();
+    let read = first.read_streams(&[stream("shared-name")]).await.unwrap();
+    assert_eq!(
+        read.events.len(),
+        1,
+        "the other schema's append is not here"
+    );
+}
+
+#[tokio::test]
+async fn the_database_refuses_to_change_or_delete_events() {
+    let store = support::fresh_store().await;
+    store.append(one_event("kept")).await.unwrap();
+    let table = format!("\"{}\".eventcore_events", store.schema());
+    for statement in [
+        format!("UPDATE {table} SET payload = '{{}}'"),
+        format!("DELETE FROM {table}"),
+        format!("TRUNCATE {table}"),
+    ] {
+        let refused = sqlx::query(&statement).execute(store.pool()).await;
+        assert!(refused.is_err(), "{statement} was allowed");
+    }
+    let read = store.read_streams(&[stream("kept")]).await.unwrap();
+    assert_eq!(read.events[0].payload, json!({ "name": "kept" }));
+}
+
+#[tokio::test]
+async fn appends_outside_serializable_are_refused_by_the_database() {
+    let store = support::fresh_store().await;
+    let refused = sqlx::query(&format!(
+        "SELECT * FROM \"{}\".eventcore_append('{{s}}', '{{0}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', 'c')",
+        store.schema()
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("SERIALIZABLE"), "{refused}");
+}
+
+#[tokio::test]
+async fn database_errors_keep_their_cause() {
+    // A store whose schema was never initialized: the tables are missing.
+    let store = PostgresEventStore::new(support::fresh_config().await)
+        .await
+        .unwrap();
+    let error = store.append(one_event("nowhere")).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Backend { .. }),
+        "not a backend error: {error:?}"
+    );
+    assert!(!error.is_retryable());
+    let source = error.source().expect("the sqlx error is kept");
+    let sqlx_error = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    let code = sqlx_error.as_database_error().and_then(|db| db.code());
+    assert_eq!(code.as_deref(), Some("42P01"), "undefined table");
+
+    let error = store.read_streams(&[stream("nowhere")]).await.unwrap_err();
+    assert!(error.source().is_some());
+}
+
+#[test]
+fn invalid_configuration_is_a_typed_error() {
+    for bad in ["", "a\"; DROP TABLE x; --", "9lives", "with space"] {
+        assert!(matches!(
+            PostgresConfig::new("postgres://localhost/x").schema(bad),
+            Err(ConfigError::InvalidSchema { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn an_unparsable_url_is_a_typed_error_without_the_password() {
+    let error = PostgresEventStore::new(PostgresConfig::new("postgres://u:hunter2@[::1/db"))
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_typed_error() {
+    // A port nothing listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = PostgresConfig::new(format!("postgres://u:hunter2@127.0.0.1:{port}/db"))
+        .acquire_timeout(std::time::Duration::from_secs(2));
+    let error = PostgresEventStore::new(config).await.unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
