@@ -2,8 +2,14 @@
 //! the odd freeze), prints throughput, latency and retry figures, and checks
 //! that money was conserved and no balance went negative.
 //!
+//! Runs on the in-memory store, or on PostgreSQL when `DATABASE_URL` is set
+//! (tables in `--schema`, created when missing; every run uses accounts of
+//! its own, so runs can share a schema).
+//!
 //! ```text
 //! cargo run --release -p eventcore-examples --bin bank-demo -- --help
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo run --release -p eventcore-examples --bin bank-demo
 //! ```
 
 use std::{
@@ -23,6 +29,7 @@ use eventcore_examples::banking::{
     Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
 };
 use eventcore_memory::InMemoryEventStore;
+use eventcore_postgres::{PostgresConfig, PostgresEventStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Random concurrent transfers between bank accounts, checked for conservation of money.
@@ -47,6 +54,9 @@ struct Args {
     /// Seed for the random workload (random when absent).
     #[arg(long)]
     seed: Option<u64>,
+    /// PostgreSQL schema for EventCore's tables (used when DATABASE_URL is set).
+    #[arg(long, default_value = "bank_demo")]
+    schema: String,
 }
 
 #[derive(Debug, Default)]
@@ -110,8 +120,9 @@ fn rejection_kind(error: &BankError) -> &'static str {
     }
 }
 
-fn account_id(n: u32) -> anyhow::Result<StreamId> {
-    Ok(StreamId::try_new(format!("account-{n:05}"))?)
+/// Accounts are named per run, so runs never collide in a shared store.
+fn account_id(run: &str, n: u32) -> anyhow::Result<StreamId> {
+    Ok(StreamId::try_new(format!("run-{run}/account-{n:05}"))?)
 }
 
 async fn open_accounts<S: EventStore>(
@@ -183,13 +194,14 @@ async fn run<S: EventStore + 'static>(store: S, args: Args) -> anyhow::Result<bo
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let initial =
         Amount::try_new(args.initial_cents).context("--initial-cents must be positive")?;
+    let run_id = format!("{:016x}", fastrand::u64(..));
     let accounts: Vec<StreamId> = (0..args.accounts)
-        .map(account_id)
+        .map(|n| account_id(&run_id, n))
         .collect::<Result<_, _>>()?;
     let executor = Arc::new(CommandExecutor::new(store));
 
     println!(
-        "opening {} accounts with {} cents each (seed {seed})",
+        "opening {} accounts with {} cents each (seed {seed}, run {run_id})",
         args.accounts, args.initial_cents
     );
     open_accounts(&executor, &accounts, initial).await?;
@@ -276,14 +288,16 @@ fn report(
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    if std::env::var_os("DATABASE_URL").is_some() {
-        eprintln!(
-            "note: DATABASE_URL is set, but the PostgreSQL adapter is not built yet; \
-             running on the in-memory store"
-        );
-    }
-    println!("store: in-memory");
-    let ok = run(InMemoryEventStore::new(), args).await?;
+    let ok = if std::env::var_os("DATABASE_URL").is_some() {
+        let config = PostgresConfig::from_env()?.schema(&args.schema)?;
+        println!("store: PostgreSQL, schema {} ({config:?})", args.schema);
+        let store = PostgresEventStore::new(config).await?;
+        store.initialize().await?;
+        run(store, args).await?
+    } else {
+        println!("store: in-memory (set DATABASE_URL to run on PostgreSQL)");
+        run(InMemoryEventStore::new(), args).await?
+    };
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
