@@ -149,7 +149,7 @@ async fn a_connection_lost_during_an_append_is_an_unknown_outcome() {
 
     // Whatever the server decided, the stream is consistent: the second event
     // is there once, or not at all.
-    let read = direct.read_streams(&[s.clone()]).await.unwrap();
+    let read = direct.read_streams(std::slice::from_ref(&s)).await.unwrap();
     let versions: Vec<u64> = read.events.iter().map(|e| e.version.value()).collect();
     assert!(
         versions == [1] || versions == [1, 2],
