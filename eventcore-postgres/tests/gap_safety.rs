@@ -33,6 +33,17 @@ async fn begin_append_held_open(
     stream_id: &StreamId,
     payload: serde_json::Value,
 ) -> (PgConnection, (u64, u64)) {
+    let channel = format!("eventcore_{}", store.schema());
+    begin_append_on_channel(store, stream_id, payload, &channel).await
+}
+
+/// Like `begin_append_held_open`, notifying `channel` on commit.
+async fn begin_append_on_channel(
+    store: &PostgresEventStore,
+    stream_id: &StreamId,
+    payload: serde_json::Value,
+    channel: &str,
+) -> (PgConnection, (u64, u64)) {
     let url = eventcore_postgres::testing::test_database_url()
         .await
         .unwrap();
@@ -55,7 +66,7 @@ async fn begin_append_held_open(
         .bind(vec!["Marked"])
         .bind(vec![Json(new.payload())])
         .bind(vec![Json(new.metadata())])
-        .bind(format!("eventcore_{}", store.schema()))
+        .bind(channel)
         .fetch_one(&mut conn)
         .await
         .unwrap();
@@ -139,5 +150,63 @@ async fn out_of_order_commits_are_delivered_in_order_without_skipping() {
         .collect();
     assert_eq!(who, ["A", "B", "C"], "each event once, in position order");
     assert_eq!(delivered[2].position, c.events[0].position);
+    follower.abort();
+}
+
+/// An append whose notification never arrives is still delivered, by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_notification_only_delays_delivery() {
+    let config = support::fresh_config()
+        .await
+        .poll_interval(Duration::from_millis(200));
+    let store = eventcore_postgres::testing::store_with(config)
+        .await
+        .unwrap();
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscription = store.subscribe(ReadAllQuery::from_start());
+    let follower = tokio::spawn(async move {
+        while let Some(item) = subscription.next().await {
+            if tx.send(item.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // The subscription LISTENs only once it has caught up and starts to wait:
+    // from then on, a commit without notification reaches it only by polling.
+    let url = eventcore_postgres::testing::test_database_url()
+        .await
+        .unwrap();
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"' || $1 || '\"'",
+        )
+        .bind(format!("eventcore_{}", store.schema()))
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscription never started listening"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut silent, _) = begin_append_on_channel(
+        &store,
+        &stream("silent"),
+        json!({"who": "silent"}),
+        "a_channel_nobody_listens_on",
+    )
+    .await;
+    sqlx::query("COMMIT").execute(&mut silent).await.unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(30), received.recv())
+        .await
+        .expect("polling delivers the event")
+        .unwrap();
+    assert_eq!(delivered.payload["who"], "silent");
     follower.abort();
 }
