@@ -7,8 +7,8 @@ use tracing::{Instrument, field};
 
 use crate::{
     AppendRequest, CommandLogic, CorrelationId, DecodeError, EncodeError, EventMetadata,
-    EventStore, ExpectedVersion, HandleContext, NewEvent, RetryPolicy, StoreError, StreamAppend,
-    StreamId, StreamVersion, VersionConflict, Writes, WrittenEvent,
+    EventStore, ExpectedVersion, HandleContext, LimitExceeded, Limits, NewEvent, RetryPolicy,
+    StoreError, StreamAppend, StreamId, StreamVersion, VersionConflict, Writes, WrittenEvent,
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -161,6 +161,9 @@ pub enum ExecutionError<E> {
     /// A decided event could not be serialized.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The command went beyond one of the executor's [`Limits`]; never retried.
+    #[error(transparent)]
+    LimitExceeded(#[from] LimitExceeded),
     /// The store failed in a way retrying here cannot fix.
     #[error("{command}: {source}")]
     Store {
@@ -231,6 +234,7 @@ fn list_streams(streams: &[StreamId]) -> String {
 pub struct CommandExecutor<S> {
     store: S,
     retry: RetryPolicy,
+    limits: Limits,
 }
 
 /// What one attempt decided: the versions read and the events to write.
@@ -240,12 +244,27 @@ struct Decision<C: CommandLogic> {
 }
 
 impl<S: EventStore> CommandExecutor<S> {
-    /// An executor on `store` with the default [`RetryPolicy`].
+    /// An executor on `store` with the default [`RetryPolicy`] and [`Limits`].
     pub fn new(store: S) -> Self {
         Self {
             store,
             retry: RetryPolicy::default(),
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the bounds on streams read, events written and payload sizes;
+    /// a command beyond them fails with [`ExecutionError::LimitExceeded`]
+    /// before anything is read (streams) or written (events).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The executor's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Sets the retry policy used unless a call overrides it.
@@ -377,6 +396,7 @@ impl<S: EventStore> CommandExecutor<S> {
         }
         let mut round = 0;
         loop {
+            self.limits.check_streams(streams.len())?;
             tracing::Span::current().record("streams", streams.len());
             let read = self.store.read_streams(&streams).await.map_err(|source| {
                 ExecutionError::Store {
@@ -443,6 +463,7 @@ impl<S: EventStore> CommandExecutor<S> {
             // The versions map is non-empty and keyed by stream, so this cannot happen.
             ExecutionError::NoStreams { command: name }
         })?;
+        self.limits.check_append(&request)?;
         let result = self
             .store
             .append(request)

@@ -54,6 +54,7 @@
 mod command;
 mod event;
 mod executor;
+mod limits;
 mod metadata;
 mod position;
 mod recorded;
@@ -119,6 +120,7 @@ pub use executor::{
     CommandExecutor, DEFAULT_MAX_DISCOVERY_ROUNDS, ExecutionError, ExecutionOptions,
     ExecutionResult,
 };
+pub use limits::{LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use position::{GlobalPosition, InvalidGlobalPosition};
 pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};

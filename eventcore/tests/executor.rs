@@ -13,9 +13,9 @@ use std::{
 use eventcore::{
     AppendRequest, AppendResult, Command, CommandExecutor, CommandLogic, CorrelationId,
     DeclaredStream, Event, EventMetadata, EventStore, ExecutionError, ExecutionOptions,
-    ExpectedVersion, HandleContext, NewEvent, ReadAllQuery, RecordedEvent, RetryPolicy, StoreError,
-    StoredEvent, StreamId, StreamVersion, StreamsRead, Subscription, UserId, VersionConflict,
-    Writes,
+    ExpectedVersion, HandleContext, LimitExceeded, Limits, NewEvent, ReadAllQuery, RecordedEvent,
+    RetryPolicy, StoreError, StoredEvent, StreamId, StreamVersion, StreamsRead, Subscription,
+    UserId, VersionConflict, Writes,
 };
 use eventcore_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};
@@ -660,4 +660,119 @@ fn execution_futures_are_send() {
     let executor = CommandExecutor::new(InMemoryEventStore::new());
     let command = add(1);
     assert_send(executor.execute(&command, ExecutionOptions::default()));
+}
+
+/// Writes `count` notes of `text` to `target`.
+#[derive(Command)]
+struct Notes {
+    #[stream]
+    target: StreamId,
+    text: String,
+    count: usize,
+}
+
+impl CommandLogic for Notes {
+    type State = ();
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, _: &mut (), _: &StoredEvent<Ev>) {}
+
+    fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Refused> {
+        let mut writes = Writes::new();
+        for _ in 0..self.count {
+            writes = writes.emit(self.target_stream(), Ev::Points(self.text.clone()));
+        }
+        Ok(writes)
+    }
+}
+
+fn notes(text: &str, count: usize) -> Notes {
+    Notes {
+        target: id("notes"),
+        text: text.to_owned(),
+        count,
+    }
+}
+
+#[tokio::test]
+async fn an_oversize_payload_is_refused_before_the_store() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone())
+        .with_limits(Limits::default().with_max_payload_bytes(100));
+    // {"Points":"..."}: 13 bytes around the text.
+    executor
+        .execute(&notes(&"x".repeat(87), 1), ExecutionOptions::default())
+        .await
+        .expect("exactly at the limit is allowed");
+    let error = executor
+        .execute(&notes(&"x".repeat(88), 1), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    match error {
+        ExecutionError::LimitExceeded(LimitExceeded::PayloadTooLarge {
+            stream_id,
+            size,
+            limit,
+            ..
+        }) => {
+            assert_eq!((stream_id, size, limit), (id("notes"), 101, 100));
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst),
+        1,
+        "the store saw only the first"
+    );
+    let read = store.inner.read_streams(&[id("notes")]).await.unwrap();
+    assert_eq!(read.events.len(), 1);
+}
+
+#[tokio::test]
+async fn too_many_events_in_one_append_are_refused_before_the_store() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone())
+        .with_limits(Limits::default().with_max_events_per_append(3));
+    executor
+        .execute(&notes("n", 3), ExecutionOptions::default())
+        .await
+        .unwrap();
+    let error = executor
+        .execute(&notes("n", 4), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExecutionError::LimitExceeded(LimitExceeded::TooManyEvents { count: 4, limit: 3 })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn too_many_streams_are_refused_before_they_are_read() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone())
+        .with_limits(Limits::default().with_max_streams_per_command(3));
+    let command = Runaway {
+        start: id("start"),
+        calls: AtomicU32::new(0),
+    };
+    let error = executor
+        .execute(&command, ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExecutionError::LimitExceeded(LimitExceeded::TooManyStreams { count: 4, limit: 3 })
+        ),
+        "{error:?}"
+    );
+    // Reads of 1, 2 and 3 streams; the fourth stream was never read.
+    assert_eq!(store.reads.load(Ordering::SeqCst), 3);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
 }

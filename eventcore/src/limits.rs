@@ -1,0 +1,193 @@
+//! Bounds on what one execution may read and write.
+
+use std::io;
+
+use crate::{AppendRequest, EventType, StreamId};
+
+/// Bounds an executor enforces before anything is written; see
+/// [`CommandExecutor::with_limits`](crate::CommandExecutor::with_limits).
+///
+/// ```
+/// use eventcore::Limits;
+///
+/// let limits = Limits::default()
+///     .with_max_payload_bytes(64 * 1024)
+///     .with_max_events_per_append(100)
+///     .with_max_streams_per_command(10);
+/// assert_eq!(limits.max_payload_bytes(), 65_536);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    max_payload_bytes: usize,
+    max_events_per_append: usize,
+    max_streams_per_command: usize,
+}
+
+impl Default for Limits {
+    /// 1 MiB per payload, 10,000 events per append, 1,000 streams per command.
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1024 * 1024,
+            max_events_per_append: 10_000,
+            max_streams_per_command: 1_000,
+        }
+    }
+}
+
+/// A command went beyond one of its executor's [`Limits`]; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitExceeded {
+    /// An event's payload, serialized as JSON, is larger than allowed.
+    #[error(
+        "a {event_type} event for stream {stream_id} has a {size}-byte payload; the limit is {limit} bytes"
+    )]
+    PayloadTooLarge {
+        /// The stream the event was for.
+        stream_id: StreamId,
+        /// The event's type.
+        event_type: EventType,
+        /// The payload's size in bytes, as JSON.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The command decided more events than one append may hold.
+    #[error("the command decided {count} events; the limit is {limit} per append")]
+    TooManyEvents {
+        /// Events decided.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The command declared or discovered more streams than allowed.
+    #[error("the command reads {count} streams; the limit is {limit}")]
+    TooManyStreams {
+        /// Streams to read.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl Limits {
+    /// Largest payload, in bytes of JSON, one event may carry (at least 1).
+    #[must_use]
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes.max(1);
+        self
+    }
+
+    /// Most events one append may write, over all its streams (at least 1).
+    #[must_use]
+    pub fn with_max_events_per_append(mut self, events: usize) -> Self {
+        self.max_events_per_append = events.max(1);
+        self
+    }
+
+    /// Most streams one command may read, declared and discovered (at least 1).
+    #[must_use]
+    pub fn with_max_streams_per_command(mut self, streams: usize) -> Self {
+        self.max_streams_per_command = streams.max(1);
+        self
+    }
+
+    /// The payload limit in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// The per-append event limit.
+    pub fn max_events_per_append(&self) -> usize {
+        self.max_events_per_append
+    }
+
+    /// The per-command stream limit.
+    pub fn max_streams_per_command(&self) -> usize {
+        self.max_streams_per_command
+    }
+
+    /// Checks the number of streams a command is about to read.
+    ///
+    /// # Errors
+    /// [`LimitExceeded::TooManyStreams`] above the limit.
+    pub fn check_streams(&self, count: usize) -> Result<(), LimitExceeded> {
+        if count > self.max_streams_per_command {
+            return Err(LimitExceeded::TooManyStreams {
+                count,
+                limit: self.max_streams_per_command,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks an append's event count and every payload's size.
+    ///
+    /// # Errors
+    /// The first limit the request goes beyond.
+    pub fn check_append(&self, request: &AppendRequest) -> Result<(), LimitExceeded> {
+        let count = request.event_count();
+        if count > self.max_events_per_append {
+            return Err(LimitExceeded::TooManyEvents {
+                count,
+                limit: self.max_events_per_append,
+            });
+        }
+        for stream in request.streams() {
+            for event in &stream.events {
+                let size = json_size(event.payload());
+                if size > self.max_payload_bytes {
+                    return Err(LimitExceeded::PayloadTooLarge {
+                        stream_id: stream.stream_id.clone(),
+                        event_type: event.event_type().clone(),
+                        size,
+                        limit: self.max_payload_bytes,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The length of `value` written as compact JSON, without keeping the text.
+fn json_size(value: &serde_json::Value) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_size_is_the_compact_length() {
+        let value = serde_json::json!({"a": [1, 2, "three"], "b": null});
+        assert_eq!(json_size(&value), value.to_string().len());
+    }
+
+    #[test]
+    fn limits_are_at_least_one() {
+        let limits = Limits::default()
+            .with_max_payload_bytes(0)
+            .with_max_events_per_append(0)
+            .with_max_streams_per_command(0);
+        assert_eq!(limits.max_payload_bytes(), 1);
+        assert_eq!(limits.max_events_per_append(), 1);
+        assert_eq!(limits.max_streams_per_command(), 1);
+        assert!(limits.check_streams(1).is_ok());
+        assert!(limits.check_streams(2).is_err());
+    }
+}
