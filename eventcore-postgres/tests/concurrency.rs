@@ -3,30 +3,19 @@
 
 mod support;
 
+use support::{event, stream};
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
 use eventcore::{
-    AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
-    StoreError, StreamAppend, StreamId, StreamVersion,
+    AppendRequest, EventStore, ExpectedVersion, ReadAllQuery, StoreError, StreamAppend, StreamId,
+    StreamVersion,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
-
-fn stream(name: &str) -> StreamId {
-    StreamId::try_new(name).unwrap()
-}
-
-fn event(payload: serde_json::Value) -> NewEvent {
-    NewEvent::from_parts(
-        EventType::try_new("Marked").unwrap(),
-        payload,
-        EventMetadata::default(),
-    )
-    .unwrap()
-}
 
 /// An attempt's id in its payload: `task/op/attempt`.
 fn attempt_id(event: &eventcore::RecordedEvent) -> String {

@@ -3,29 +3,18 @@
 
 mod support;
 
+use support::{event, stream};
+
 use std::time::Duration;
 
 use eventcore::{
-    AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
-    StreamId,
+    AppendRequest, EventStore, ExpectedVersion, ReadAllQuery, RecordedEvent, StreamId,
 };
 use eventcore_postgres::PostgresEventStore;
 use futures::StreamExt;
 use serde_json::json;
 use sqlx::{Connection, PgConnection, types::Json};
-
-fn stream(name: &str) -> StreamId {
-    StreamId::try_new(name).unwrap()
-}
-
-fn event(payload: serde_json::Value) -> NewEvent {
-    NewEvent::from_parts(
-        EventType::try_new("Marked").unwrap(),
-        payload,
-        EventMetadata::default(),
-    )
-    .unwrap()
-}
+use tokio::{sync::mpsc::UnboundedReceiver, task::JoinHandle};
 
 /// Calls the store's append function in a transaction the test holds open.
 async fn begin_append_held_open(
@@ -73,6 +62,20 @@ async fn begin_append_on_channel(
     (conn, (transaction.parse().unwrap(), sequence as u64))
 }
 
+/// Follows the store's global order from the start on a task of its own.
+fn follow(store: &PostgresEventStore) -> (JoinHandle<()>, UnboundedReceiver<RecordedEvent>) {
+    let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscription = store.subscribe(ReadAllQuery::from_start());
+    let follower = tokio::spawn(async move {
+        while let Some(item) = subscription.next().await {
+            if tx.send(item.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    (follower, received)
+}
+
 /// Transaction A takes a position, B takes a higher one and commits first:
 /// no reader may hand out B before A commits, and A must not be skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,15 +86,7 @@ async fn out_of_order_commits_are_delivered_in_order_without_skipping() {
     let store = eventcore_postgres::testing::store_with(config)
         .await
         .unwrap();
-    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
-    let mut subscription = store.subscribe(ReadAllQuery::from_start());
-    let follower = tokio::spawn(async move {
-        while let Some(item) = subscription.next().await {
-            if tx.send(item.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let (follower, mut received) = follow(&store);
 
     let (mut a, a_position) =
         begin_append_held_open(&store, &stream("a"), json!({"who": "A"})).await;
@@ -162,15 +157,7 @@ async fn a_missed_notification_only_delays_delivery() {
     let store = eventcore_postgres::testing::store_with(config)
         .await
         .unwrap();
-    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
-    let mut subscription = store.subscribe(ReadAllQuery::from_start());
-    let follower = tokio::spawn(async move {
-        while let Some(item) = subscription.next().await {
-            if tx.send(item.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let (follower, mut received) = follow(&store);
     // The subscription LISTENs only once it has caught up and starts to wait:
     // from then on, a commit without notification reaches it only by polling.
     let url = eventcore_postgres::testing::test_database_url()
