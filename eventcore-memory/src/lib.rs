@@ -25,7 +25,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod checkpoints;
 mod store;
 pub mod testing;
 
+pub use checkpoints::InMemoryCheckpointStore;
 pub use store::InMemoryEventStore;

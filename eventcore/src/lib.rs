@@ -57,6 +57,7 @@ mod executor;
 mod limits;
 mod metadata;
 mod position;
+mod projection;
 mod recorded;
 mod retry;
 mod store;
@@ -66,6 +67,8 @@ mod version;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod projection_conformance;
 
 #[doc(hidden)]
 pub use command::__private;
@@ -123,6 +126,10 @@ pub use executor::{
 pub use limits::{LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use position::{GlobalPosition, InvalidGlobalPosition};
+pub use projection::{
+    Checkpoint, CheckpointStore, ErrorPolicy, Projection, ProjectionError, ProjectionHandle,
+    ProjectionOptions, ProjectionRunner, ProjectionState, ProjectionStatus,
+};
 pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
 pub use retry::RetryPolicy;
 pub use store::{
