@@ -57,6 +57,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod checkpoints;
 mod config;
 mod error;
 mod notify;
@@ -65,6 +66,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use checkpoints::{PostgresCheckpointStore, ProjectionReport};
 pub use config::{ConfigError, PostgresConfig, SchemaName};
 pub use schema::InitializeError;
 pub use store::{ConnectError, PostgresEventStore};

@@ -16,7 +16,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    ConfigError, InitializeError, PostgresConfig, SchemaName,
+    ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, SchemaName,
     error::{self, Failure},
     notify::PgNotifier,
     schema,
@@ -217,6 +217,11 @@ impl PostgresEventStore {
     /// [`InitializeError`] with the failing step and its cause.
     pub async fn initialize(&self) -> Result<(), InitializeError> {
         schema::initialize(&self.pool, &self.shared.schema).await
+    }
+
+    /// Projection checkpoints in this store's schema (table `eventcore_checkpoints`).
+    pub fn checkpoints(&self) -> PostgresCheckpointStore {
+        PostgresCheckpointStore::new(self.pool.clone(), &self.shared.schema)
     }
 
     /// The pool, for applications that keep read models in the same database.

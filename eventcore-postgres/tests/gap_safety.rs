@@ -5,10 +5,14 @@ mod support;
 
 use support::{event, stream};
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use eventcore::{
-    AppendRequest, EventStore, ExpectedVersion, ReadAllQuery, RecordedEvent, StreamId,
+    AppendRequest, CheckpointStore, EventStore, ExpectedVersion, Projection, ProjectionOptions,
+    ProjectionRunner, ReadAllQuery, RecordedEvent, StreamId,
 };
 use eventcore_postgres::PostgresEventStore;
 use futures::StreamExt;
@@ -196,4 +200,72 @@ async fn a_missed_notification_only_delays_delivery() {
         .unwrap();
     assert_eq!(delivered.payload["who"], "silent");
     follower.abort();
+}
+
+/// Collects the `who` of every event it is given.
+struct Who(Arc<Mutex<Vec<String>>>);
+
+impl Projection for Who {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        "who"
+    }
+
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), Self::Error> {
+        let who = event.payload["who"].as_str().unwrap_or_default().to_owned();
+        self.0.lock().unwrap().push(who);
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+/// The out-of-order case through a projection runner: B is not applied
+/// before A commits, and A is not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_commits_reach_a_projection_in_order() {
+    let config = support::fresh_config()
+        .await
+        .in_flight_wait(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(50));
+    let store = eventcore_postgres::testing::store_with(config)
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handle = ProjectionRunner::new(store.clone(), Who(seen.clone()), store.checkpoints())
+        .with_options(ProjectionOptions::default().checkpoint_every_events(1))
+        .start();
+
+    let (mut a, _) = begin_append_held_open(&store, &stream("a"), json!({"who": "A"})).await;
+    store
+        .append(AppendRequest::single(
+            stream("b"),
+            ExpectedVersion::NoStream,
+            vec![event(json!({"who": "B"}))],
+        ))
+        .await
+        .unwrap();
+    // Give the runner every chance to (wrongly) apply B while A is open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "applied {:?} while A was in flight",
+        seen.lock().unwrap()
+    );
+    sqlx::query("COMMIT").execute(&mut a).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        handle.wait_for(|s| s.events_processed >= 2),
+    )
+    .await
+    .expect("the runner applies both")
+    .unwrap();
+    handle.stop().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["A", "B"]);
+    let saved = store.checkpoints().load("who").await.unwrap().unwrap();
+    assert_eq!(saved.events_processed, 2);
 }

@@ -14,6 +14,8 @@ use serde_json::json;
 use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
+/// Every migration this version of EventCore ships.
+const ALL_MIGRATIONS: [i32; 2] = [1, 2];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
@@ -62,11 +64,11 @@ async fn eight_concurrent_initializers_create_the_schema_once() {
     for task in tasks {
         stores.push(task.await.unwrap().expect("every initializer succeeds"));
     }
-    assert_eq!(applied_migrations(&stores[0]).await, [1]);
+    assert_eq!(applied_migrations(&stores[0]).await, ALL_MIGRATIONS);
     stores[0].append(one_event("after-init")).await.unwrap();
     // And again, on a schema that is already there: a no-op.
     stores[1].initialize().await.unwrap();
-    assert_eq!(applied_migrations(&stores[1]).await, [1]);
+    assert_eq!(applied_migrations(&stores[1]).await, ALL_MIGRATIONS);
 }
 
 /// Initializes a fresh schema, or, in the child processes of
@@ -79,7 +81,7 @@ async fn initialize_creates_a_usable_schema() {
         .unwrap();
     let store = PostgresEventStore::new(config).await.unwrap();
     store.initialize().await.unwrap();
-    assert_eq!(applied_migrations(&store).await, [1]);
+    assert_eq!(applied_migrations(&store).await, ALL_MIGRATIONS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +115,7 @@ async fn eight_processes_initialize_one_schema() {
     let store = PostgresEventStore::new(PostgresConfig::new(url).schema(&schema).unwrap())
         .await
         .unwrap();
-    assert_eq!(applied_migrations(&store).await, [1]);
+    assert_eq!(applied_migrations(&store).await, ALL_MIGRATIONS);
     store.append(one_event("after-init")).await.unwrap();
 }
 

@@ -1,0 +1,154 @@
+//! Projection checkpoints in PostgreSQL, and the operator's report on them.
+
+use chrono::{DateTime, Utc};
+use eventcore::{Checkpoint, CheckpointStore, GlobalPosition, ProjectionState, StoreError};
+use sqlx::{PgPool, Row, postgres::PgRow};
+
+use crate::{SchemaName, error};
+
+/// A [`CheckpointStore`] in the `eventcore_checkpoints` table of a store's
+/// schema; get one from [`PostgresEventStore::checkpoints`](crate::PostgresEventStore::checkpoints).
+#[derive(Debug, Clone)]
+pub struct PostgresCheckpointStore {
+    pool: PgPool,
+    queries: std::sync::Arc<Queries>,
+}
+
+#[derive(Debug)]
+struct Queries {
+    load: String,
+    save: String,
+    list: String,
+    report: String,
+}
+
+/// One projection as an operator sees it: from
+/// [`PostgresCheckpointStore::report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionReport {
+    /// The projection's saved checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Events in the deliverable global order after its position.
+    pub lag: u64,
+}
+
+impl PostgresCheckpointStore {
+    pub(crate) fn new(pool: PgPool, schema: &SchemaName) -> Self {
+        let s = schema.quoted();
+        let columns = "projection, transaction_id::text AS transaction_text, sequence, \
+                       events_processed, status, last_error, updated_at";
+        Self {
+            pool,
+            queries: std::sync::Arc::new(Queries {
+                load: format!(
+                    "SELECT {columns} FROM {s}.eventcore_checkpoints WHERE projection = $1"
+                ),
+                save: format!(
+                    "INSERT INTO {s}.eventcore_checkpoints \
+                     (projection, transaction_id, sequence, events_processed, status, last_error, updated_at) \
+                     VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (projection) DO UPDATE SET \
+                     transaction_id = excluded.transaction_id, sequence = excluded.sequence, \
+                     events_processed = excluded.events_processed, status = excluded.status, \
+                     last_error = excluded.last_error, updated_at = excluded.updated_at"
+                ),
+                list: format!(
+                    "SELECT {columns} FROM {s}.eventcore_checkpoints ORDER BY projection"
+                ),
+                // The monitoring query: per projection, how many deliverable events lie beyond it.
+                report: format!(
+                    "SELECT c.projection, c.transaction_id::text AS transaction_text, c.sequence, \
+                            c.events_processed, c.status, c.last_error, c.updated_at, \
+                            (SELECT count(*) FROM {s}.eventcore_events e \
+                              WHERE (e.transaction_id, e.sequence) > (c.transaction_id, c.sequence) \
+                                AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())) AS lag \
+                     FROM {s}.eventcore_checkpoints c ORDER BY c.projection"
+                ),
+            }),
+        }
+    }
+
+    /// Every projection's checkpoint with its lag, in one query: what an
+    /// operator's dashboard shows. The lag counts events of every type, so a
+    /// projection that filters types can show more lag than it will apply.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the database cannot be asked.
+    pub async fn report(&self) -> Result<Vec<ProjectionReport>, StoreError> {
+        let rows = sqlx::query(&self.queries.report)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        rows.iter()
+            .map(|row| {
+                let lag: i64 = row.try_get("lag").map_err(error::to_store_error)?;
+                Ok(ProjectionReport {
+                    checkpoint: checkpoint(row)?,
+                    lag: u64::try_from(lag).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
+
+fn checkpoint(row: &PgRow) -> Result<Checkpoint, StoreError> {
+    let get = error::to_store_error;
+    let name: String = row.try_get("projection").map_err(get)?;
+    let transaction: String = row.try_get("transaction_text").map_err(get)?;
+    let sequence: i64 = row.try_get("sequence").map_err(get)?;
+    let processed: i64 = row.try_get("events_processed").map_err(get)?;
+    let status: String = row.try_get("status").map_err(get)?;
+    let last_error: Option<String> = row.try_get("last_error").map_err(get)?;
+    let updated_at: DateTime<Utc> = row.try_get("updated_at").map_err(get)?;
+    let corrupt = |what: String| StoreError::Backend {
+        reason: format!("checkpoint of projection {name:?} is not valid: {what}"),
+        source: None,
+    };
+    let transaction: u64 = transaction
+        .parse()
+        .map_err(|_| corrupt(format!("transaction id {transaction:?}")))?;
+    let state =
+        ProjectionState::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?;
+    Ok(Checkpoint {
+        position: GlobalPosition::new(transaction, u64::try_from(sequence).unwrap_or(0)),
+        events_processed: u64::try_from(processed).unwrap_or(0),
+        state,
+        last_error,
+        updated_at,
+        name,
+    })
+}
+
+impl CheckpointStore for PostgresCheckpointStore {
+    async fn load(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(&self.queries.load)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        row.as_ref().map(checkpoint).transpose()
+    }
+
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        sqlx::query(&self.queries.save)
+            .bind(&checkpoint.name)
+            .bind(checkpoint.position.transaction().to_string())
+            .bind(i64::try_from(checkpoint.position.sequence()).unwrap_or(i64::MAX))
+            .bind(i64::try_from(checkpoint.events_processed).unwrap_or(i64::MAX))
+            .bind(checkpoint.state.as_str())
+            .bind(checkpoint.last_error.as_deref())
+            .bind(checkpoint.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(&self.queries.list)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        rows.iter().map(checkpoint).collect()
+    }
+}
