@@ -477,17 +477,24 @@ pub fn audit_balances<'a>(
 ) -> Result<BTreeMap<StreamId, i128>, eventcore::DecodeError> {
     let mut balances = BTreeMap::new();
     for event in events {
-        let delta = match event.decode::<BankEvent>()?.payload {
-            BankEvent::AccountOpened { .. } => 0,
-            BankEvent::MoneyDeposited { amount } | BankEvent::TransferReceived { amount, .. } => {
-                i128::from(amount.cents())
-            }
-            BankEvent::MoneyWithdrawn { amount } | BankEvent::TransferSent { amount, .. } => {
-                -i128::from(amount.cents())
-            }
-            BankEvent::AccountFrozen { .. } | BankEvent::AccountUnfrozen => continue,
-        };
-        *balances.entry(event.stream_id.clone()).or_insert(0) += delta;
+        if let Some(delta) = balance_change(&event.decode::<BankEvent>()?.payload) {
+            *balances.entry(event.stream_id.clone()).or_insert(0) += delta;
+        }
     }
     Ok(balances)
+}
+
+/// How an event changes its account's balance, in cents; `None` for events
+/// of freeze streams, which hold no money.
+pub fn balance_change(event: &BankEvent) -> Option<i128> {
+    match event {
+        BankEvent::AccountOpened { .. } => Some(0),
+        BankEvent::MoneyDeposited { amount } | BankEvent::TransferReceived { amount, .. } => {
+            Some(i128::from(amount.cents()))
+        }
+        BankEvent::MoneyWithdrawn { amount } | BankEvent::TransferSent { amount, .. } => {
+            Some(-i128::from(amount.cents()))
+        }
+        BankEvent::AccountFrozen { .. } | BankEvent::AccountUnfrozen => None,
+    }
 }

@@ -11,4 +11,5 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod balances;
 pub mod banking;

@@ -24,11 +24,15 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eventcore::{CommandExecutor, EventStore, ExecutionError, ExecutionOptions, StreamId};
+use eventcore::{
+    CheckpointStore, CommandExecutor, EventStore, ExecutionError, ExecutionOptions, Projection,
+    ProjectionHandle, ProjectionOptions, ProjectionRunner, StreamId,
+};
 use eventcore_examples::banking::{
     Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
 };
-use eventcore_memory::InMemoryEventStore;
+use eventcore_examples::balances::{MemoryBalances, PostgresBalances};
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{PostgresConfig, PostgresEventStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -187,7 +191,51 @@ async fn worker<S: EventStore>(
     Ok(stats)
 }
 
-async fn run<S: EventStore + 'static>(store: S, args: Args) -> anyhow::Result<bool> {
+/// A balances read model the demo can check against the write side.
+trait BalancesModel: Projection + Clone {
+    async fn balances_of(&self, accounts: &[StreamId]) -> anyhow::Result<BTreeMap<StreamId, i128>>;
+}
+
+impl BalancesModel for MemoryBalances {
+    async fn balances_of(&self, accounts: &[StreamId]) -> anyhow::Result<BTreeMap<StreamId, i128>> {
+        let all = self.balances();
+        Ok(accounts
+            .iter()
+            .filter_map(|a| all.get(a).map(|b| (a.clone(), *b)))
+            .collect())
+    }
+}
+
+impl BalancesModel for PostgresBalances {
+    async fn balances_of(&self, accounts: &[StreamId]) -> anyhow::Result<BTreeMap<StreamId, i128>> {
+        Ok(self.balances(accounts).await?)
+    }
+}
+
+/// Waits until the projection has applied everything in the store; returns how long that took.
+async fn caught_up<S: EventStore, P>(
+    handle: &ProjectionHandle<P>,
+    store: &S,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        if handle.lag(store, None).await? == 0 {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("the projection did not catch up within 10 minutes: {:?}", handle.status());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run<S, K, M>(store: S, checkpoints: K, model: M, args: Args) -> anyhow::Result<bool>
+where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore + Clone,
+    M: BalancesModel,
+{
     if args.accounts < 2 {
         bail!("--accounts must be at least 2");
     }
@@ -198,7 +246,10 @@ async fn run<S: EventStore + 'static>(store: S, args: Args) -> anyhow::Result<bo
     let accounts: Vec<StreamId> = (0..args.accounts)
         .map(|n| account_id(&run_id, n))
         .collect::<Result<_, _>>()?;
-    let executor = Arc::new(CommandExecutor::new(store));
+    let executor = Arc::new(CommandExecutor::new(store.clone()));
+    // The read model follows the workload live, from its saved checkpoint.
+    let projection =
+        ProjectionRunner::new(store.clone(), model.clone(), checkpoints.clone()).start();
 
     println!(
         "opening {} accounts with {} cents each (seed {seed}, run {run_id})",
@@ -239,7 +290,45 @@ async fn run<S: EventStore + 'static>(store: S, args: Args) -> anyhow::Result<bo
 
     let read = executor.store().read_streams(&accounts).await?;
     let balances = audit_balances(&read.events)?;
-    Ok(report(&args, &mut stats, elapsed, &balances))
+    let mut ok = report(&args, &mut stats, elapsed, &balances);
+
+    println!();
+    let behind = projection.lag(&store, None).await?;
+    let wait = caught_up(&projection, &store).await?;
+    projection.stop().await?;
+    let projected = model.balances_of(&accounts).await?;
+    let live_ok = projected == balances;
+    println!(
+        "projection       {behind} events behind when the workload ended, caught up {:.0} ms later; \
+         balances {}",
+        wait.as_secs_f64() * 1000.0,
+        if live_ok { "equal the write side" } else { "DIFFER from the write side" }
+    );
+
+    let rebuild = ProjectionRunner::new(store.clone(), model.clone(), checkpoints)
+        .with_options(ProjectionOptions::default().checkpoint_every_events(10_000))
+        .rebuild_from_zero()
+        .start();
+    let took = caught_up(&rebuild, &store).await?;
+    let applied = rebuild.status().events_processed;
+    rebuild.stop().await?;
+    let rebuilt_ok = model.balances_of(&accounts).await? == balances;
+    println!(
+        "rebuild          {applied} events in {:.2} s ({:.0} events/s); balances {}",
+        took.as_secs_f64(),
+        applied as f64 / took.as_secs_f64().max(1e-9),
+        if rebuilt_ok { "equal the write side" } else { "DIFFER from the write side" }
+    );
+    ok &= live_ok && rebuilt_ok;
+    println!(
+        "{}",
+        if ok {
+            "CHECK OK: money conserved, no negative balance, read model equals the write side"
+        } else {
+            "CHECK FAILED"
+        }
+    );
+    Ok(ok)
 }
 
 fn report(
@@ -273,16 +362,7 @@ fn report(
     println!();
     println!("total money      {total} cents (expected {expected_total})");
     println!("negative balances {}", negative.len());
-    let ok = total == expected_total && negative.is_empty() && stats.failures.is_empty();
-    println!(
-        "{}",
-        if ok {
-            "CHECK OK: money conserved, no negative balance"
-        } else {
-            "CHECK FAILED"
-        }
-    );
-    ok
+    total == expected_total && negative.is_empty() && stats.failures.is_empty()
 }
 
 #[tokio::main]
@@ -293,10 +373,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         println!("store: PostgreSQL, schema {} ({config:?})", args.schema);
         let store = PostgresEventStore::new(config).await?;
         store.initialize().await?;
-        run(store, args).await?
+        let model = PostgresBalances::create(store.pool().clone(), store.schema().as_str()).await?;
+        let checkpoints = store.checkpoints();
+        run(store, checkpoints, model, args).await?
     } else {
         println!("store: in-memory (set DATABASE_URL to run on PostgreSQL)");
-        run(InMemoryEventStore::new(), args).await?
+        let store = InMemoryEventStore::new();
+        run(store, InMemoryCheckpointStore::new(), MemoryBalances::new(), args).await?
     };
     Ok(if ok {
         ExitCode::SUCCESS
