@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use eventcore::{Checkpoint, CheckpointStore, GlobalPosition, ProjectionState, StoreError};
-use sqlx::{PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 
 use crate::{SchemaName, error};
 
@@ -119,6 +119,41 @@ fn checkpoint(row: &PgRow) -> Result<Checkpoint, StoreError> {
     })
 }
 
+impl PostgresCheckpointStore {
+    /// Saves `checkpoint` on `connection`, inside whatever transaction it
+    /// has open: a projection that keeps its read model in this database
+    /// calls this from [`Projection::save_checkpoint`](eventcore::Projection::save_checkpoint)
+    /// to commit its changes and the checkpoint together (exactly-once effect).
+    ///
+    /// # Errors
+    /// [`StoreError`] with the database's error.
+    pub async fn save_in(
+        &self,
+        connection: &mut PgConnection,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        self.save_query(checkpoint)
+            .execute(connection)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(())
+    }
+
+    fn save_query<'q>(
+        &'q self,
+        checkpoint: &'q Checkpoint,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(&self.queries.save)
+            .bind(&checkpoint.name)
+            .bind(checkpoint.position.transaction().to_string())
+            .bind(i64::try_from(checkpoint.position.sequence()).unwrap_or(i64::MAX))
+            .bind(i64::try_from(checkpoint.events_processed).unwrap_or(i64::MAX))
+            .bind(checkpoint.state.as_str())
+            .bind(checkpoint.last_error.as_deref())
+            .bind(checkpoint.updated_at)
+    }
+}
+
 impl CheckpointStore for PostgresCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
         let row = sqlx::query(&self.queries.load)
@@ -130,14 +165,7 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        sqlx::query(&self.queries.save)
-            .bind(&checkpoint.name)
-            .bind(checkpoint.position.transaction().to_string())
-            .bind(i64::try_from(checkpoint.position.sequence()).unwrap_or(i64::MAX))
-            .bind(i64::try_from(checkpoint.events_processed).unwrap_or(i64::MAX))
-            .bind(checkpoint.state.as_str())
-            .bind(checkpoint.last_error.as_deref())
-            .bind(checkpoint.updated_at)
+        self.save_query(checkpoint)
             .execute(&self.pool)
             .await
             .map_err(error::to_store_error)?;

@@ -79,6 +79,22 @@ pub trait Projection: Send + 'static {
 
     /// Clears the read model, before a rebuild from the first event.
     fn reset(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called whenever the runner saves the checkpoint, before it does.
+    ///
+    /// A projection whose read model lives in the same database as the
+    /// checkpoints can write the checkpoint in the transaction that holds its
+    /// read-model changes since the last checkpoint, commit both, and return
+    /// `true`: the runner then does not save the checkpoint itself, and every
+    /// event's effect is committed exactly once with the position that
+    /// covers it. The default returns `false` (at-least-once delivery).
+    fn save_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send {
+        let _ = checkpoint;
+        std::future::ready(Ok(false))
+    }
 }
 
 /// What a projection's runner is doing, as stored in its checkpoint.
@@ -386,11 +402,9 @@ where
                 })?;
             let mut fresh = Checkpoint::initial(&name);
             fresh.state = ProjectionState::Rebuilding;
-            self.checkpoints
-                .save(&fresh)
-                .await
-                .map_err(checkpoint_error)?;
-            fresh
+            let mut live = Live::new(fresh);
+            save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+            live.checkpoint
         } else {
             self.checkpoints
                 .load(&name)
@@ -401,12 +415,7 @@ where
         if checkpoint.state != ProjectionState::Rebuilding {
             checkpoint.state = ProjectionState::Running;
         }
-        let mut live = Live {
-            checkpoint,
-            skipped: 0,
-            last_processed_at: None,
-            unsaved: 0,
-        };
+        let mut live = Live::new(checkpoint);
         status.send_replace(live.status());
 
         let mut query =
@@ -426,17 +435,17 @@ where
             match requested {
                 Control::Stop => {
                     live.checkpoint.state = ProjectionState::Stopped;
-                    save(&self.checkpoints, &mut live, &status).await?;
+                    save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                     return Ok(self.projection);
                 }
                 Control::Pause => {
                     live.checkpoint.state = ProjectionState::Paused;
-                    save(&self.checkpoints, &mut live, &status).await?;
+                    save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                     // Wait for resume or stop; the subscription is not polled meanwhile.
                     if control.wait_for(|c| *c != Control::Pause).await.is_err() {
                         // The handle is gone: stay stopped.
                         live.checkpoint.state = ProjectionState::Stopped;
-                        save(&self.checkpoints, &mut live, &status).await?;
+                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                         return Ok(self.projection);
                     }
                     live.checkpoint.state = ProjectionState::Running;
@@ -451,19 +460,19 @@ where
                     if changed.is_err() {
                         // The handle is gone: stop as if asked to.
                         live.checkpoint.state = ProjectionState::Stopped;
-                        save(&self.checkpoints, &mut live, &status).await?;
+                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                         return Ok(self.projection);
                     }
                 }
                 _ = tick.tick() => {
                     if live.unsaved > 0 {
-                        save(&self.checkpoints, &mut live, &status).await?;
+                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                     }
                 }
                 item = subscription.next() => match item {
                     None => {
                         live.checkpoint.state = ProjectionState::Stopped;
-                        save(&self.checkpoints, &mut live, &status).await?;
+                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                         return Ok(self.projection);
                     }
                     Some(Err(error)) => {
@@ -473,7 +482,7 @@ where
                     Some(Ok(event)) => {
                         self.handle_event(&event, &mut live, &status).await?;
                         if live.unsaved >= self.options.checkpoint_every_events {
-                            save(&self.checkpoints, &mut live, &status).await?;
+                            save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
                         }
                     }
                 }
@@ -512,7 +521,7 @@ where
                         continue;
                     }
                     live.checkpoint.state = ProjectionState::Failed;
-                    save(&self.checkpoints, live, status).await?;
+                    save(&mut self.projection, &self.checkpoints, live, status).await?;
                     return Err(ProjectionError::Apply {
                         name: live.checkpoint.name.clone(),
                         position: live.checkpoint.position,
@@ -528,20 +537,33 @@ where
     }
 }
 
-/// Saves the checkpoint and publishes the status.
-async fn save<K: CheckpointStore>(
+/// Saves the checkpoint (through the projection, when it keeps it with its
+/// read model) and publishes the status.
+async fn save<P: Projection, K: CheckpointStore>(
+    projection: &mut P,
     checkpoints: &K,
     live: &mut Live,
     status: &watch::Sender<ProjectionStatus>,
 ) -> Result<(), ProjectionError> {
     live.checkpoint.updated_at = Utc::now();
-    checkpoints
-        .save(&live.checkpoint)
-        .await
-        .map_err(|source| ProjectionError::Checkpoint {
-            name: live.checkpoint.name.clone(),
-            source,
-        })?;
+    let saved_with_read_model =
+        projection
+            .save_checkpoint(&live.checkpoint)
+            .await
+            .map_err(|e| ProjectionError::Apply {
+                name: live.checkpoint.name.clone(),
+                position: live.checkpoint.position,
+                source: Box::new(e),
+            })?;
+    if !saved_with_read_model {
+        checkpoints
+            .save(&live.checkpoint)
+            .await
+            .map_err(|source| ProjectionError::Checkpoint {
+                name: live.checkpoint.name.clone(),
+                source,
+            })?;
+    }
     live.unsaved = 0;
     status.send_replace(live.status());
     Ok(())
@@ -556,6 +578,15 @@ struct Live {
 }
 
 impl Live {
+    fn new(checkpoint: Checkpoint) -> Self {
+        Self {
+            checkpoint,
+            skipped: 0,
+            last_processed_at: None,
+            unsaved: 0,
+        }
+    }
+
     fn status(&self) -> ProjectionStatus {
         ProjectionStatus {
             name: self.checkpoint.name.clone(),

@@ -1,18 +1,21 @@
 //! The account-balances read model, kept by a projection: in memory, or in
 //! a PostgreSQL table.
 //!
-//! Both versions apply each account's events at most once per version: a
-//! stream's events reach a projection in version order, so remembering the
-//! last version applied per account makes `apply` idempotent, and the
-//! at-least-once delivery after a crash harmless.
+//! In memory, `apply` is idempotent: a stream's events reach a projection in
+//! version order, so remembering the last version applied per account makes
+//! the at-least-once delivery after a crash harmless. In PostgreSQL, the
+//! table and the checkpoint commit together (exactly-once effect).
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, PoisonError},
 };
 
-use eventcore::{DecodeError, Projection, RecordedEvent, StreamId, StreamVersion};
-use sqlx::{PgPool, Row};
+use eventcore::{
+    Checkpoint, DecodeError, Projection, RecordedEvent, StoreError, StreamId, StreamVersion,
+};
+use eventcore_postgres::{PostgresCheckpointStore, PostgresEventStore};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::banking::{BankEvent, balance_change};
 
@@ -28,6 +31,9 @@ pub enum BalancesError {
     /// The read model's table refused the update.
     #[error("the balances table failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// The checkpoint could not be written with the read model.
+    #[error(transparent)]
+    Checkpoint(#[from] StoreError),
 }
 
 /// Balances in memory: `account -> (balance in cents, last version applied)`.
@@ -82,22 +88,42 @@ impl Projection for MemoryBalances {
     }
 }
 
-/// Balances in the table `bank_balances` of a PostgreSQL schema.
+/// Balances in the table `bank_balances` of a PostgreSQL schema, committed
+/// together with the projection's checkpoint (exactly-once effect).
+///
+/// `apply` only adds the change to a batch in memory; when the runner saves
+/// the checkpoint, one short transaction writes the whole batch and the
+/// checkpoint, and commits. A crash loses the batch and the checkpoint
+/// together, so the events are applied again, once. No transaction stays
+/// open between checkpoints, which would hold back the store's gap-safe
+/// global order.
 #[derive(Debug, Clone)]
 pub struct PostgresBalances {
     pool: PgPool,
-    apply: String,
+    checkpoints: PostgresCheckpointStore,
+    pending: BTreeMap<String, Pending>,
+    reset_pending: bool,
+    flush: String,
     reset: String,
     select: String,
 }
 
+/// The batched change of one account: the sum of its deltas and the versions they span.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    delta: i128,
+    first_version: i64,
+    last_version: i64,
+}
+
 impl PostgresBalances {
-    /// Creates the table in `schema` (already validated by the store) when missing.
+    /// Creates the table in the store's schema when missing.
     ///
     /// # Errors
     /// The database's error.
-    pub async fn create(pool: PgPool, schema: &str) -> Result<Self, BalancesError> {
-        let table = format!("\"{schema}\".bank_balances");
+    pub async fn create(store: &PostgresEventStore) -> Result<Self, BalancesError> {
+        let table = format!("\"{}\".bank_balances", store.schema().as_str());
+        let pool = store.pool().clone();
         sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (\
                  account text PRIMARY KEY, balance numeric NOT NULL, version bigint NOT NULL)"
@@ -106,15 +132,24 @@ impl PostgresBalances {
         .await?;
         Ok(Self {
             pool,
-            // Applies the change only if this version is newer than the last applied.
-            apply: format!(
-                "INSERT INTO {table} AS b (account, balance, version) VALUES ($1, $2::text::numeric, $3) \
+            checkpoints: store.checkpoints(),
+            pending: BTreeMap::new(),
+            reset_pending: false,
+            // The version guard keeps a batch from being counted twice should
+            // it ever overlap what the table holds.
+            flush: format!(
+                "INSERT INTO {table} AS b (account, balance, version) \
+                 SELECT a, d::numeric, l FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
+                     AS t(a, d, f, l) \
                  ON CONFLICT (account) DO UPDATE \
                  SET balance = b.balance + excluded.balance, version = excluded.version \
-                 WHERE b.version < excluded.version"
+                 WHERE b.version < (SELECT t2.f FROM unnest($1::text[], $3::bigint[]) AS t2(a, f) \
+                                     WHERE t2.a = excluded.account)"
             ),
             reset: format!("DELETE FROM {table}"),
-            select: format!("SELECT account, balance::text AS balance FROM {table} WHERE account = ANY($1)"),
+            select: format!(
+                "SELECT account, balance::text AS balance FROM {table} WHERE account = ANY($1)"
+            ),
         })
     }
 
@@ -144,6 +179,41 @@ impl PostgresBalances {
         }
         Ok(balances)
     }
+
+    /// Writes the batch and `checkpoint` in one transaction.
+    async fn flush(&mut self, checkpoint: &Checkpoint) -> Result<(), BalancesError> {
+        let mut accounts = Vec::with_capacity(self.pending.len());
+        let mut deltas = Vec::with_capacity(self.pending.len());
+        let mut firsts = Vec::with_capacity(self.pending.len());
+        let mut lasts = Vec::with_capacity(self.pending.len());
+        for (account, pending) in &self.pending {
+            accounts.push(account.as_str());
+            deltas.push(pending.delta.to_string());
+            firsts.push(pending.first_version);
+            lasts.push(pending.last_version);
+        }
+        let mut tx = self.pool.begin().await?;
+        let connection: &mut PgConnection = &mut tx;
+        if self.reset_pending {
+            sqlx::query(&self.reset).execute(&mut *connection).await?;
+        }
+        if !accounts.is_empty() {
+            sqlx::query(&self.flush)
+                .bind(&accounts)
+                .bind(&deltas)
+                .bind(&firsts)
+                .bind(&lasts)
+                .execute(&mut *connection)
+                .await?;
+        }
+        self.checkpoints
+            .save_in(&mut *connection, checkpoint)
+            .await?;
+        tx.commit().await?;
+        self.pending.clear();
+        self.reset_pending = false;
+        Ok(())
+    }
 }
 
 impl Projection for PostgresBalances {
@@ -157,17 +227,29 @@ impl Projection for PostgresBalances {
         let Some(delta) = balance_change(&event.decode::<BankEvent>()?.payload) else {
             return Ok(());
         };
-        sqlx::query(&self.apply)
-            .bind(event.stream_id.as_ref())
-            .bind(delta.to_string())
-            .bind(i64::try_from(event.version.value()).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await?;
+        let version = i64::try_from(event.version.value()).unwrap_or(i64::MAX);
+        self.pending
+            .entry(event.stream_id.as_ref().to_owned())
+            .and_modify(|p| {
+                p.delta += delta;
+                p.last_version = version;
+            })
+            .or_insert(Pending {
+                delta,
+                first_version: version,
+                last_version: version,
+            });
         Ok(())
     }
 
     async fn reset(&mut self) -> Result<(), BalancesError> {
-        sqlx::query(&self.reset).execute(&self.pool).await?;
+        self.pending.clear();
+        self.reset_pending = true;
         Ok(())
+    }
+
+    async fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<bool, BalancesError> {
+        self.flush(checkpoint).await?;
+        Ok(true)
     }
 }

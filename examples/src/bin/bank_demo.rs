@@ -28,10 +28,10 @@ use eventcore::{
     CheckpointStore, CommandExecutor, EventStore, ExecutionError, ExecutionOptions, Projection,
     ProjectionHandle, ProjectionOptions, ProjectionRunner, StreamId,
 };
+use eventcore_examples::balances::{MemoryBalances, PostgresBalances};
 use eventcore_examples::banking::{
     Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
 };
-use eventcore_examples::balances::{MemoryBalances, PostgresBalances};
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{PostgresConfig, PostgresEventStore};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -224,7 +224,10 @@ async fn caught_up<S: EventStore, P>(
             return Ok(started.elapsed());
         }
         if Instant::now() > deadline {
-            bail!("the projection did not catch up within 10 minutes: {:?}", handle.status());
+            bail!(
+                "the projection did not catch up within 10 minutes: {:?}",
+                handle.status()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -302,7 +305,11 @@ where
         "projection       {behind} events behind when the workload ended, caught up {:.0} ms later; \
          balances {}",
         wait.as_secs_f64() * 1000.0,
-        if live_ok { "equal the write side" } else { "DIFFER from the write side" }
+        if live_ok {
+            "equal the write side"
+        } else {
+            "DIFFER from the write side"
+        }
     );
 
     let rebuild = ProjectionRunner::new(store.clone(), model.clone(), checkpoints)
@@ -317,7 +324,11 @@ where
         "rebuild          {applied} events in {:.2} s ({:.0} events/s); balances {}",
         took.as_secs_f64(),
         applied as f64 / took.as_secs_f64().max(1e-9),
-        if rebuilt_ok { "equal the write side" } else { "DIFFER from the write side" }
+        if rebuilt_ok {
+            "equal the write side"
+        } else {
+            "DIFFER from the write side"
+        }
     );
     ok &= live_ok && rebuilt_ok;
     println!(
@@ -373,13 +384,19 @@ async fn main() -> anyhow::Result<ExitCode> {
         println!("store: PostgreSQL, schema {} ({config:?})", args.schema);
         let store = PostgresEventStore::new(config).await?;
         store.initialize().await?;
-        let model = PostgresBalances::create(store.pool().clone(), store.schema().as_str()).await?;
+        let model = PostgresBalances::create(&store).await?;
         let checkpoints = store.checkpoints();
         run(store, checkpoints, model, args).await?
     } else {
         println!("store: in-memory (set DATABASE_URL to run on PostgreSQL)");
         let store = InMemoryEventStore::new();
-        run(store, InMemoryCheckpointStore::new(), MemoryBalances::new(), args).await?
+        run(
+            store,
+            InMemoryCheckpointStore::new(),
+            MemoryBalances::new(),
+            args,
+        )
+        .await?
     };
     Ok(if ok {
         ExitCode::SUCCESS
