@@ -26,8 +26,10 @@
 )]
 
 mod checkpoints;
+mod leadership;
 mod store;
 pub mod testing;
 
 pub use checkpoints::InMemoryCheckpointStore;
+pub use leadership::{InMemoryLeadership, InMemoryLease};
 pub use store::InMemoryEventStore;

@@ -60,6 +60,7 @@
 mod checkpoints;
 mod config;
 mod error;
+mod leadership;
 mod notify;
 mod schema;
 mod store;
@@ -68,5 +69,6 @@ pub mod testing;
 
 pub use checkpoints::{PostgresCheckpointStore, ProjectionReport};
 pub use config::{ConfigError, PostgresConfig, SchemaName};
+pub use leadership::{PostgresLeadership, PostgresLease};
 pub use schema::InitializeError;
 pub use store::{ConnectError, PostgresEventStore};

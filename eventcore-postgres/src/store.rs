@@ -16,7 +16,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, SchemaName,
+    ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, PostgresLeadership,
+    SchemaName,
     error::{self, Failure},
     notify::PgNotifier,
     schema,
@@ -222,6 +223,12 @@ impl PostgresEventStore {
     /// Projection checkpoints in this store's schema (table `eventcore_checkpoints`).
     pub fn checkpoints(&self) -> PostgresCheckpointStore {
         PostgresCheckpointStore::new(self.pool.clone(), &self.shared.schema)
+    }
+
+    /// Leadership of projections among every process on this database
+    /// (session advisory locks); standby runners retry every `poll`.
+    pub fn leadership(&self, poll: Duration) -> PostgresLeadership {
+        PostgresLeadership::new(self.pool.clone(), self.shared.schema.clone(), poll)
     }
 
     /// The pool, for applications that keep read models in the same database.

@@ -74,3 +74,16 @@ mod report {
         handle.stop().await.unwrap();
     }
 }
+
+#[test]
+fn one_leader_per_projection_name() {
+    eventcore::conformance::run(support::fresh_store, |store| {
+        let checkpoints = store.checkpoints();
+        let leadership = store.leadership(std::time::Duration::from_millis(100));
+        eventcore::projection_conformance::one_leader_per_projection_name(
+            store,
+            checkpoints,
+            leadership,
+        )
+    });
+}

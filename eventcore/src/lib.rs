@@ -127,8 +127,9 @@ pub use limits::{LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use position::{GlobalPosition, InvalidGlobalPosition};
 pub use projection::{
-    Checkpoint, CheckpointStore, ErrorPolicy, Projection, ProjectionError, ProjectionHandle,
-    ProjectionOptions, ProjectionRunner, ProjectionState, ProjectionStatus,
+    Checkpoint, CheckpointStore, ErrorPolicy, Leadership, Projection, ProjectionError,
+    ProjectionHandle, ProjectionOptions, ProjectionRunner, ProjectionState, ProjectionStatus,
+    SoleRunner,
 };
 pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
 pub use retry::RetryPolicy;

@@ -111,6 +111,9 @@ pub enum ProjectionState {
     Failed,
     /// Stopped gracefully.
     Stopped,
+    /// Waiting for another runner of the same projection to give up its
+    /// leadership (never stored: the checkpoint belongs to the leader).
+    Standby,
 }
 
 impl ProjectionState {
@@ -122,6 +125,7 @@ impl ProjectionState {
             Self::Rebuilding => "rebuilding",
             Self::Failed => "failed",
             Self::Stopped => "stopped",
+            Self::Standby => "standby",
         }
     }
 
@@ -133,6 +137,7 @@ impl ProjectionState {
             Self::Rebuilding,
             Self::Failed,
             Self::Stopped,
+            Self::Standby,
         ]
         .into_iter()
         .find(|state| state.as_str() == name)
@@ -189,6 +194,36 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// Every saved checkpoint, by name: what an operator looks at.
     fn list(&self) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
+}
+
+/// Who may run a projection: of all runners of one projection name, only
+/// the holder of its lease applies events and saves the checkpoint.
+pub trait Leadership: Send + Sync + 'static {
+    /// Proof of leadership; dropping it gives leadership up.
+    type Lease: Send + 'static;
+
+    /// Waits until this runner leads projection `name`.
+    fn acquire(&self, name: &str) -> impl Future<Output = Result<Self::Lease, StoreError>> + Send;
+
+    /// Whether `lease` still holds; checked before every checkpoint save.
+    fn holds(&self, lease: &mut Self::Lease) -> impl Future<Output = bool> + Send;
+}
+
+/// No coordination: every runner leads. For deployments that run each
+/// projection in one process only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SoleRunner;
+
+impl Leadership for SoleRunner {
+    type Lease = ();
+
+    fn acquire(&self, _name: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    fn holds(&self, _lease: &mut ()) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
 }
 
 /// What the runner does when `apply` fails.
@@ -277,6 +312,22 @@ pub enum ProjectionError {
         #[source]
         source: StoreError,
     },
+    /// Leadership could not be acquired (the coordination backend failed).
+    #[error("projection {name}: could not acquire leadership: {source}")]
+    Leadership {
+        /// The projection's name.
+        name: String,
+        /// The backend's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The runner lost its lease (for example its lock connection dropped);
+    /// it stopped without saving, leaving the checkpoint to the new leader.
+    #[error("projection {name}: leadership lost; stopped without saving")]
+    LostLeadership {
+        /// The projection's name.
+        name: String,
+    },
     /// The runner's task panicked or was cancelled.
     #[error("projection {name}: the runner task ended abnormally: {reason}")]
     Aborted {
@@ -315,10 +366,11 @@ enum Control {
 
 /// Runs one [`Projection`] against a store; see the module docs.
 #[derive(Debug)]
-pub struct ProjectionRunner<S, P, K> {
+pub struct ProjectionRunner<S, P, K, L = SoleRunner> {
     store: S,
     projection: P,
     checkpoints: K,
+    leadership: L,
     options: ProjectionOptions,
     rebuild: bool,
 }
@@ -329,14 +381,38 @@ where
     P: Projection,
     K: CheckpointStore,
 {
-    /// A runner for `projection` on `store`, keeping its checkpoint in `checkpoints`.
+    /// A runner for `projection` on `store`, keeping its checkpoint in
+    /// `checkpoints`, and leading without coordination ([`SoleRunner`]).
     pub fn new(store: S, projection: P, checkpoints: K) -> Self {
         Self {
             store,
             projection,
             checkpoints,
+            leadership: SoleRunner,
             options: ProjectionOptions::default(),
             rebuild: false,
+        }
+    }
+}
+
+impl<S, P, K, L> ProjectionRunner<S, P, K, L>
+where
+    S: EventStore + 'static,
+    P: Projection,
+    K: CheckpointStore,
+    L: Leadership,
+{
+    /// Runs only while holding `leadership`'s lease for the projection's
+    /// name: a second runner of the same name waits in state `standby`
+    /// and takes over when the leader stops or dies.
+    pub fn with_leadership<L2: Leadership>(self, leadership: L2) -> ProjectionRunner<S, P, K, L2> {
+        ProjectionRunner {
+            store: self.store,
+            projection: self.projection,
+            checkpoints: self.checkpoints,
+            leadership,
+            options: self.options,
+            rebuild: self.rebuild,
         }
     }
 
@@ -361,11 +437,7 @@ where
         let (control, control_rx) = watch::channel(Control::Run);
         let (status_tx, status) = watch::channel(ProjectionStatus {
             name: name.clone(),
-            state: if self.rebuild {
-                ProjectionState::Rebuilding
-            } else {
-                ProjectionState::Running
-            },
+            state: ProjectionState::Standby,
             position: GlobalPosition::START,
             events_processed: 0,
             events_skipped: 0,
@@ -391,6 +463,13 @@ where
             name: name.clone(),
             source,
         };
+        let mut lease = tokio::select! {
+            lease = self.leadership.acquire(&name) => lease.map_err(|source| ProjectionError::Leadership {
+                name: name.clone(),
+                source,
+            })?,
+            _ = control.wait_for(|c| *c == Control::Stop) => return Ok(self.projection),
+        };
         let mut checkpoint = if self.rebuild {
             self.projection
                 .reset()
@@ -403,7 +482,7 @@ where
             let mut fresh = Checkpoint::initial(&name);
             fresh.state = ProjectionState::Rebuilding;
             let mut live = Live::new(fresh);
-            save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+            self.save(&mut lease, &mut live, &status).await?;
             live.checkpoint
         } else {
             self.checkpoints
@@ -435,17 +514,17 @@ where
             match requested {
                 Control::Stop => {
                     live.checkpoint.state = ProjectionState::Stopped;
-                    save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                    self.save(&mut lease, &mut live, &status).await?;
                     return Ok(self.projection);
                 }
                 Control::Pause => {
                     live.checkpoint.state = ProjectionState::Paused;
-                    save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                    self.save(&mut lease, &mut live, &status).await?;
                     // Wait for resume or stop; the subscription is not polled meanwhile.
                     if control.wait_for(|c| *c != Control::Pause).await.is_err() {
                         // The handle is gone: stay stopped.
                         live.checkpoint.state = ProjectionState::Stopped;
-                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                        self.save(&mut lease, &mut live, &status).await?;
                         return Ok(self.projection);
                     }
                     live.checkpoint.state = ProjectionState::Running;
@@ -460,19 +539,19 @@ where
                     if changed.is_err() {
                         // The handle is gone: stop as if asked to.
                         live.checkpoint.state = ProjectionState::Stopped;
-                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                        self.save(&mut lease, &mut live, &status).await?;
                         return Ok(self.projection);
                     }
                 }
                 _ = tick.tick() => {
                     if live.unsaved > 0 {
-                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                        self.save(&mut lease, &mut live, &status).await?;
                     }
                 }
                 item = subscription.next() => match item {
                     None => {
                         live.checkpoint.state = ProjectionState::Stopped;
-                        save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                        self.save(&mut lease, &mut live, &status).await?;
                         return Ok(self.projection);
                     }
                     Some(Err(error)) => {
@@ -480,9 +559,9 @@ where
                         tracing::warn!(projection = %name, %error, "reading the global order failed");
                     }
                     Some(Ok(event)) => {
-                        self.handle_event(&event, &mut live, &status).await?;
+                        self.handle_event(&mut lease, &event, &mut live, &status).await?;
                         if live.unsaved >= self.options.checkpoint_every_events {
-                            save(&mut self.projection, &self.checkpoints, &mut live, &status).await?;
+                            self.save(&mut lease, &mut live, &status).await?;
                         }
                     }
                 }
@@ -493,6 +572,7 @@ where
     /// Applies one event under the error policy, then advances the position.
     async fn handle_event(
         &mut self,
+        lease: &mut L::Lease,
         event: &RecordedEvent,
         live: &mut Live,
         status: &watch::Sender<ProjectionStatus>,
@@ -521,7 +601,7 @@ where
                         continue;
                     }
                     live.checkpoint.state = ProjectionState::Failed;
-                    save(&mut self.projection, &self.checkpoints, live, status).await?;
+                    self.save(lease, live, status).await?;
                     return Err(ProjectionError::Apply {
                         name: live.checkpoint.name.clone(),
                         position: live.checkpoint.position,
@@ -535,19 +615,23 @@ where
         status.send_replace(live.status());
         Ok(())
     }
-}
 
-/// Saves the checkpoint (through the projection, when it keeps it with its
-/// read model) and publishes the status.
-async fn save<P: Projection, K: CheckpointStore>(
-    projection: &mut P,
-    checkpoints: &K,
-    live: &mut Live,
-    status: &watch::Sender<ProjectionStatus>,
-) -> Result<(), ProjectionError> {
-    live.checkpoint.updated_at = Utc::now();
-    let saved_with_read_model =
-        projection
+    /// Saves the checkpoint (through the projection, when it keeps it with
+    /// its read model) and publishes the status; refuses once the lease is lost.
+    async fn save(
+        &mut self,
+        lease: &mut L::Lease,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), ProjectionError> {
+        if !self.leadership.holds(lease).await {
+            return Err(ProjectionError::LostLeadership {
+                name: live.checkpoint.name.clone(),
+            });
+        }
+        live.checkpoint.updated_at = Utc::now();
+        let saved_with_read_model = self
+            .projection
             .save_checkpoint(&live.checkpoint)
             .await
             .map_err(|e| ProjectionError::Apply {
@@ -555,18 +639,19 @@ async fn save<P: Projection, K: CheckpointStore>(
                 position: live.checkpoint.position,
                 source: Box::new(e),
             })?;
-    if !saved_with_read_model {
-        checkpoints
-            .save(&live.checkpoint)
-            .await
-            .map_err(|source| ProjectionError::Checkpoint {
-                name: live.checkpoint.name.clone(),
-                source,
-            })?;
+        if !saved_with_read_model {
+            self.checkpoints
+                .save(&live.checkpoint)
+                .await
+                .map_err(|source| ProjectionError::Checkpoint {
+                    name: live.checkpoint.name.clone(),
+                    source,
+                })?;
+        }
+        live.unsaved = 0;
+        status.send_replace(live.status());
+        Ok(())
     }
-    live.unsaved = 0;
-    status.send_replace(live.status());
-    Ok(())
 }
 
 /// The runner's working state.

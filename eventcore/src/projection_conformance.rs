@@ -498,3 +498,67 @@ where
     assert_eq!(handle.lag(&store, None).await.unwrap(), 0);
     handle.stop().await.unwrap();
 }
+
+/// Two runners of one projection name under `leadership`: only the leader
+/// applies; when it stops, the standby takes over from its checkpoint; when
+/// the new leader dies, a third takes over. Not in the macro: adapters call
+/// it with their own [`Leadership`](crate::Leadership).
+pub async fn one_leader_per_projection_name<S, K, L>(store: S, checkpoints: K, leadership: L)
+where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore + Clone,
+    L: crate::Leadership + Clone,
+{
+    append_markers(&store, 0..5).await;
+    let (first, second, third) = (Ledger::default(), Ledger::default(), Ledger::default());
+    let start = |ledger: &Ledger| {
+        ProjectionRunner::new(store.clone(), Recorder::new(ledger), checkpoints.clone())
+            .with_leadership(leadership.clone())
+            .start()
+    };
+    let leader = start(&first);
+    processed(&leader, 5).await;
+    let standby = start(&second);
+    append_markers(&store, 5..8).await;
+    processed(&leader, 8).await;
+    assert_eq!(standby.status().state, ProjectionState::Standby);
+    assert_eq!(
+        second.snapshot().applications,
+        0,
+        "the standby applied events"
+    );
+
+    let stopped_at = tokio::time::Instant::now();
+    leader.stop().await.unwrap();
+    wait_until(&standby, "the standby takes over", |s| {
+        s.state == ProjectionState::Running
+    })
+    .await;
+    let takeover = stopped_at.elapsed();
+    append_markers(&store, 8..10).await;
+    processed(&standby, 10).await;
+    assert_eq!(
+        second.snapshot().markers,
+        [8, 9],
+        "the new leader continues from the old leader's checkpoint"
+    );
+
+    let third_runner = start(&third);
+    assert_eq!(third_runner.status().state, ProjectionState::Standby);
+    standby.abort();
+    wait_until(&third_runner, "a takeover after a crash", |s| {
+        s.state == ProjectionState::Running
+    })
+    .await;
+    processed(&third_runner, 10).await;
+    third_runner.stop().await.unwrap();
+    assert_eq!(first.snapshot().markers, (0..8).collect::<Vec<_>>());
+    assert!(
+        third.snapshot().markers.iter().all(|m| (8..10).contains(m)),
+        "after the crash only events since the last checkpoint are applied again"
+    );
+    println!(
+        "takeover after a graceful stop: {} ms",
+        takeover.as_millis()
+    );
+}
