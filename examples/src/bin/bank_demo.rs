@@ -284,18 +284,31 @@ where
             ))
         })
         .collect();
+    // How far the live projection trails the workload, sampled as it runs.
+    let mut lag_samples = Vec::new();
+    while !tasks.iter().all(|task| task.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lag_samples.push(projection.lag(&store, None).await?);
+    }
     let mut stats = Stats::default();
     for task in tasks {
         stats.merge(task.await??);
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    lag_samples.sort_unstable();
 
     let read = executor.store().read_streams(&accounts).await?;
     let balances = audit_balances(&read.events)?;
     let mut ok = report(&args, &mut stats, elapsed, &balances);
 
     println!();
+    println!(
+        "projection lag   during the workload ({} samples, every 250 ms): median {} events, max {}",
+        lag_samples.len(),
+        lag_samples.get(lag_samples.len() / 2).copied().unwrap_or(0),
+        lag_samples.last().copied().unwrap_or(0)
+    );
     let behind = projection.lag(&store, None).await?;
     let wait = caught_up(&projection, &store).await?;
     projection.stop().await?;
