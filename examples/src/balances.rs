@@ -135,16 +135,20 @@ impl PostgresBalances {
             checkpoints: store.checkpoints(),
             pending: BTreeMap::new(),
             reset_pending: false,
-            // The version guard keeps a batch from being counted twice should
-            // it ever overlap what the table holds.
+            // Existing accounts are updated, new ones inserted, in one
+            // statement. The version guard keeps a batch from being counted
+            // twice should it ever overlap what the table holds.
             flush: format!(
-                "INSERT INTO {table} AS b (account, balance, version) \
-                 SELECT a, d::numeric, l FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
-                     AS t(a, d, f, l) \
-                 ON CONFLICT (account) DO UPDATE \
-                 SET balance = b.balance + excluded.balance, version = excluded.version \
-                 WHERE b.version < (SELECT t2.f FROM unnest($1::text[], $3::bigint[]) AS t2(a, f) \
-                                     WHERE t2.a = excluded.account)"
+                "WITH input AS (\
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
+                         AS t(account, delta, first_version, last_version)), \
+                 updated AS (\
+                     UPDATE {table} AS b \
+                     SET balance = b.balance + i.delta::numeric, version = i.last_version \
+                     FROM input i WHERE b.account = i.account AND b.version < i.first_version) \
+                 INSERT INTO {table} (account, balance, version) \
+                 SELECT i.account, i.delta::numeric, i.last_version FROM input i \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} b WHERE b.account = i.account)"
             ),
             reset: format!("DELETE FROM {table}"),
             select: format!(
