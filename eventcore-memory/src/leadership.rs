@@ -44,6 +44,19 @@ impl InMemoryLeadership {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn take(&self, name: &str) -> Option<InMemoryLease> {
+        let acquired = self
+            .shared
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
+        acquired.then(|| InMemoryLease {
+            name: name.to_owned(),
+            shared: self.shared.clone(),
+        })
+    }
 }
 
 impl Leadership for InMemoryLeadership {
@@ -51,22 +64,17 @@ impl Leadership for InMemoryLeadership {
 
     async fn acquire(&self, name: &str) -> Result<InMemoryLease, StoreError> {
         loop {
-            // Registered before the check, so a release in between is not missed.
+            // Registered before the attempt, so a release in between is not missed.
             let released = self.shared.released.notified();
-            let acquired = self
-                .shared
-                .held
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(name.to_owned());
-            if acquired {
-                return Ok(InMemoryLease {
-                    name: name.to_owned(),
-                    shared: self.shared.clone(),
-                });
+            if let Some(lease) = self.take(name) {
+                return Ok(lease);
             }
             released.await;
         }
+    }
+
+    async fn try_acquire(&self, name: &str) -> Result<Option<InMemoryLease>, StoreError> {
+        Ok(self.take(name))
     }
 
     async fn holds(&self, _lease: &mut InMemoryLease) -> bool {

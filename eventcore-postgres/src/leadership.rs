@@ -33,30 +33,51 @@ impl PostgresLeadership {
     pub(crate) fn new(pool: PgPool, schema: SchemaName, poll: Duration) -> Self {
         Self { pool, schema, poll }
     }
+
+    /// A connection of its own, out of the pool: the lock lives and dies with it.
+    async fn lock_connection(&self) -> Result<PgConnection, StoreError> {
+        Ok(self
+            .pool
+            .acquire()
+            .await
+            .map_err(error::to_store_error)?
+            .detach())
+    }
+
+    async fn try_lock(
+        &self,
+        connection: &mut PgConnection,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(TRY_LOCK)
+            .bind(self.schema.as_str())
+            .bind(name)
+            .fetch_one(connection)
+            .await
+            .map_err(error::to_store_error)
+    }
 }
 
 impl Leadership for PostgresLeadership {
     type Lease = PostgresLease;
 
     async fn acquire(&self, name: &str) -> Result<PostgresLease, StoreError> {
-        // A connection of its own, out of the pool: the lock lives and dies with it.
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(error::to_store_error)?
-            .detach();
+        let mut connection = self.lock_connection().await?;
         loop {
-            let acquired: bool = sqlx::query_scalar(TRY_LOCK)
-                .bind(self.schema.as_str())
-                .bind(name)
-                .fetch_one(&mut connection)
-                .await
-                .map_err(error::to_store_error)?;
-            if acquired {
+            if self.try_lock(&mut connection, name).await? {
                 return Ok(PostgresLease { connection });
             }
             tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn try_acquire(&self, name: &str) -> Result<Option<PostgresLease>, StoreError> {
+        let mut connection = self.lock_connection().await?;
+        if self.try_lock(&mut connection, name).await? {
+            Ok(Some(PostgresLease { connection }))
+        } else {
+            let _ = connection.close().await;
+            Ok(None)
         }
     }
 

@@ -205,6 +205,12 @@ pub trait Leadership: Send + Sync + 'static {
     /// Waits until this runner leads projection `name`.
     fn acquire(&self, name: &str) -> impl Future<Output = Result<Self::Lease, StoreError>> + Send;
 
+    /// Leads projection `name` if no one else does; `None` if another runner leads.
+    fn try_acquire(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
+
     /// Whether `lease` still holds; checked before every checkpoint save.
     fn holds(&self, lease: &mut Self::Lease) -> impl Future<Output = bool> + Send;
 }
@@ -219,6 +225,13 @@ impl Leadership for SoleRunner {
 
     fn acquire(&self, _name: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
         std::future::ready(Ok(()))
+    }
+
+    fn try_acquire(
+        &self,
+        _name: &str,
+    ) -> impl Future<Output = Result<Option<()>, StoreError>> + Send {
+        std::future::ready(Ok(Some(())))
     }
 
     fn holds(&self, _lease: &mut ()) -> impl Future<Output = bool> + Send {
@@ -244,16 +257,19 @@ pub struct ProjectionOptions {
     checkpoint_interval: Duration,
     on_error: ErrorPolicy,
     page_size: NonZeroUsize,
+    wait_for_leadership: bool,
 }
 
 impl Default for ProjectionOptions {
-    /// A checkpoint every 100 events or 1 s, stop on error, pages of 1,000 events.
+    /// A checkpoint every 100 events or 1 s, stop on error, pages of 1,000
+    /// events, wait in standby while another runner leads.
     fn default() -> Self {
         Self {
             checkpoint_every_events: 100,
             checkpoint_interval: Duration::from_secs(1),
             on_error: ErrorPolicy::Stop,
             page_size: crate::store::DEFAULT_PAGE_SIZE,
+            wait_for_leadership: true,
         }
     }
 }
@@ -277,6 +293,14 @@ impl ProjectionOptions {
     #[must_use]
     pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
         self.on_error = policy;
+        self
+    }
+
+    /// With `false`, a runner whose projection another runner leads ends at
+    /// once with [`ProjectionError::AnotherLeads`] instead of waiting in standby.
+    #[must_use]
+    pub fn wait_for_leadership(mut self, wait: bool) -> Self {
+        self.wait_for_leadership = wait;
         self
     }
 
@@ -320,6 +344,13 @@ pub enum ProjectionError {
         /// The backend's error.
         #[source]
         source: StoreError,
+    },
+    /// Another runner leads this projection and the runner was told not to wait
+    /// ([`ProjectionOptions::wait_for_leadership`]).
+    #[error("projection {name}: another runner leads it")]
+    AnotherLeads {
+        /// The projection's name.
+        name: String,
     },
     /// The runner lost its lease (for example its lock connection dropped);
     /// it stopped without saving, leaving the checkpoint to the new leader.
@@ -453,8 +484,37 @@ where
         }
     }
 
+    /// Becomes the leader (or not), then runs as one.
     async fn run(
+        self,
+        mut control: watch::Receiver<Control>,
+        status: watch::Sender<ProjectionStatus>,
+    ) -> Result<P, ProjectionError> {
+        let name = self.projection.name().to_owned();
+        if !self.options.wait_for_leadership {
+            let attempt = self.leadership.try_acquire(&name).await;
+            match attempt.map_err(|source| ProjectionError::Leadership {
+                name: name.clone(),
+                source,
+            })? {
+                Some(lease) => return self.lead(lease, control, status).await,
+                None => return Err(ProjectionError::AnotherLeads { name }),
+            }
+        }
+        let lease = tokio::select! {
+            lease = self.leadership.acquire(&name) => lease.map_err(|source| ProjectionError::Leadership {
+                name: name.clone(),
+                source,
+            })?,
+            _ = control.wait_for(|c| *c == Control::Stop) => return Ok(self.projection),
+        };
+        self.lead(lease, control, status).await
+    }
+
+    /// Runs as the projection's leader.
+    async fn lead(
         mut self,
+        mut lease: L::Lease,
         mut control: watch::Receiver<Control>,
         status: watch::Sender<ProjectionStatus>,
     ) -> Result<P, ProjectionError> {
@@ -462,13 +522,6 @@ where
         let checkpoint_error = |source| ProjectionError::Checkpoint {
             name: name.clone(),
             source,
-        };
-        let mut lease = tokio::select! {
-            lease = self.leadership.acquire(&name) => lease.map_err(|source| ProjectionError::Leadership {
-                name: name.clone(),
-                source,
-            })?,
-            _ = control.wait_for(|c| *c == Control::Stop) => return Ok(self.projection),
         };
         let mut checkpoint = if self.rebuild {
             self.projection
