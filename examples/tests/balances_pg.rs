@@ -220,3 +220,102 @@ async fn a_crash_loses_the_batch_and_its_checkpoint_together() {
         write_side(&events)
     );
 }
+
+const CHILD_SCHEMA: &str = "BALANCES_KILL_CHILD_SCHEMA";
+
+/// Runs the projection in a child process (this same test, in its child
+/// role), kills it with SIGKILL mid-batch, and checks that the read model
+/// holds exactly what its checkpoint covers; a restart then completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_killed_with_sigkill_loses_nothing_and_doubles_nothing() {
+    if let Ok(schema) = std::env::var(CHILD_SCHEMA) {
+        return run_as_killed_child(&schema).await;
+    }
+    let store = testing::fresh_store().await.unwrap();
+    let executor = Arc::new(CommandExecutor::new(store.clone()));
+    open_and_fund(&executor).await;
+    transfers(executor, 2, 60).await;
+    let events = everything(&store).await;
+    assert!(events.len() > 120);
+
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_projection_killed_with_sigkill_loses_nothing_and_doubles_nothing",
+            "--nocapture",
+        ])
+        .env(CHILD_SCHEMA, store.schema().as_str())
+        .env("DATABASE_URL", testing::test_database_url().await.unwrap())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "READY" {
+                return;
+            }
+        }
+        panic!("the child ended without getting ready");
+    })
+    .await
+    .expect("the child gets ready");
+    child.kill().await.unwrap(); // SIGKILL
+
+    let model = PostgresBalances::create(&store).await.unwrap();
+    let saved = store
+        .checkpoints()
+        .load(PROJECTION_NAME)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.events_processed, 100);
+    let covered: Vec<RecordedEvent> = events
+        .iter()
+        .filter(|e| e.position <= saved.position)
+        .cloned()
+        .collect();
+    assert_eq!(
+        model.balances(&accounts()).await.unwrap(),
+        write_side(&covered)
+    );
+
+    let runner = ProjectionRunner::new(store.clone(), model.clone(), store.checkpoints()).start();
+    caught_up(&runner, &store).await;
+    runner.stop().await.unwrap();
+    assert_eq!(
+        model.balances(&accounts()).await.unwrap(),
+        write_side(&events)
+    );
+}
+
+/// The child's role: apply 120 events (checkpoints at 50 and 100), say
+/// READY, and hang with 20 events in hand until killed.
+async fn run_as_killed_child(schema: &str) {
+    let config =
+        eventcore_postgres::PostgresConfig::new(testing::test_database_url().await.unwrap())
+            .schema(schema)
+            .unwrap();
+    let store = PostgresEventStore::new(config).await.unwrap();
+    let model = PostgresBalances::create(&store).await.unwrap();
+    let gated = Gate {
+        inner: model,
+        stop_at: 120,
+        applied: 0,
+    };
+    let runner = ProjectionRunner::new(store.clone(), gated, store.checkpoints())
+        .with_options(
+            ProjectionOptions::default()
+                .checkpoint_every_events(50)
+                .checkpoint_interval(Duration::from_secs(3600)),
+        )
+        .start();
+    runner
+        .wait_for(|s| s.events_processed >= 120)
+        .await
+        .unwrap();
+    println!("READY");
+    std::future::pending::<()>().await;
+}
