@@ -212,6 +212,21 @@ impl BalancesModel for PostgresBalances {
     }
 }
 
+/// Prints the read model: a few accounts, and the totals.
+fn print_read_model(balances: &BTreeMap<StreamId, i128>) {
+    println!(
+        "read model       {} accounts, {} cents in all",
+        balances.len(),
+        balances.values().sum::<i128>()
+    );
+    for (account, cents) in balances.iter().take(5) {
+        println!("  {account:<40} {cents:>12}");
+    }
+    if balances.len() > 5 {
+        println!("  ... and {} more", balances.len() - 5);
+    }
+}
+
 /// Waits until the projection has applied everything in the store; returns how long that took.
 async fn caught_up<S: EventStore, P>(
     handle: &ProjectionHandle<P>,
@@ -314,6 +329,7 @@ where
     projection.stop().await?;
     let projected = model.balances_of(&accounts).await?;
     let live_ok = projected == balances;
+    print_read_model(&projected);
     println!(
         "projection       {behind} events behind when the workload ended, caught up {:.0} ms later; \
          balances {}",
