@@ -7,8 +7,9 @@ use std::{
 
 use chrono::Utc;
 use eventcore::{
-    AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, ReadAllQuery, RecordedEvent,
-    StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
+    AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, IdempotencyKey, ReadAllQuery,
+    RecordedEvent, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict,
+    WrittenEvent,
 };
 use tokio::sync::watch;
 
@@ -36,6 +37,8 @@ struct Log {
     /// For every stream, the indexes of its events in `events`, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
     appends: u64,
+    /// The result of every append that carried an idempotency key.
+    idempotent: HashMap<IdempotencyKey, AppendResult>,
 }
 
 impl Default for InMemoryEventStore {
@@ -95,6 +98,16 @@ impl Log {
     }
 
     fn append(&mut self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        if let Some(recorded) = request
+            .idempotency_key()
+            .and_then(|key| self.idempotent.get(key))
+        {
+            return Ok(AppendResult {
+                replayed: true,
+                ..recorded.clone()
+            });
+        }
+        let key = request.idempotency_key().cloned();
         let conflicts: Vec<VersionConflict> = request
             .streams()
             .iter()
@@ -141,6 +154,9 @@ impl Log {
             }
             let version = StreamVersion::new(indexes.len() as u64);
             result.versions.insert(stream.stream_id, version);
+        }
+        if let Some(key) = key {
+            self.idempotent.insert(key, result.clone());
         }
         Ok(result)
     }
@@ -194,5 +210,12 @@ impl EventStore for InMemoryEventStore {
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {
         Subscription::follow(self.clone(), query, self.shared.head.subscribe())
+    }
+
+    async fn idempotent_result(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        Ok(self.log().idempotent.get(key).cloned())
     }
 }

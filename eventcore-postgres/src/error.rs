@@ -11,6 +11,17 @@ pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 /// The constraint that keeps versions unique per stream.
 pub(crate) const STREAM_VERSION_CONSTRAINT: &str = "eventcore_events_stream_version_key";
 
+/// The constraint that keeps idempotency keys unique.
+pub(crate) const IDEMPOTENCY_KEY_CONSTRAINT: &str = "eventcore_idempotency_key";
+
+/// Whether `error` says the idempotency key was recorded by another append.
+pub(crate) fn is_duplicate_key(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some(UNIQUE_VIOLATION)
+            && db.constraint() == Some(IDEMPOTENCY_KEY_CONSTRAINT)
+    })
+}
+
 /// What a failed statement means for the caller.
 pub(crate) enum Failure {
     /// A concurrent transaction got in the way; re-check the versions, then retry.

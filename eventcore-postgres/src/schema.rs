@@ -19,6 +19,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("migrations/0002_checkpoints.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/0003_idempotency.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

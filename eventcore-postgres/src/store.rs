@@ -5,11 +5,11 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventMetadata, EventStore, EventType, ExpectedVersion,
-    GlobalPosition, ReadAllQuery, RecordedEvent, StoreError, StreamId, StreamVersion, StreamsRead,
-    Subscription, VersionConflict, WrittenEvent,
+    GlobalPosition, IdempotencyKey, ReadAllQuery, RecordedEvent, StoreError, StreamId,
+    StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
 };
 use sqlx::{
-    PgPool, Row,
+    Connection, PgConnection, PgPool, Row,
     postgres::{PgConnectOptions, PgRow},
     types::Json,
 };
@@ -94,6 +94,8 @@ struct Queries {
     read_streams: String,
     read_all: String,
     delivery_lag: String,
+    record_key: String,
+    find_key: String,
 }
 
 impl Queries {
@@ -121,6 +123,10 @@ impl Queries {
                    AND ($3::text[] IS NULL OR event_type = ANY($3)) \
                  ORDER BY transaction_id, sequence LIMIT $4"
             ),
+            record_key: format!(
+                "INSERT INTO {s}.eventcore_idempotency (key, result) VALUES ($1, $2)"
+            ),
+            find_key: format!("SELECT result FROM {s}.eventcore_idempotency WHERE key = $1"),
             delivery_lag: format!(
                 "SELECT count(*) FROM {s}.eventcore_events \
                  WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
@@ -265,9 +271,26 @@ impl PostgresEventStore {
             .acquire()
             .await
             .map_err(|e| Failure::Other(error::to_store_error(e)))?;
+        if let Some(key) = request.idempotency_key() {
+            return self
+                .append_with_key(&mut connection, &params, request, key)
+                .await;
+        }
         // The writer's connections default to SERIALIZABLE, so this one
         // statement is a whole transaction: check, insert, bump, commit.
-        let rows = sqlx::query(&self.shared.queries.append)
+        let rows = self
+            .append_query(&params)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(error::commit_failure)?;
+        append_outcome(&rows, request).map_err(Failure::Other)
+    }
+
+    fn append_query<'q>(
+        &'q self,
+        params: &'q AppendParams<'q>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(&self.shared.queries.append)
             .bind(&params.streams)
             .bind(&params.expected)
             .bind(&params.event_stream)
@@ -276,10 +299,70 @@ impl PostgresEventStore {
             .bind(&params.payloads)
             .bind(&params.metadata)
             .bind(&self.shared.channel)
-            .fetch_all(&mut *connection)
+    }
+
+    /// An append that records its idempotency key: the key's result if it is
+    /// recorded already, otherwise the append and the key in one
+    /// `SERIALIZABLE` transaction (lookup, BEGIN, append, record, COMMIT).
+    async fn append_with_key(
+        &self,
+        connection: &mut PgConnection,
+        params: &AppendParams<'_>,
+        request: &AppendRequest,
+        key: &IdempotencyKey,
+    ) -> Result<AppendResult, Failure> {
+        if let Some(recorded) = self.recorded(key).await.map_err(Failure::Other)? {
+            return Ok(recorded);
+        }
+        let mut tx = connection.begin().await.map_err(error::classify)?;
+        let rows = self
+            .append_query(params)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(error::commit_failure)?;
-        append_outcome(&rows, request).map_err(Failure::Other)
+            .map_err(error::classify)?;
+        let result = match append_outcome(&rows, request) {
+            Ok(result) => result,
+            Err(conflict @ StoreError::Conflict { .. }) => {
+                drop(tx);
+                // The streams may have moved because this very key was written meanwhile.
+                return match self.recorded(key).await.map_err(Failure::Other)? {
+                    Some(recorded) => Ok(recorded),
+                    None => Err(Failure::Other(conflict)),
+                };
+            }
+            Err(other) => return Err(Failure::Other(other)),
+        };
+        let recorded = sqlx::query(&self.shared.queries.record_key)
+            .bind(key.as_ref())
+            .bind(Json(&result))
+            .execute(&mut *tx)
+            .await;
+        match recorded {
+            Ok(_) => {}
+            Err(e) if error::is_duplicate_key(&e) => {
+                drop(tx);
+                return match self.recorded(key).await.map_err(Failure::Other)? {
+                    Some(recorded) => Ok(recorded),
+                    None => Err(Failure::Other(error::to_store_error(e))),
+                };
+            }
+            Err(e) => return Err(error::classify(e)),
+        }
+        tx.commit().await.map_err(error::commit_failure)?;
+        Ok(result)
+    }
+
+    /// The result recorded under `key`, marked as a replay.
+    async fn recorded(&self, key: &IdempotencyKey) -> Result<Option<AppendResult>, StoreError> {
+        let stored: Option<Json<AppendResult>> = sqlx::query_scalar(&self.shared.queries.find_key)
+            .bind(key.as_ref())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(stored.map(|Json(result)| AppendResult {
+            replayed: true,
+            ..result
+        }))
     }
 
     /// Waits, up to the configured time, until every transaction running now
@@ -476,7 +559,11 @@ fn append_outcome(rows: &[PgRow], request: &AppendRequest) -> Result<AppendResul
         }
     }
     if conflicts.is_empty() {
-        Ok(AppendResult { events, versions })
+        Ok(AppendResult {
+            events,
+            versions,
+            replayed: false,
+        })
     } else {
         Err(StoreError::Conflict { conflicts })
     }
@@ -598,6 +685,13 @@ impl EventStore for PostgresEventStore {
             .await
             .map_err(error::to_store_error)?;
         rows.iter().map(recorded_event).collect()
+    }
+
+    async fn idempotent_result(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        self.recorded(key).await
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {

@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 2] = [1, 2];
+const ALL_MIGRATIONS: [i32; 3] = [1, 2, 3];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()

@@ -6,9 +6,10 @@ use tokio::time::Instant;
 use tracing::{Instrument, field};
 
 use crate::{
-    AppendRequest, CommandLogic, CorrelationId, DecodeError, EncodeError, EventMetadata,
-    EventStore, ExpectedVersion, HandleContext, LimitExceeded, Limits, NewEvent, RetryPolicy,
-    StoreError, StreamAppend, StreamId, StreamVersion, VersionConflict, Writes, WrittenEvent,
+    AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
+    EventMetadata, EventStore, ExpectedVersion, HandleContext, IdempotencyKey, LimitExceeded,
+    Limits, NewEvent, RetryPolicy, StoreError, StreamAppend, StreamId, StreamVersion,
+    VersionConflict, Writes, WrittenEvent,
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -32,6 +33,7 @@ pub struct ExecutionOptions {
     timeout: Option<Duration>,
     max_discovery_rounds: u32,
     retry: Option<RetryPolicy>,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 impl Default for ExecutionOptions {
@@ -41,6 +43,7 @@ impl Default for ExecutionOptions {
             timeout: None,
             max_discovery_rounds: DEFAULT_MAX_DISCOVERY_ROUNDS,
             retry: None,
+            idempotency_key: None,
         }
     }
 }
@@ -81,6 +84,21 @@ impl ExecutionOptions {
         self.retry = Some(policy);
         self
     }
+
+    /// Runs the command at most once per `key`.
+    ///
+    /// The key is recorded with the events, atomically. An execution that
+    /// finds its key recorded writes nothing and returns the recorded result
+    /// ([`ExecutionResult::replayed`]), without deciding again. This is what
+    /// makes retrying safe after [`StoreError::UnknownOutcome`] (a connection
+    /// lost during commit): with a key the executor retries such an outcome
+    /// itself; without one it returns it, since the command may or may not
+    /// have been written.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
 }
 
 /// What a successful execution wrote.
@@ -96,6 +114,9 @@ pub struct ExecutionResult {
     pub backoff: Duration,
     /// The correlation id stored with the events.
     pub correlation_id: CorrelationId,
+    /// Whether this is the result of an earlier execution with the same
+    /// idempotency key, returned without writing anything.
+    pub replayed: bool,
 }
 
 /// Why an execution failed. Whatever the variant, nothing was written,
@@ -237,6 +258,12 @@ pub struct CommandExecutor<S> {
     limits: Limits,
 }
 
+/// What an attempt found before writing: an earlier result, or a decision.
+enum Prepared<C: CommandLogic> {
+    Recorded(AppendResult),
+    Decided(Decision<C>),
+}
+
 /// What one attempt decided: the versions read and the events to write.
 struct Decision<C: CommandLogic> {
     versions: BTreeMap<StreamId, StreamVersion>,
@@ -328,32 +355,41 @@ impl<S: EventStore> CommandExecutor<S> {
         loop {
             attempts += 1;
             tracing::Span::current().record("attempt", attempts);
-            let decided = match deadline {
-                None => self.decide(command, options.max_discovery_rounds).await,
-                Some(deadline) => tokio::time::timeout_at(
-                    deadline,
-                    self.decide(command, options.max_discovery_rounds),
-                )
-                .await
-                .map_err(|_| timeout(attempts))?,
+            let key = options.idempotency_key.as_ref();
+            let prepared = self.prepare(command, options.max_discovery_rounds, key);
+            let prepared = match deadline {
+                None => prepared.await,
+                Some(deadline) => tokio::time::timeout_at(deadline, prepared)
+                    .await
+                    .map_err(|_| timeout(attempts))?,
             };
-            let error = match decided {
-                Ok(decision) => match self.append(name, decision, &metadata).await {
-                    Ok((events, versions)) => {
-                        return Ok(ExecutionResult {
-                            events,
-                            versions,
-                            attempts,
-                            backoff,
-                            correlation_id,
-                        });
-                    }
-                    Err(error) => error,
-                },
+            let written = match prepared {
+                Ok(Prepared::Recorded(recorded)) => Ok(recorded),
+                Ok(Prepared::Decided(decision)) => {
+                    self.append(name, decision, &metadata, key).await
+                }
+                Err(error) => Err(error),
+            };
+            let error = match written {
+                Ok(result) => {
+                    return Ok(ExecutionResult {
+                        events: result.events,
+                        versions: result.versions,
+                        attempts,
+                        backoff,
+                        correlation_id,
+                        replayed: result.replayed,
+                    });
+                }
                 Err(error) => error,
             };
             let store_error = match error {
                 ExecutionError::Store { source, .. } if source.is_retryable() => source,
+                // With a key, a retry finds the append if it was written.
+                ExecutionError::Store {
+                    source: source @ StoreError::UnknownOutcome { .. },
+                    ..
+                } if key.is_some() => source,
                 other => return Err(other),
             };
             let conflicts = store_error.conflicts().unwrap_or_default();
@@ -381,6 +417,30 @@ impl<S: EventStore> CommandExecutor<S> {
             tokio::time::sleep(delay).await;
             backoff += delay;
         }
+    }
+
+    /// The result recorded under `key`, if any; otherwise a fresh decision.
+    async fn prepare<C: CommandLogic>(
+        &self,
+        command: &C,
+        max_rounds: u32,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Prepared<C>, ExecutionError<C::Error>> {
+        if let Some(key) = key {
+            let recorded = self.store.idempotent_result(key).await.map_err(|source| {
+                ExecutionError::Store {
+                    command: std::any::type_name::<C>(),
+                    source,
+                }
+            })?;
+            if let Some(mut recorded) = recorded {
+                recorded.replayed = true;
+                return Ok(Prepared::Recorded(recorded));
+            }
+        }
+        self.decide(command, max_rounds)
+            .await
+            .map(Prepared::Decided)
     }
 
     /// Reads the declared (and discovered) streams, folds them and calls `handle`.
@@ -438,11 +498,15 @@ impl<S: EventStore> CommandExecutor<S> {
         name: &'static str,
         decision: Decision<C>,
         metadata: &EventMetadata,
-    ) -> Result<(Vec<WrittenEvent>, BTreeMap<StreamId, StreamVersion>), ExecutionError<C::Error>>
-    {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<AppendResult, ExecutionError<C::Error>> {
         if decision.writes.is_empty() {
             // Nothing to write: the decision stands on the consistent read alone.
-            return Ok((Vec::new(), decision.versions));
+            return Ok(AppendResult {
+                events: Vec::new(),
+                versions: decision.versions,
+                replayed: false,
+            });
         }
         let mut per_stream: BTreeMap<StreamId, Vec<NewEvent>> = BTreeMap::new();
         for (stream_id, event) in decision.writes.into_events() {
@@ -464,15 +528,17 @@ impl<S: EventStore> CommandExecutor<S> {
             ExecutionError::NoStreams { command: name }
         })?;
         self.limits.check_append(&request)?;
-        let result = self
-            .store
+        let request = match key {
+            Some(key) => request.with_idempotency_key(key.clone()),
+            None => request,
+        };
+        self.store
             .append(request)
             .await
             .map_err(|source| ExecutionError::Store {
                 command: name,
                 source,
-            })?;
-        Ok((result.events, result.versions))
+            })
     }
 }
 

@@ -54,6 +54,7 @@
 mod command;
 mod event;
 mod executor;
+mod idempotency;
 mod limits;
 mod metadata;
 mod position;
@@ -123,6 +124,7 @@ pub use executor::{
     CommandExecutor, DEFAULT_MAX_DISCOVERY_ROUNDS, ExecutionError, ExecutionOptions,
     ExecutionResult,
 };
+pub use idempotency::{IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, InvalidIdempotencyKey};
 pub use limits::{LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use position::{GlobalPosition, InvalidGlobalPosition};

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, fmt, future::Future, num::NonZeroUsize, sync::A
 use chrono::{DateTime, Utc};
 
 use crate::{
-    EventId, EventType, ExpectedVersion, GlobalPosition, NewEvent, RecordedEvent, StreamId,
-    StreamVersion, Subscription,
+    EventId, EventType, ExpectedVersion, GlobalPosition, IdempotencyKey, NewEvent, RecordedEvent,
+    StreamId, StreamVersion, Subscription,
 };
 
 /// Any error an adapter wraps as the cause of a [`StoreError`].
@@ -57,6 +57,16 @@ pub trait EventStore: Send + Sync {
     /// Follows the global order from `query.after`: first the events already
     /// stored, then every later append, each once and in order.
     fn subscribe(&self, query: ReadAllQuery) -> Subscription;
+
+    /// The result of the append that recorded `key`, if one did.
+    ///
+    /// An append carrying an idempotency key records it atomically with its
+    /// events; a later append with the same key writes nothing and returns
+    /// this same result, whatever its own expectations.
+    fn idempotent_result(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<AppendResult>, StoreError>> + Send;
 }
 
 impl<S: EventStore + ?Sized> EventStore for Arc<S> {
@@ -83,6 +93,13 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {
         (**self).subscribe(query)
+    }
+
+    fn idempotent_result(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<AppendResult>, StoreError>> + Send {
+        (**self).idempotent_result(key)
     }
 }
 
@@ -167,6 +184,7 @@ pub enum InvalidAppend {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendRequest {
     streams: Vec<StreamAppend>,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 impl AppendRequest {
@@ -187,14 +205,31 @@ impl AppendRequest {
                 });
             }
         }
-        Ok(Self { streams })
+        Ok(Self {
+            streams,
+            idempotency_key: None,
+        })
     }
 
     /// An append to a single stream.
     pub fn single(stream_id: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
         Self {
             streams: vec![StreamAppend::new(stream_id, expected, events)],
+            idempotency_key: None,
         }
+    }
+
+    /// Records `key` with this append: if an append with the same key was
+    /// recorded before, the store writes nothing and returns that append's result.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    /// The idempotency key recorded with this append, if any.
+    pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
+        self.idempotency_key.as_ref()
     }
 
     /// The streams of the append, in the order given.
@@ -214,7 +249,7 @@ impl AppendRequest {
 }
 
 /// Where a newly appended event landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WrittenEvent {
     /// The id the store assigned.
     pub id: EventId,
@@ -229,12 +264,16 @@ pub struct WrittenEvent {
 }
 
 /// What an append wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppendResult {
     /// Every written event, in the order of the request.
     pub events: Vec<WrittenEvent>,
     /// The version of every listed stream after the append (check-only streams included).
     pub versions: BTreeMap<StreamId, StreamVersion>,
+    /// Whether this is the stored result of an earlier append with the same
+    /// idempotency key (nothing was written this time).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// One stream whose version did not match what an append expected.

@@ -13,9 +13,9 @@ use std::{
 use eventcore::{
     AppendRequest, AppendResult, Command, CommandExecutor, CommandLogic, CorrelationId,
     DeclaredStream, Event, EventMetadata, EventStore, ExecutionError, ExecutionOptions,
-    ExpectedVersion, HandleContext, LimitExceeded, Limits, NewEvent, ReadAllQuery, RecordedEvent,
-    RetryPolicy, StoreError, StoredEvent, StreamId, StreamVersion, StreamsRead, Subscription,
-    UserId, VersionConflict, Writes,
+    ExpectedVersion, HandleContext, IdempotencyKey, LimitExceeded, Limits, NewEvent, ReadAllQuery,
+    RecordedEvent, RetryPolicy, StoreError, StoredEvent, StreamId, StreamVersion, StreamsRead,
+    Subscription, UserId, VersionConflict, Writes,
 };
 use eventcore_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};
@@ -203,6 +203,9 @@ struct Wrapped {
     reads: Arc<AtomicU32>,
     move_before_first_append: Arc<Mutex<Option<(StreamId, Ev)>>>,
     read_delay: Option<Duration>,
+    /// Appends that are written but answered with an unknown outcome, as
+    /// when the connection drops during commit.
+    lost_acknowledgements: Arc<AtomicU32>,
 }
 
 impl Wrapped {
@@ -249,7 +252,17 @@ impl EventStore for Wrapped {
                 }],
             });
         }
-        self.inner.append(request).await
+        let result = self.inner.append(request).await?;
+        let lose = self
+            .lost_acknowledgements
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            return Err(StoreError::UnknownOutcome {
+                source: "connection lost during commit".into(),
+            });
+        }
+        Ok(result)
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -258,6 +271,13 @@ impl EventStore for Wrapped {
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {
         self.inner.subscribe(query)
+    }
+
+    async fn idempotent_result(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        self.inner.idempotent_result(key).await
     }
 }
 
@@ -775,4 +795,101 @@ async fn too_many_streams_are_refused_before_they_are_read() {
     // Reads of 1, 2 and 3 streams; the fourth stream was never read.
     assert_eq!(store.reads.load(Ordering::SeqCst), 3);
     assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+}
+
+fn key(name: &str) -> IdempotencyKey {
+    IdempotencyKey::try_new(name).unwrap()
+}
+
+async fn freeze_watched(store: &Wrapped) {
+    let frozen = NewEvent::from_event(&Ev::Frozen, EventMetadata::default()).unwrap();
+    store
+        .inner
+        .append(AppendRequest::single(
+            id("watched"),
+            ExpectedVersion::Any,
+            vec![frozen],
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_repeated_key_returns_the_first_result_without_deciding_again() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone());
+    let options = || ExecutionOptions::default().with_idempotency_key(key("add-5"));
+    let first = executor.execute(&add(5), options()).await.unwrap();
+    assert!(!first.replayed);
+    // The command would now be refused; the key's result stands.
+    freeze_watched(&store).await;
+    let second = executor.execute(&add(5), options()).await.unwrap();
+    assert!(second.replayed);
+    assert_eq!(second.events, first.events);
+    assert_eq!(second.versions, first.versions);
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events.len(), 1, "written once");
+    // Another key runs the command again (and now it is refused).
+    let other = executor
+        .execute(
+            &add(5),
+            ExecutionOptions::default().with_idempotency_key(key("add-5-again")),
+        )
+        .await;
+    assert!(matches!(
+        other,
+        Err(ExecutionError::Rejected(Refused::Frozen))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_outcome_with_a_key_is_retried_and_found_written() {
+    let store = Wrapped::default();
+    store.lost_acknowledgements.store(1, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let result = executor
+        .execute(
+            &add(3),
+            ExecutionOptions::default().with_idempotency_key(key("add-3")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.attempts, 2);
+    assert!(
+        result.replayed,
+        "the second attempt found the first one's result"
+    );
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst),
+        1,
+        "not appended twice"
+    );
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(read.events[0].id, result.events[0].id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_outcome_without_a_key_is_returned_to_the_caller() {
+    let store = Wrapped::default();
+    store.lost_acknowledgements.store(1, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let error = executor
+        .execute(&add(3), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExecutionError::Store {
+                source: StoreError::UnknownOutcome { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // It was in fact written: retrying blindly would have doubled it.
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
 }
