@@ -18,6 +18,12 @@
 //!   versions and commits, or writes nothing. An append that may create a
 //!   stream (`NoStream`, `Exact(0)`, `Any`) first creates its row outside the
 //!   transaction: one more round trip.
+//! - **Idempotency keys**: an append carrying a key first looks the key up
+//!   (a recorded key returns its result, writing nothing), then appends and
+//!   records the key with its result in one `SERIALIZABLE` transaction
+//!   (BEGIN, append, record, COMMIT): five round trips instead of one, paid
+//!   only by keyed appends. Two appends racing with one key: one commits,
+//!   the other gets the recorded result (or a retryable error first).
 //! - **Errors**: serialization failures (40001), deadlocks (40P01) and unique
 //!   violations on (stream, version) become retryable: a
 //!   `StoreError::Conflict` naming the streams whose versions moved, or
