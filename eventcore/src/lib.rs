@@ -133,7 +133,9 @@ pub use projection::{
     ProjectionHandle, ProjectionOptions, ProjectionRunner, ProjectionState, ProjectionStatus,
     SoleRunner,
 };
-pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
+pub use recorded::{
+    DecodeError, EncodeError, MAX_JSON_DEPTH, NewEvent, RecordedEvent, StoredEvent,
+};
 pub use retry::RetryPolicy;
 pub use store::{
     AppendRequest, AppendResult, BoxError, DEFAULT_PAGE_SIZE, EventStore, InvalidAppend,

@@ -42,6 +42,18 @@ pub enum EncodeError {
         /// `"payload"` or `"metadata"`.
         part: &'static str,
     },
+    /// The payload or metadata nests arrays and objects deeper than
+    /// [`MAX_JSON_DEPTH`]: readers could not decode it again (JSON parsers
+    /// limit nesting), so every store refuses it alike.
+    #[error(
+        "the {part} of a {event_type} event nests JSON deeper than {MAX_JSON_DEPTH} levels, which readers cannot decode"
+    )]
+    TooDeep {
+        /// The event's type name.
+        event_type: String,
+        /// `"payload"` or `"metadata"`.
+        part: &'static str,
+    },
     /// serde could not serialize the payload to JSON.
     #[error("could not serialize a {event_type} event to JSON: {source}")]
     Serialize {
@@ -90,26 +102,34 @@ impl NewEvent {
     /// An event from an already-encoded payload, for tools that move raw events.
     ///
     /// # Errors
-    /// [`EncodeError::NulCharacter`] if a string in the payload or metadata holds U+0000.
+    /// [`EncodeError::NulCharacter`] if a string in the payload or metadata
+    /// holds U+0000; [`EncodeError::TooDeep`] if either nests deeper than
+    /// [`MAX_JSON_DEPTH`].
     pub fn from_parts(
         event_type: EventType,
         payload: serde_json::Value,
         metadata: EventMetadata,
     ) -> Result<Self, EncodeError> {
-        let nul_in = |part| EncodeError::NulCharacter {
-            event_type: event_type.to_string(),
-            part,
+        let refuse = |problem, part| match problem {
+            JsonProblem::Nul => EncodeError::NulCharacter {
+                event_type: event_type.to_string(),
+                part,
+            },
+            JsonProblem::TooDeep => EncodeError::TooDeep {
+                event_type: event_type.to_string(),
+                part,
+            },
         };
-        if contains_nul(&payload) {
-            return Err(nul_in("payload"));
+        check_json(&payload, 1).map_err(|p| refuse(p, "payload"))?;
+        if metadata.user_id.as_ref().is_some_and(|u| u.contains('\0')) {
+            return Err(refuse(JsonProblem::Nul, "metadata"));
         }
-        let metadata_has_nul = metadata.user_id.as_ref().is_some_and(|u| u.contains('\0'))
-            || metadata
-                .custom
-                .iter()
-                .any(|(key, value)| key.contains('\0') || contains_nul(value));
-        if metadata_has_nul {
-            return Err(nul_in("metadata"));
+        for (key, value) in &metadata.custom {
+            if key.contains('\0') {
+                return Err(refuse(JsonProblem::Nul, "metadata"));
+            }
+            // Custom values sit two levels down in the stored metadata object.
+            check_json(value, 3).map_err(|p| refuse(p, "metadata"))?;
         }
         Ok(Self {
             event_type,
@@ -139,25 +159,41 @@ impl NewEvent {
     }
 }
 
-/// Whether any string or key in `value` holds U+0000. Iterative, so that a
-/// deeply nested value cannot overflow the stack.
-fn contains_nul(value: &serde_json::Value) -> bool {
+/// The deepest nesting of arrays and objects an event's payload (or a
+/// metadata value, counted from the stored metadata object) may have.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why a JSON value cannot be stored.
+enum JsonProblem {
+    /// A string or key holds U+0000.
+    Nul,
+    /// Arrays and objects nest deeper than [`MAX_JSON_DEPTH`].
+    TooDeep,
+}
+
+/// Checks every string, key and nesting level of `value`, which sits at
+/// `depth` (1 for a top-level value). Iterative, so that a deeply nested
+/// value cannot overflow the stack.
+fn check_json(value: &serde_json::Value, depth: usize) -> Result<(), JsonProblem> {
     use serde_json::Value;
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
+    let mut pending = vec![(value, depth)];
+    while let Some((value, depth)) = pending.pop() {
         match value {
-            Value::String(s) if s.contains('\0') => return true,
-            Value::Array(items) => pending.extend(items),
+            Value::String(s) if s.contains('\0') => return Err(JsonProblem::Nul),
+            Value::Array(_) | Value::Object(_) if depth > MAX_JSON_DEPTH => {
+                return Err(JsonProblem::TooDeep);
+            }
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, depth + 1))),
             Value::Object(map) => {
                 if map.keys().any(|k| k.contains('\0')) {
-                    return true;
+                    return Err(JsonProblem::Nul);
                 }
-                pending.extend(map.values());
+                pending.extend(map.values().map(|item| (item, depth + 1)));
             }
             _ => {}
         }
     }
-    false
+    Ok(())
 }
 
 /// A stored event as the store returns it, with its payload still JSON.

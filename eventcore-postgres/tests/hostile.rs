@@ -1,0 +1,193 @@
+//! Hostile input: names and payloads built to break SQL, JSON or the reader.
+//! Each is a typed error, or stored and read back exactly; nothing else is affected.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use eventcore::{
+    AppendRequest, EncodeError, EventMetadata, EventStore, EventType, ExpectedVersion,
+    MAX_JSON_DEPTH, NewEvent, ReadAllQuery, StoreError, StreamId,
+};
+use eventcore_postgres::PostgresEventStore;
+use serde_json::{Value, json};
+
+const SQLISH: &[&str] = &[
+    "a'; DROP TABLE eventcore_events; --",
+    "\"quoted\" name",
+    "back\\slash",
+    "semi;colon",
+    "-- comment",
+    "%_like_wildcards_%",
+    "ünïcødé/流/🚀",
+    "$1::text",
+];
+
+fn nested(depth: usize) -> Value {
+    let mut value = json!("bottom");
+    for _ in 0..depth {
+        value = json!([value]);
+    }
+    value
+}
+
+async fn append_one(
+    store: &PostgresEventStore,
+    stream: &StreamId,
+    event_type: &str,
+    payload: Value,
+) {
+    let event = NewEvent::from_parts(
+        EventType::try_new(event_type).unwrap(),
+        payload,
+        EventMetadata::default(),
+    )
+    .unwrap();
+    store
+        .append(AppendRequest::single(
+            stream.clone(),
+            ExpectedVersion::Any,
+            vec![event],
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_look_like_sql_are_only_names() {
+    let store = support::fresh_store().await;
+    let long = "é".repeat(255);
+    let mut names: Vec<&str> = SQLISH.to_vec();
+    names.push(&long);
+    for name in &names {
+        let stream = StreamId::try_new(*name).unwrap();
+        append_one(&store, &stream, name, json!({ "name": name })).await;
+        let read = store
+            .read_streams(std::slice::from_ref(&stream))
+            .await
+            .unwrap();
+        assert_eq!(read.events.len(), 1, "{name}");
+        let event = &read.events[0];
+        assert_eq!(event.stream_id.as_ref(), *name);
+        assert_eq!(event.event_type.as_ref(), *name);
+        assert_eq!(event.payload, json!({ "name": name }));
+        let by_type = store
+            .read_all(&ReadAllQuery::from_start().event_types([EventType::try_new(*name).unwrap()]))
+            .await
+            .unwrap();
+        assert_eq!(by_type.len(), 1, "type filter on {name}");
+    }
+    let all = store.read_all(&ReadAllQuery::from_start()).await.unwrap();
+    assert_eq!(
+        all.len(),
+        names.len(),
+        "every table is still there, nothing else written"
+    );
+}
+
+#[test]
+fn invalid_names_are_typed_errors() {
+    let ten_kb = "x".repeat(10 * 1024);
+    for bad in [
+        "",
+        "nul\0inside",
+        "new\nline",
+        "tab\there",
+        "\u{1b}[31m",
+        ten_kb.as_str(),
+    ] {
+        assert!(StreamId::try_new(bad).is_err(), "stream id {bad:?}");
+        assert!(EventType::try_new(bad).is_err(), "event type {bad:?}");
+    }
+    // Stream ids are trimmed, so blanks alone are empty.
+    assert!(StreamId::try_new("   ").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_come_back_exactly() {
+    let store = support::fresh_store().await;
+    let stream = StreamId::try_new("payloads").unwrap();
+    let payloads = vec![
+        json!({ "quote": "it's \"quoted\"", "backslash": "C:\\path\\", "sql": SQLISH }),
+        json!({ "unicode": "ünïcødé 流 🚀 \u{FFFF} \u{200B}", "escapes": "\u{7}\u{8}\u{1f}" }),
+        json!({ "big": i64::MAX, "bigger": u64::MAX, "small": i64::MIN, "float": 0.1, "huge": 1e308 }),
+        json!({ "ten_kb": "y".repeat(10 * 1024) }),
+        nested(MAX_JSON_DEPTH),
+        json!([null, true, false, [], {}, ""]),
+    ];
+    for payload in &payloads {
+        append_one(&store, &stream, "Payload", payload.clone()).await;
+    }
+    let read = store
+        .read_streams(std::slice::from_ref(&stream))
+        .await
+        .unwrap();
+    let back: Vec<Value> = read.events.iter().map(|e| e.payload.clone()).collect();
+    assert_eq!(back, payloads);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_megabyte_payload_is_stored_and_read_back() {
+    let store = support::fresh_store().await;
+    let stream = StreamId::try_new("huge").unwrap();
+    let payload = json!({ "blob": "z".repeat(5 * 1024 * 1024) });
+    append_one(&store, &stream, "Huge", payload.clone()).await;
+    let read = store
+        .read_streams(std::slice::from_ref(&stream))
+        .await
+        .unwrap();
+    assert_eq!(read.events[0].payload, payload);
+}
+
+#[test]
+fn json_nested_too_deep_for_readers_is_refused_before_any_store() {
+    for (depth, ok) in [
+        (MAX_JSON_DEPTH, true),
+        (MAX_JSON_DEPTH + 1, false),
+        (1_000, false),
+    ] {
+        let made = NewEvent::from_parts(
+            EventType::try_new("Deep").unwrap(),
+            nested(depth),
+            EventMetadata::default(),
+        );
+        match made {
+            Ok(_) => assert!(ok, "depth {depth} accepted"),
+            Err(EncodeError::TooDeep { part, .. }) => {
+                assert!(!ok, "depth {depth} refused");
+                assert_eq!(part, "payload");
+            }
+            Err(other) => panic!("depth {depth}: {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_edited_to_garbage_is_a_typed_error_and_harms_nothing_else() {
+    let store = support::fresh_store().await;
+    let victim = StreamId::try_new("victim").unwrap();
+    let bystander = StreamId::try_new("bystander").unwrap();
+    append_one(&store, &victim, "Fine", json!({ "n": 1 })).await;
+    append_one(&store, &bystander, "Fine", json!({ "n": 2 })).await;
+    // An operator goes around the append-only guard and breaks a row.
+    let table = format!("\"{}\".eventcore_events", store.schema());
+    let mut tx = store.pool().begin().await.unwrap();
+    for statement in [
+        format!("ALTER TABLE {table} DISABLE TRIGGER eventcore_events_append_only"),
+        format!(
+            "UPDATE {table} SET metadata = '\"garbage\"', event_type = '' WHERE stream_id = 'victim'"
+        ),
+        format!("ALTER TABLE {table} ENABLE TRIGGER eventcore_events_append_only"),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let error = store.read_streams(&[victim]).await.unwrap_err();
+    assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("not valid EventCore data"),
+        "{error}"
+    );
+    let read = store.read_streams(&[bystander]).await.unwrap();
+    assert_eq!(read.events[0].payload, json!({ "n": 2 }));
+}
