@@ -46,8 +46,10 @@ fn account(n: u64) -> StreamId {
 /// The child role: random transfers; prints `ack <correlation id>` for each
 /// one that succeeded and `progress <n>` as it goes.
 async fn child(schema: &str, index: u64, commands: u64) {
+    // One command at a time: one connection to read, one to write. Sixteen
+    // processes (two tests at once) stay far below the server's limit.
     let config = PostgresConfig::new(testing::test_database_url().await.unwrap())
-        .max_connections(2)
+        .max_connections(1)
         .schema(schema)
         .unwrap();
     let store = PostgresEventStore::new(config).await.unwrap();
@@ -130,7 +132,10 @@ async fn run_children(
         killed: 0,
     };
     for handle in handles {
-        let (acks, killed) = tokio::time::timeout(Duration::from_secs(1_200), handle)
+        // Commands replay whole account streams (no snapshots yet), so a run
+        // slows as they grow: allow a generous, size-scaled time.
+        let limit = Duration::from_secs(120 + 3 * commands_per_process());
+        let (acks, killed) = tokio::time::timeout(limit, handle)
             .await
             .expect("the child processes finish")
             .unwrap();
