@@ -4,6 +4,8 @@ use std::fmt;
 
 use nutype::nutype;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::name::{NameViolation, check_name};
 use uuid::Uuid;
 
 /// A domain event that can be stored: serde for the payload plus a stable type name.
@@ -66,20 +68,13 @@ pub enum InvalidEventType {
 }
 
 fn validate_event_type(value: &str) -> Result<(), InvalidEventType> {
-    if value.is_empty() {
-        return Err(InvalidEventType::Empty);
-    }
-    if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
-        return Err(InvalidEventType::ControlCharacter {
-            index,
-            code_point: u32::from(c),
-        });
-    }
-    let chars = value.chars().count();
-    if chars > EVENT_TYPE_MAX_CHARS {
-        return Err(InvalidEventType::TooLong { chars });
-    }
-    Ok(())
+    check_name(value, EVENT_TYPE_MAX_CHARS).map_err(|violation| match violation {
+        NameViolation::Empty => InvalidEventType::Empty,
+        NameViolation::ControlCharacter { index, code_point } => {
+            InvalidEventType::ControlCharacter { index, code_point }
+        }
+        NameViolation::TooLong { chars } => InvalidEventType::TooLong { chars },
+    })
 }
 
 /// The stored type name of an event: 1 to 255 characters, no control characters, kept byte-exact.

@@ -2,6 +2,8 @@
 
 use nutype::nutype;
 
+use crate::name::{NameViolation, check_name};
+
 /// The most characters an [`IdempotencyKey`] may have.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 
@@ -30,20 +32,13 @@ pub enum InvalidIdempotencyKey {
 }
 
 fn validate_key(value: &str) -> Result<(), InvalidIdempotencyKey> {
-    if value.is_empty() {
-        return Err(InvalidIdempotencyKey::Empty);
-    }
-    if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
-        return Err(InvalidIdempotencyKey::ControlCharacter {
-            index,
-            code_point: u32::from(c),
-        });
-    }
-    let chars = value.chars().count();
-    if chars > IDEMPOTENCY_KEY_MAX_CHARS {
-        return Err(InvalidIdempotencyKey::TooLong { chars });
-    }
-    Ok(())
+    check_name(value, IDEMPOTENCY_KEY_MAX_CHARS).map_err(|violation| match violation {
+        NameViolation::Empty => InvalidIdempotencyKey::Empty,
+        NameViolation::ControlCharacter { index, code_point } => {
+            InvalidIdempotencyKey::ControlCharacter { index, code_point }
+        }
+        NameViolation::TooLong { chars } => InvalidIdempotencyKey::TooLong { chars },
+    })
 }
 
 /// A caller-chosen key that makes an execution happen at most once: a second

@@ -57,6 +57,7 @@ mod executor;
 mod idempotency;
 mod limits;
 mod metadata;
+mod name;
 mod position;
 mod projection;
 mod recorded;

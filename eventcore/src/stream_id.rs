@@ -2,6 +2,8 @@
 
 use nutype::nutype;
 
+use crate::name::{NameViolation, check_name};
+
 /// Longest stream id accepted, in characters.
 pub const STREAM_ID_MAX_CHARS: usize = 255;
 
@@ -30,20 +32,13 @@ pub enum InvalidStreamId {
 }
 
 fn validate_stream_id(value: &str) -> Result<(), InvalidStreamId> {
-    if value.is_empty() {
-        return Err(InvalidStreamId::Empty);
-    }
-    if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
-        return Err(InvalidStreamId::ControlCharacter {
-            index,
-            code_point: u32::from(c),
-        });
-    }
-    let chars = value.chars().count();
-    if chars > STREAM_ID_MAX_CHARS {
-        return Err(InvalidStreamId::TooLong { chars });
-    }
-    Ok(())
+    check_name(value, STREAM_ID_MAX_CHARS).map_err(|violation| match violation {
+        NameViolation::Empty => InvalidStreamId::Empty,
+        NameViolation::ControlCharacter { index, code_point } => {
+            InvalidStreamId::ControlCharacter { index, code_point }
+        }
+        NameViolation::TooLong { chars } => InvalidStreamId::TooLong { chars },
+    })
 }
 
 /// The name of an event stream: trimmed, 1 to 255 characters, no control characters.
