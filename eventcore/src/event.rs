@@ -4,9 +4,9 @@ use std::fmt;
 
 use nutype::nutype;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
 
 use crate::name::{NameViolation, check_name};
-use uuid::Uuid;
 
 /// A domain event that can be stored: serde for the payload plus a stable type name.
 ///
