@@ -183,6 +183,15 @@ async fn append_markers<S: EventStore>(store: &S, markers: impl IntoIterator<Ite
     }
 }
 
+/// A runner of a fresh [`Recorder`] writing to `ledger`.
+fn recording<S, K>(store: &S, ledger: &Ledger, checkpoints: &K) -> ProjectionRunner<S, Recorder, K>
+where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore + Clone,
+{
+    ProjectionRunner::new(store.clone(), Recorder::new(ledger), checkpoints.clone())
+}
+
 /// No time-based checkpoints: only the event count and stops save.
 fn by_count(events: u64) -> ProjectionOptions {
     ProjectionOptions::default()
@@ -217,7 +226,7 @@ where
 {
     append_markers(&store, 0..250).await;
     let ledger = Ledger::default();
-    let handle = ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+    let handle = recording(&store, &ledger, &checkpoints)
         .with_options(by_count(100))
         .start();
     processed(&handle, 250).await;
@@ -250,7 +259,7 @@ pub async fn a_crash_reapplies_only_what_followed_the_saved_checkpoint<S, K>(
 {
     append_markers(&store, 0..35).await;
     let ledger = Ledger::default();
-    let handle = ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+    let handle = recording(&store, &ledger, &checkpoints)
         .with_options(by_count(10))
         .start();
     processed(&handle, 35).await;
@@ -262,7 +271,7 @@ pub async fn a_crash_reapplies_only_what_followed_the_saved_checkpoint<S, K>(
         .unwrap();
     assert_eq!(saved.events_processed, 30, "checkpoints at 10, 20, 30");
 
-    let handle = ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+    let handle = recording(&store, &ledger, &checkpoints)
         .with_options(by_count(10))
         .start();
     processed(&handle, 35).await;
@@ -287,7 +296,7 @@ pub async fn a_graceful_stop_saves_the_checkpoint_and_a_restart_continues<S, K>(
 {
     append_markers(&store, 0..7).await;
     let ledger = Ledger::default();
-    let handle = ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+    let handle = recording(&store, &ledger, &checkpoints)
         .with_options(by_count(1000))
         .start();
     processed(&handle, 7).await;
@@ -303,7 +312,7 @@ pub async fn a_graceful_stop_saves_the_checkpoint_and_a_restart_continues<S, K>(
     );
 
     append_markers(&store, 7..10).await;
-    let handle = ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+    let handle = recording(&store, &ledger, &checkpoints)
         .with_options(by_count(1000))
         .start();
     processed(&handle, 10).await;
@@ -324,13 +333,12 @@ where
 {
     append_markers(&store, 0..20).await;
     let ledger = Ledger::default();
-    let handle =
-        ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone()).start();
+    let handle = recording(&store, &ledger, &checkpoints).start();
     processed(&handle, 20).await;
     handle.stop().await.unwrap();
     let before = ledger.snapshot();
 
-    let handle = ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+    let handle = recording(&store, &ledger, &checkpoints)
         .rebuild_from_zero()
         .start();
     let status = processed(&handle, 20).await;
@@ -353,8 +361,7 @@ where
 {
     append_markers(&store, 0..5).await;
     let ledger = Ledger::default();
-    let handle =
-        ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone()).start();
+    let handle = recording(&store, &ledger, &checkpoints).start();
     processed(&handle, 5).await;
     handle.pause();
     wait_until(&handle, "paused", |s| s.state == ProjectionState::Paused).await;
@@ -401,8 +408,7 @@ where
     assert_eq!(ledger.snapshot().markers, (0..6).collect::<Vec<_>>());
 
     // Fixed and restarted, it goes on from the failing event.
-    let handle =
-        ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone()).start();
+    let handle = recording(&store, &ledger, &checkpoints).start();
     processed(&handle, 10).await;
     handle.stop().await.unwrap();
     assert_eq!(ledger.snapshot().markers, (0..10).collect::<Vec<_>>());
@@ -485,8 +491,7 @@ where
 {
     append_markers(&store, 0..4).await;
     let ledger = Ledger::default();
-    let handle =
-        ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone()).start();
+    let handle = recording(&store, &ledger, &checkpoints).start();
     processed(&handle, 4).await;
     assert_eq!(handle.lag(&store, None).await.unwrap(), 0);
     handle.pause();

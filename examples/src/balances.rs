@@ -36,6 +36,11 @@ pub enum BalancesError {
     Checkpoint(#[from] StoreError),
 }
 
+/// How a stored event changes its account's balance; `None` for freeze events.
+fn change_of(event: &RecordedEvent) -> Result<Option<i128>, DecodeError> {
+    Ok(balance_change(&event.decode::<BankEvent>()?.payload))
+}
+
 /// Balances in memory: `account -> (balance in cents, last version applied)`.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBalances {
@@ -66,7 +71,7 @@ impl Projection for MemoryBalances {
     }
 
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), BalancesError> {
-        let Some(delta) = balance_change(&event.decode::<BankEvent>()?.payload) else {
+        let Some(delta) = change_of(event)? else {
             return Ok(());
         };
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -228,7 +233,7 @@ impl Projection for PostgresBalances {
     }
 
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), BalancesError> {
-        let Some(delta) = balance_change(&event.decode::<BankEvent>()?.payload) else {
+        let Some(delta) = change_of(event)? else {
             return Ok(());
         };
         let version = i64::try_from(event.version.value()).unwrap_or(i64::MAX);

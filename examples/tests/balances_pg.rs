@@ -2,17 +2,20 @@
 //! concurrent workload, and exactly once across a crash.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use eventcore::{
-    Checkpoint, CheckpointStore, CommandExecutor, EventStore, ExecutionOptions, Projection,
-    ProjectionHandle, ProjectionOptions, ProjectionRunner, ReadAllQuery, RecordedEvent, StreamId,
+    Checkpoint, CheckpointStore, CommandExecutor, ExecutionOptions, Projection, ProjectionHandle,
+    ProjectionOptions, ProjectionRunner, RecordedEvent, StreamId,
 };
 use eventcore_examples::{
     balances::{PROJECTION_NAME, PostgresBalances},
     banking::{Amount, Deposit, OpenAccount, Transfer, audit_balances},
 };
 use eventcore_postgres::{PostgresEventStore, testing};
+use support::everything;
 
 const ACCOUNTS: u32 = 8;
 
@@ -72,19 +75,6 @@ async fn transfers(executor: Arc<CommandExecutor<PostgresEventStore>>, tasks: u6
     }
     for handle in handles {
         handle.await.unwrap();
-    }
-}
-
-async fn everything(store: &PostgresEventStore) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    let mut query = ReadAllQuery::from_start();
-    loop {
-        let page = store.read_all(&query).await.unwrap();
-        let Some(last) = page.last() else {
-            return all;
-        };
-        query.after = last.position;
-        all.extend(page);
     }
 }
 

@@ -8,20 +8,20 @@
 //! process: 150, or 2,000 with `EVENTCORE_LONG_TESTS=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     process::Stdio,
     time::Duration,
 };
 
-use eventcore::{
-    CommandExecutor, EventStore, ExecutionError, ExecutionOptions, ReadAllQuery, RecordedEvent,
-    StreamId,
-};
+use eventcore::{CommandExecutor, ExecutionError, ExecutionOptions, RecordedEvent, StreamId};
 use eventcore_examples::banking::{
     Amount, BankEvent, Deposit, OpenAccount, Transfer, audit_balances,
 };
 use eventcore_postgres::{PostgresConfig, PostgresEventStore, testing};
+use support::everything;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const PROCESSES: u64 = 8;
@@ -164,19 +164,6 @@ async fn open_accounts(store: &PostgresEventStore) {
             .execute(&deposit, ExecutionOptions::default())
             .await
             .unwrap();
-    }
-}
-
-async fn everything(store: &PostgresEventStore) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    let mut query = ReadAllQuery::from_start();
-    loop {
-        let page = store.read_all(&query).await.unwrap();
-        let Some(last) = page.last() else {
-            return all;
-        };
-        query.after = last.position;
-        all.extend(page);
     }
 }
 
