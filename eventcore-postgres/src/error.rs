@@ -8,8 +8,12 @@ pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
 pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// SQLSTATE of a unique violation.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE of an exclusion-constraint violation.
+pub(crate) const EXCLUSION_VIOLATION: &str = "23P01";
 /// The constraint that keeps versions unique per stream.
 pub(crate) const STREAM_VERSION_CONSTRAINT: &str = "eventcore_events_stream_version_key";
+/// The constraint that keeps one row per stream (a hash exclusion constraint).
+pub(crate) const STREAM_ID_CONSTRAINT: &str = "eventcore_streams_unique_id";
 
 /// The constraint that keeps idempotency keys unique.
 pub(crate) const IDEMPOTENCY_KEY_CONSTRAINT: &str = "eventcore_idempotency_key";
@@ -37,6 +41,8 @@ pub(crate) fn classify(error: sqlx::Error) -> Failure {
         let contention = match code.as_deref() {
             Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED) => true,
             Some(UNIQUE_VIOLATION) => db.constraint() == Some(STREAM_VERSION_CONSTRAINT),
+            // Two appends creating the same stream inside their transactions.
+            Some(EXCLUSION_VIOLATION) => db.constraint() == Some(STREAM_ID_CONSTRAINT),
             _ => false,
         };
         if contention {

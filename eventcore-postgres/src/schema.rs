@@ -23,6 +23,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("migrations/0003_idempotency.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("migrations/0004_stream_hash_lookup.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

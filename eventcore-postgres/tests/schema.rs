@@ -7,7 +7,7 @@ use std::{error::Error as _, sync::Arc};
 
 use eventcore::{
     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
-    StoreError, StreamId,
+    StoreError, StreamId, StreamVersion,
 };
 use eventcore_postgres::{ConfigError, PostgresConfig, PostgresEventStore, testing};
 use serde_json::json;
@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 3] = [1, 2, 3];
+const ALL_MIGRATIONS: [i32; 4] = [1, 2, 3, 4];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
@@ -117,6 +117,45 @@ async fn eight_processes_initialize_one_schema() {
         .unwrap();
     assert_eq!(applied_migrations(&store).await, ALL_MIGRATIONS);
     store.append(one_event("after-init")).await.unwrap();
+}
+
+/// A schema written by the release before migration 4 (stream rows under a
+/// B-tree primary key) is upgraded in place: its streams keep their versions
+/// and accept appends, and a stale expectation is still a conflict.
+#[tokio::test]
+async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
+    let store = support::fresh_store().await;
+    let schema = store.schema().to_owned();
+    for statement in [
+        format!(
+            "ALTER TABLE \"{schema}\".eventcore_streams DROP CONSTRAINT eventcore_streams_unique_id, \
+             ADD CONSTRAINT eventcore_streams_pkey PRIMARY KEY (stream_id)"
+        ),
+        format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version = 4"),
+    ] {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+    store.append(one_event("old")).await.unwrap();
+    store.append(one_event("old")).await.unwrap();
+
+    store.initialize().await.unwrap();
+    assert_eq!(applied_migrations(&store).await, ALL_MIGRATIONS);
+    let read = store.read_streams(&[stream("old")]).await.unwrap();
+    assert_eq!(read.versions[&stream("old")].value(), 2);
+    let at = |v| {
+        AppendRequest::single(
+            stream("old"),
+            ExpectedVersion::Exact(StreamVersion::new(v)),
+            one_event("old").into_streams().remove(0).events,
+        )
+    };
+    assert!(matches!(
+        store.append(at(1)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let result = store.append(at(2)).await.unwrap();
+    assert_eq!(result.versions[&stream("old")].value(), 3);
+    store.append(one_event("new-after-upgrade")).await.unwrap();
 }
 
 #[tokio::test]
