@@ -1,0 +1,391 @@
+//! EventCore's load generator: runs named workloads for a fixed time from 1,
+//! 4 and 16 tasks on the memory store or PostgreSQL, prints commands/s,
+//! events/s, latency percentiles, conflicts, retries and serialization
+//! failures, and on PostgreSQL runs the hand-written sqlx transfer baseline
+//! interleaved with the executor's transfer runs and prints their ratio.
+//!
+//! ```sh
+//! cargo run --release -p eventcore-benchmarks --bin loadgen -- --help
+//! ```
+
+use std::{fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use eventcore::CommandExecutor;
+use eventcore_benchmarks::{
+    counting::CountingStore,
+    raw::run_raw_transfers,
+    report::RunReport,
+    run::{RunSpec, run_executor},
+    workload::{Contention, StreamPool, Workload},
+};
+use eventcore_memory::InMemoryEventStore;
+use eventcore_postgres::{PostgresConfig, PostgresEventStore};
+use sqlx::postgres::PgPoolOptions;
+
+const BEGIN_MARKER: &str = "<!-- loadgen:begin -->";
+const END_MARKER: &str = "<!-- loadgen:end -->";
+
+/// Runs EventCore workloads and prints what they achieved.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The store: `memory`, or `postgres` (DATABASE_URL, else the server on
+    /// 127.0.0.1:5432 as user postgres).
+    #[arg(long, value_enum, default_value = "memory")]
+    store: StoreKind,
+    /// Workloads to run (all when omitted).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workload: Vec<Workload>,
+    /// Contention levels to run (both when omitted).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    contention: Vec<Contention>,
+    /// Concurrent task counts to run.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    tasks: Vec<usize>,
+    /// Seconds per timed run.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Rounds per configuration; on PostgreSQL the transfer workload
+    /// alternates executor and raw-SQL runs round by round.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// Skip the raw-SQL baseline.
+    #[arg(long)]
+    no_raw: bool,
+    /// Seed for the tasks' random choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Replace the section between `<!-- loadgen:begin -->` and
+    /// `<!-- loadgen:end -->` (for this store) in this file with the results.
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// Keep the PostgreSQL schema the run created (dropped by default).
+    #[arg(long)]
+    keep_schema: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Memory,
+    Postgres,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The store a run uses, with what PostgreSQL runs need beside it.
+enum Target {
+    Memory(Arc<CommandExecutor<CountingStore<InMemoryEventStore>>>),
+    Postgres {
+        executor: Arc<CommandExecutor<CountingStore<PostgresEventStore>>>,
+        raw: sqlx::PgPool,
+        schema: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.tasks.is_empty() || args.tasks.contains(&0) {
+        bail!("--tasks takes positive counts");
+    }
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        bail!("--seconds must be a positive number");
+    }
+    // Two worker threads: this machine's cores, shared with PostgreSQL.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let workloads = if args.workload.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.workload.clone()
+    };
+    let contentions = if args.contention.is_empty() {
+        vec![Contention::Low, Contention::High]
+    } else {
+        args.contention.clone()
+    };
+    let max_tasks = args.tasks.iter().copied().max().unwrap_or(1);
+    let run_id = format!("lg{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let target = connect(&args, &run_id, max_tasks).await?;
+
+    let mut table = vec![RunReport::HEADER.to_owned()];
+    let mut ratios = Vec::new();
+    println!("{}", RunReport::HEADER);
+    for &workload in &workloads {
+        for &contention in &contentions {
+            let pool = Arc::new(StreamPool::new(
+                &format!("{run_id}-{workload}-{contention}"),
+                workload.stream_count(contention),
+            )?);
+            eprintln!(
+                "seeding {} streams x {} events for {workload}/{contention}",
+                pool.streams().len(),
+                workload.seed_events()
+            );
+            seed(&target, &pool, workload.seed_events()).await?;
+            for &tasks in &args.tasks {
+                let spec = RunSpec {
+                    workload,
+                    tasks,
+                    duration: Duration::from_secs_f64(args.seconds),
+                    seed: args.seed,
+                };
+                let (executor, raw) = measure(&target, &pool, spec, &args).await;
+                for report in std::iter::once(&executor).chain(raw.as_ref()) {
+                    let row = report.row(&workload.to_string(), &contention.to_string(), tasks);
+                    println!("{row}");
+                    table.push(row);
+                }
+                if let Some(raw) = raw {
+                    let ratio = ratio_line(workload, contention, tasks, &executor, &raw);
+                    println!("{ratio}");
+                    ratios.push(ratio);
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.write {
+        write_section(path, &args, &target, &table, &ratios).await?;
+    }
+    if let Target::Postgres {
+        executor, schema, ..
+    } = &target
+    {
+        if !args.keep_schema {
+            sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .execute(executor.store().inner().pool())
+                .await
+                .context("dropping the run's schema")?;
+        }
+    }
+    Ok(())
+}
+
+async fn connect(args: &Args, run_id: &str, max_tasks: usize) -> anyhow::Result<Target> {
+    if args.store == StoreKind::Memory {
+        let store = CountingStore::new(InMemoryEventStore::new());
+        return Ok(Target::Memory(Arc::new(CommandExecutor::new(store))));
+    }
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let connections = u32::try_from(max_tasks)?.max(2);
+    let schema = run_id.to_owned();
+    let config = PostgresConfig::new(url.clone())
+        .max_connections(connections)
+        .schema(&schema)?;
+    let store = PostgresEventStore::new(config)
+        .await
+        .context("connecting to PostgreSQL (set DATABASE_URL)")?;
+    store.initialize().await?;
+    let raw = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&url)
+        .await
+        .context("connecting the raw-SQL baseline's pool")?;
+    Ok(Target::Postgres {
+        executor: Arc::new(CommandExecutor::new(CountingStore::new(store))),
+        raw,
+        schema,
+    })
+}
+
+async fn seed(target: &Target, pool: &StreamPool, events: usize) -> anyhow::Result<()> {
+    match target {
+        Target::Memory(executor) => pool.seed(executor.store(), events).await?,
+        Target::Postgres { executor, .. } => pool.seed(executor.store(), events).await?,
+    }
+    Ok(())
+}
+
+/// The executor's figures, and the raw baseline's for PostgreSQL transfers,
+/// measured round by round in alternation so both see the same data growth.
+async fn measure(
+    target: &Target,
+    pool: &Arc<StreamPool>,
+    spec: RunSpec,
+    args: &Args,
+) -> (RunReport, Option<RunReport>) {
+    let mut executor_total: Option<RunReport> = None;
+    let mut raw_total: Option<RunReport> = None;
+    for round in 0..args.rounds.max(1) {
+        let spec = RunSpec {
+            seed: spec.seed.wrapping_add(u64::from(round) * 1_000),
+            ..spec
+        };
+        let executor_round = match target {
+            Target::Memory(executor) => run_executor(executor.clone(), pool.clone(), spec).await,
+            Target::Postgres { executor, .. } => {
+                run_executor(executor.clone(), pool.clone(), spec).await
+            }
+        };
+        eprintln!(
+            "  {} {} tasks round {round}: {executor_round}",
+            spec.workload, spec.tasks
+        );
+        absorb(&mut executor_total, executor_round);
+        if let Target::Postgres { raw, schema, .. } = target {
+            if spec.workload == Workload::Transfer && !args.no_raw {
+                let raw_round = run_raw_transfers(raw.clone(), schema, pool.clone(), spec).await;
+                eprintln!(
+                    "  {} {} tasks round {round}: {raw_round}",
+                    spec.workload, spec.tasks
+                );
+                absorb(&mut raw_total, raw_round);
+            }
+        }
+    }
+    let executor = executor_total.unwrap_or_else(|| unreachable_report("executor"));
+    (executor, raw_total)
+}
+
+fn absorb(total: &mut Option<RunReport>, round: RunReport) {
+    match total {
+        Some(total) => total.absorb(&round),
+        None => *total = Some(round),
+    }
+}
+
+/// A report of no work, for a measurement that ran zero rounds.
+fn unreachable_report(runner: &str) -> RunReport {
+    RunReport {
+        runner: runner.to_owned(),
+        commands: 0,
+        failed: 0,
+        events: 0,
+        retries: 0,
+        elapsed: Duration::ZERO,
+        latencies: Default::default(),
+        store: Default::default(),
+        round_trips: None,
+    }
+}
+
+fn ratio_line(
+    workload: Workload,
+    contention: Contention,
+    tasks: usize,
+    executor: &RunReport,
+    raw: &RunReport,
+) -> String {
+    let raw_rate = raw.commands_per_second();
+    let ratio = if raw_rate > 0.0 {
+        executor.commands_per_second() / raw_rate
+    } else {
+        f64::INFINITY
+    };
+    format!(
+        "- {workload}, {contention} contention, {tasks} tasks: executor/raw = {ratio:.2}x ({:.0} vs {:.0} cmds/s; p99 {:.1} vs {:.1} ms)",
+        executor.commands_per_second(),
+        raw_rate,
+        executor.latencies.quantile(0.99).as_secs_f64() * 1000.0,
+        raw.latencies.quantile(0.99).as_secs_f64() * 1000.0,
+    )
+}
+
+/// Rewrites this store's section of `path` with the machine, the command and the figures.
+async fn write_section(
+    path: &PathBuf,
+    args: &Args,
+    target: &Target,
+    table: &[String],
+    ratios: &[String],
+) -> anyhow::Result<()> {
+    let begin = format!("{BEGIN_MARKER} {}", args.store.name());
+    let end = format!("{END_MARKER} {}", args.store.name());
+    let mut section = String::new();
+    writeln!(section, "{begin}")?;
+    writeln!(
+        section,
+        "Measured {} on {}.\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine()
+    )?;
+    if let Target::Postgres { executor, .. } = target {
+        writeln!(
+            section,
+            "{}\n",
+            server_settings(executor.store().inner()).await?
+        )?;
+    }
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    writeln!(
+        section,
+        "Command: `cargo run --release -p eventcore-benchmarks --bin loadgen -- {}`\n",
+        command.join(" ")
+    )?;
+    for line in table {
+        writeln!(section, "{line}")?;
+    }
+    if !ratios.is_empty() {
+        writeln!(section)?;
+        for line in ratios {
+            writeln!(section, "{line}")?;
+        }
+    }
+    write!(section, "{end}")?;
+
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (current.find(&begin), current.find(&end)) {
+        (Some(start), Some(stop)) if stop > start => format!(
+            "{}{section}{}",
+            &current[..start],
+            &current[stop + end.len()..]
+        ),
+        _ => format!("{current}\n{section}\n"),
+    };
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "unknown memory".to_owned(),
+            |kb| format!("{:.1} GiB", kb as f64 / 1_048_576.0),
+        );
+    format!("{cores} cores (nproc), {memory}")
+}
+
+async fn server_settings(store: &PostgresEventStore) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for setting in [
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "full_page_writes",
+        "shared_buffers",
+        "max_connections",
+        "default_transaction_isolation",
+    ] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(store.pool())
+            .await?;
+        parts.push(format!("`{setting}={value}`"));
+    }
+    Ok(format!(
+        "PostgreSQL on 127.0.0.1 (loopback): {}",
+        parts.join(", ")
+    ))
+}
