@@ -1,6 +1,6 @@
 //! Running commands: read, fold, decide, append atomically, retry on conflict.
 
-use std::{collections::BTreeMap, collections::BTreeSet, time::Duration};
+use std::{collections::BTreeMap, collections::BTreeSet, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tracing::{Instrument, field};
@@ -9,7 +9,7 @@ use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
     EventMetadata, EventStore, ExpectedVersion, HandleContext, IdempotencyKey, LimitExceeded,
     Limits, NewEvent, RetryPolicy, StoreError, StreamAppend, StreamId, StreamVersion,
-    VersionConflict, Writes, WrittenEvent,
+    VersionConflict, Writes, WrittenEvent, coordination::StreamLocks,
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -256,6 +256,8 @@ pub struct CommandExecutor<S> {
     store: S,
     retry: RetryPolicy,
     limits: Limits,
+    /// Shared by clones: their commands take turns with each other too.
+    turns: Option<Arc<StreamLocks>>,
 }
 
 /// What an attempt found before writing: an earlier result, or a decision.
@@ -277,7 +279,17 @@ impl<S: EventStore> CommandExecutor<S> {
             store,
             retry: RetryPolicy::default(),
             limits: Limits::default(),
+            turns: Some(Arc::default()),
         }
+    }
+
+    /// Turns off in-process coordination: this executor's commands on the
+    /// same streams then race each other to the store, and all but one of
+    /// them conflict and retry (see the crate docs, "Contention").
+    #[must_use]
+    pub fn without_coordination(mut self) -> Self {
+        self.turns = None;
+        self
     }
 
     /// Sets the bounds on streams read, events written and payload sizes;
@@ -350,6 +362,23 @@ impl<S: EventStore> CommandExecutor<S> {
             command: name,
             attempts,
             elapsed: started.elapsed(),
+        };
+        // Held until the command returns, retries included.
+        let declared = match &self.turns {
+            None => Vec::new(),
+            Some(_) => command.declared_streams(),
+        };
+        let _turn = match &self.turns {
+            None => None,
+            Some(locks) => {
+                let turn = locks.take_turn(&declared);
+                Some(match deadline {
+                    None => turn.await,
+                    Some(deadline) => tokio::time::timeout_at(deadline, turn)
+                        .await
+                        .map_err(|_| timeout(0))?,
+                })
+            }
         };
 
         loop {

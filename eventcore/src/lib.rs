@@ -16,7 +16,7 @@
 //!
 //! # The store contract
 //!
-//! [`EventStore`] is implemented by `eventcore-memory` and (later)
+//! [`EventStore`] is implemented by `eventcore-memory` and
 //! `eventcore-postgres`, with the same observable behaviour:
 //!
 //! - [`read_streams`](EventStore::read_streams): the events of a set of
@@ -40,6 +40,19 @@
 //! commit; they are totally ordered, match delivery order and round-trip
 //! through a checkpoint.
 //!
+//! # Contention
+//!
+//! [`CommandExecutor`] runs a command optimistically: read, decide, append
+//! with the versions read, and on a conflict back off (exponentially, with
+//! jitter; [`RetryPolicy`]) and start over. Within one process it also makes
+//! commands on the same declared streams take turns, in arrival order, so a
+//! hot stream sees one command at a time from this executor (and its clones)
+//! instead of a crowd of which all but one must fail and retry. Commands on
+//! other streams run in parallel; commands from other processes are still
+//! caught by the store's version check. Streams discovered while a command
+//! runs are not part of its turn. [`CommandExecutor::without_coordination`]
+//! turns this off.
+//!
 //! # Testing an adapter
 //!
 //! With the `conformance` feature, [`conformance`] holds the suite every
@@ -52,6 +65,7 @@
 )]
 
 mod command;
+mod coordination;
 mod event;
 mod executor;
 mod idempotency;
