@@ -38,6 +38,7 @@ fn execute_single_stream(c: &mut Criterion) {
                 Increment {
                     stream: StreamId::try_new(format!("single-{}", n % 100_000)).unwrap(),
                     events: 1,
+                    snapshot_every: None,
                 }
             },
             |command| async {
@@ -64,6 +65,7 @@ fn execute_transfer(c: &mut Criterion) {
                     to: streams.remove(1),
                     from: streams.remove(0),
                     amount: 5,
+                    snapshot_every: None,
                 }
             },
             |command| async {
@@ -84,6 +86,7 @@ fn fold_thousand_events(c: &mut Criterion) {
     let command = Increment {
         stream: pool.streams()[0].clone(),
         events: 1,
+        snapshot_every: None,
     };
     let read = runtime
         .block_on(executor.store().read_streams(pool.streams()))
@@ -107,6 +110,7 @@ fn declared_streams(c: &mut Criterion) {
         from: StreamId::try_new("account-1").unwrap(),
         to: StreamId::try_new("account-2").unwrap(),
         amount: 1,
+        snapshot_every: None,
     };
     c.bench_function("derived stream declaration (2 streams)", |b| {
         b.iter(|| black_box(black_box(&transfer).declared_streams()));

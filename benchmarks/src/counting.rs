@@ -1,13 +1,16 @@
 //! A store decorator that counts what the store answered.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use eventcore::{
-    AppendRequest, AppendResult, EventStore, IdempotencyKey, ReadAllQuery, RecordedEvent,
-    StoreError, StreamId, StreamsRead, Subscription,
+    AppendRequest, AppendResult, EventStore, IdempotencyKey, ReadAllQuery, RecordedEvent, Snapshot,
+    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription,
 };
 
 /// Counts of store answers since the counters were made or last taken.
@@ -24,6 +27,8 @@ pub struct StoreCounts {
     pub serialization_failures: u64,
     /// Any other store error.
     pub other_errors: u64,
+    /// Snapshot loads and saves.
+    pub snapshot_calls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +38,7 @@ struct Counters {
     conflicts: AtomicU64,
     serialization_failures: AtomicU64,
     other_errors: AtomicU64,
+    snapshot_calls: AtomicU64,
 }
 
 /// Wraps a store and counts its answers; clones share the counts.
@@ -73,6 +79,7 @@ impl<S> CountingStore<S> {
             conflicts: c.conflicts.swap(0, Ordering::Relaxed),
             serialization_failures: c.serialization_failures.swap(0, Ordering::Relaxed),
             other_errors: c.other_errors.swap(0, Ordering::Relaxed),
+            snapshot_calls: c.snapshot_calls.swap(0, Ordering::Relaxed),
         }
     }
 
@@ -118,5 +125,27 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         key: &IdempotencyKey,
     ) -> Result<Option<AppendResult>, StoreError> {
         self.inner.idempotent_result(key).await
+    }
+
+    async fn read_streams_after(
+        &self,
+        after: &BTreeMap<StreamId, StreamVersion>,
+    ) -> Result<StreamsRead, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let read = self.inner.read_streams_after(after).await;
+        if let Err(error) = &read {
+            self.count_error(error);
+        }
+        read
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
+        self.counters.snapshot_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.load_snapshot(key).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.counters.snapshot_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_snapshot(snapshot).await
     }
 }

@@ -100,7 +100,7 @@ pub async fn run_raw_transfers(
             let deadline = Instant::now() + spec.duration;
             while Instant::now() < deadline {
                 let NextCommand::Transfer(transfer) =
-                    NextCommand::pick(Workload::Transfer, &pool, &mut rng)
+                    NextCommand::pick(Workload::Transfer, &pool, &mut rng, None)
                 else {
                     continue;
                 };

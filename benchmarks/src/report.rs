@@ -93,6 +93,7 @@ impl RunReport {
         a.conflicts += b.conflicts;
         a.serialization_failures += b.serialization_failures;
         a.other_errors += b.other_errors;
+        a.snapshot_calls += b.snapshot_calls;
         self.round_trips = match (self.round_trips, other.round_trips) {
             (Some(x), Some(y)) => Some((x + y) / 2.0),
             (x, y) => x.or(y),

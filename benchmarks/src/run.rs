@@ -25,6 +25,8 @@ pub struct RunSpec {
     pub duration: Duration,
     /// Seeds the tasks' random choices (task `n` uses `seed + n`).
     pub seed: u64,
+    /// Snapshot every this many folded events; `None` folds every event.
+    pub snapshot_every: Option<u64>,
 }
 
 /// What one task measured.
@@ -68,9 +70,9 @@ impl TaskTally {
 
 /// Runs `spec` through `executor` on `pool`'s streams and reports what happened.
 ///
-/// Round trips per command are the store calls per command (`read_streams`
-/// and `append`), which is what the PostgreSQL store sends when the streams
-/// already exist, as the workloads' seeded streams do.
+/// Round trips per command are the store calls per command (reads, appends,
+/// snapshot loads and saves): one statement each on PostgreSQL when the
+/// streams already exist, as the workloads' seeded streams do.
 pub async fn run_executor<S>(
     executor: Arc<CommandExecutor<CountingStore<S>>>,
     pool: Arc<StreamPool>,
@@ -91,7 +93,8 @@ where
             start.wait().await;
             let deadline = Instant::now() + spec.duration;
             while Instant::now() < deadline {
-                let command = NextCommand::pick(spec.workload, &pool, &mut rng);
+                let command =
+                    NextCommand::pick(spec.workload, &pool, &mut rng, spec.snapshot_every);
                 let began = Instant::now();
                 match execute(&executor, &command).await {
                     Ok(result) => {
@@ -119,7 +122,9 @@ where
     let counts = executor.store().take();
     let mut report = TaskTally::into_report(tallies, "executor", elapsed, counts);
     if report.commands > 0 {
-        report.round_trips = Some((counts.reads + counts.appends) as f64 / report.commands as f64);
+        report.round_trips = Some(
+            (counts.reads + counts.appends + counts.snapshot_calls) as f64 / report.commands as f64,
+        );
     }
     report
 }

@@ -4,7 +4,8 @@ use std::fmt;
 
 use eventcore::{
     AppendRequest, Command, CommandLogic, Event, EventMetadata, EventStore, ExpectedVersion,
-    HandleContext, NewEvent, StoreError, StoredEvent, StreamAppend, StreamId, Writes,
+    HandleContext, NewEvent, SnapshotPolicy, StoreError, StoredEvent, StreamAppend, StreamId,
+    Writes,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +48,7 @@ impl Event for LoadEvent {
 pub enum Never {}
 
 /// What a counter stream folds to: its total and how many events it had.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct Counter {
     /// The sum of every increment.
     pub total: u64,
@@ -77,12 +78,19 @@ pub struct Increment {
     pub stream: StreamId,
     /// How many events to append.
     pub events: u32,
+    /// Snapshot every this many folded events; `None` folds every event.
+    pub snapshot_every: Option<u64>,
 }
 
 impl CommandLogic for Increment {
     type State = Counter;
     type Event = LoadEvent;
     type Error = Never;
+
+    fn snapshots(&self) -> Option<SnapshotPolicy<Self::State>> {
+        self.snapshot_every
+            .map(|every| SnapshotPolicy::new("increment", 1).every(every))
+    }
 
     fn apply(&self, state: &mut Counter, event: &StoredEvent<LoadEvent>) {
         state.fold(&event.payload);
@@ -117,10 +125,12 @@ pub struct Transfer {
     pub to: StreamId,
     /// How much, in cents.
     pub amount: u64,
+    /// Snapshot every this many folded events; `None` folds every event.
+    pub snapshot_every: Option<u64>,
 }
 
 /// Both balances a transfer sees.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct Balances {
     /// The source's balance.
     pub from: Counter,
@@ -132,6 +142,11 @@ impl CommandLogic for Transfer {
     type State = Balances;
     type Event = LoadEvent;
     type Error = Never;
+
+    fn snapshots(&self) -> Option<SnapshotPolicy<Self::State>> {
+        self.snapshot_every
+            .map(|every| SnapshotPolicy::new("transfer", 1).every(every))
+    }
 
     fn apply(&self, state: &mut Balances, event: &StoredEvent<LoadEvent>) {
         if event.stream_id == self.from {
@@ -160,12 +175,19 @@ pub struct TouchFive {
     /// The five streams, all different.
     #[stream]
     pub streams: Vec<StreamId>,
+    /// Snapshot every this many folded events; `None` folds every event.
+    pub snapshot_every: Option<u64>,
 }
 
 impl CommandLogic for TouchFive {
     type State = Counter;
     type Event = LoadEvent;
     type Error = Never;
+
+    fn snapshots(&self) -> Option<SnapshotPolicy<Self::State>> {
+        self.snapshot_every
+            .map(|every| SnapshotPolicy::new("touch-five", 1).every(every))
+    }
 
     fn apply(&self, state: &mut Counter, event: &StoredEvent<LoadEvent>) {
         state.fold(&event.payload);
@@ -380,12 +402,18 @@ pub enum NextCommand {
 
 impl NextCommand {
     /// A random command of `workload` over `pool`.
-    pub fn pick(workload: Workload, pool: &StreamPool, rng: &mut fastrand::Rng) -> Self {
+    pub fn pick(
+        workload: Workload,
+        pool: &StreamPool,
+        rng: &mut fastrand::Rng,
+        snapshot_every: Option<u64>,
+    ) -> Self {
         let mut streams = pool.pick(rng, workload.streams_per_command());
         match workload {
             Workload::Single | Workload::Long | Workload::Batch => Self::Increment(Increment {
                 stream: streams.remove(0),
                 events: u32::try_from(workload.events_per_command()).unwrap_or(1),
+                snapshot_every,
             }),
             Workload::Transfer => {
                 let to = streams.remove(1);
@@ -393,9 +421,13 @@ impl NextCommand {
                     from: streams.remove(0),
                     to,
                     amount: rng.u64(1..=100),
+                    snapshot_every,
                 })
             }
-            Workload::Five => Self::Five(TouchFive { streams }),
+            Workload::Five => Self::Five(TouchFive {
+                streams,
+                snapshot_every,
+            }),
         }
     }
 }

@@ -8,8 +8,8 @@ use std::{
 use chrono::Utc;
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, IdempotencyKey, ReadAllQuery,
-    RecordedEvent, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict,
-    WrittenEvent,
+    RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead,
+    Subscription, VersionConflict, WrittenEvent,
 };
 use tokio::sync::watch;
 
@@ -39,6 +39,8 @@ struct Log {
     appends: u64,
     /// The result of every append that carried an idempotency key.
     idempotent: HashMap<IdempotencyKey, AppendResult>,
+    /// The snapshot reaching furthest under each key.
+    snapshots: HashMap<SnapshotKey, Snapshot>,
 }
 
 impl Default for InMemoryEventStore {
@@ -95,6 +97,37 @@ impl Log {
             .map(|i| Arc::clone(&self.events[i]))
             .collect();
         (events, versions)
+    }
+
+    fn read_streams_after(
+        &self,
+        after: &BTreeMap<StreamId, StreamVersion>,
+    ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
+        let mut versions = BTreeMap::new();
+        let mut indexes: Vec<usize> = Vec::new();
+        for (stream_id, known) in after {
+            versions.insert(stream_id.clone(), self.version(stream_id));
+            if let Some(stream) = self.streams.get(stream_id) {
+                let skip = usize::try_from(known.value()).unwrap_or(usize::MAX);
+                indexes.extend(stream.iter().skip(skip).copied());
+            }
+        }
+        indexes.sort_unstable();
+        let events = indexes
+            .into_iter()
+            .map(|i| Arc::clone(&self.events[i]))
+            .collect();
+        (events, versions)
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) {
+        let keep_stored = self.snapshots.get(&snapshot.key).is_some_and(|stored| {
+            stored.state_version == snapshot.state_version && stored.reach() >= snapshot.reach()
+        });
+        if !keep_stored {
+            self.snapshots
+                .insert(snapshot.key.clone(), snapshot.clone());
+        }
     }
 
     fn append(&mut self, request: AppendRequest) -> Result<AppendResult, StoreError> {
@@ -217,5 +250,26 @@ impl EventStore for InMemoryEventStore {
         key: &IdempotencyKey,
     ) -> Result<Option<AppendResult>, StoreError> {
         Ok(self.log().idempotent.get(key).cloned())
+    }
+
+    async fn read_streams_after(
+        &self,
+        after: &BTreeMap<StreamId, StreamVersion>,
+    ) -> Result<StreamsRead, StoreError> {
+        tokio::task::consume_budget().await;
+        let (events, versions) = self.log().read_streams_after(after);
+        Ok(StreamsRead {
+            events: owned(events),
+            versions,
+        })
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.log().snapshots.get(key).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.log().save_snapshot(snapshot);
+        Ok(())
     }
 }

@@ -27,6 +27,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: include_str!("migrations/0004_stream_hash_lookup.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("migrations/0005_snapshots.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventMetadata, EventStore, EventType, ExpectedVersion,
-    GlobalPosition, IdempotencyKey, ReadAllQuery, RecordedEvent, StoreError, StreamId,
-    StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
+    GlobalPosition, IdempotencyKey, ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey, StoreError,
+    StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
 };
 use sqlx::{
     Connection, PgConnection, PgPool, Row,
@@ -96,6 +96,9 @@ struct Queries {
     delivery_lag: String,
     record_key: String,
     find_key: String,
+    read_after: String,
+    load_snapshot: String,
+    save_snapshot: String,
 }
 
 impl Queries {
@@ -127,6 +130,30 @@ impl Queries {
                 "INSERT INTO {s}.eventcore_idempotency (key, result) VALUES ($1, $2)"
             ),
             find_key: format!("SELECT result FROM {s}.eventcore_idempotency WHERE key = $1"),
+            // One statement, so the versions and the events come from one snapshot.
+            read_after: format!(
+                "SELECT w.stream_id AS wanted, coalesce(st.version, 0) AS current_version, \
+                        e.event_id, e.stream_id, e.stream_version, \
+                        e.transaction_id::text AS transaction_text, e.sequence, e.recorded_at, \
+                        e.event_type, e.payload, e.metadata \
+                 FROM unnest($1::text[], $2::bigint[]) AS w(stream_id, after) \
+                 LEFT JOIN {s}.eventcore_streams st ON st.stream_id = w.stream_id \
+                 LEFT JOIN {s}.eventcore_events e \
+                        ON e.stream_id = w.stream_id AND e.stream_version > w.after \
+                 ORDER BY e.transaction_id, e.sequence"
+            ),
+            load_snapshot: format!(
+                "SELECT state_version, versions, state FROM {s}.eventcore_snapshots \
+                 WHERE md5(key) = md5($1) AND key = $1"
+            ),
+            save_snapshot: format!(
+                "INSERT INTO {s}.eventcore_snapshots AS old (key, state_version, reach, versions, state) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT ((md5(key))) DO UPDATE SET key = excluded.key, \
+                    state_version = excluded.state_version, reach = excluded.reach, \
+                    versions = excluded.versions, state = excluded.state, saved_at = clock_timestamp() \
+                 WHERE old.state_version <> excluded.state_version OR old.reach < excluded.reach"
+            ),
             delivery_lag: format!(
                 "SELECT count(*) FROM {s}.eventcore_events \
                  WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
@@ -660,6 +687,80 @@ impl EventStore for PostgresEventStore {
             }
         }
         Ok(StreamsRead { events, versions })
+    }
+
+    async fn read_streams_after(
+        &self,
+        after: &BTreeMap<StreamId, StreamVersion>,
+    ) -> Result<StreamsRead, StoreError> {
+        let names: Vec<&str> = after.keys().map(AsRef::as_ref).collect();
+        let known: Vec<i64> = after
+            .values()
+            .map(|v| i64::try_from(v.value()).unwrap_or(i64::MAX))
+            .collect();
+        let rows = sqlx::query(&self.shared.queries.read_after)
+            .bind(&names)
+            .bind(&known)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        let get = |e: sqlx::Error| error::to_store_error(e);
+        let mut versions = BTreeMap::new();
+        let mut events = Vec::new();
+        for row in &rows {
+            let wanted: String = row.try_get("wanted").map_err(get)?;
+            let current: i64 = row.try_get("current_version").map_err(get)?;
+            versions.insert(stream_id(&wanted)?, to_version(current));
+            let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
+            if event_id.is_some() {
+                events.push(recorded_event(row)?);
+            }
+        }
+        Ok(StreamsRead { events, versions })
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(&self.shared.queries.load_snapshot)
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let get = |e: sqlx::Error| error::to_store_error(e);
+        let state_version: i64 = row.try_get("state_version").map_err(get)?;
+        let Json(versions): Json<BTreeMap<String, i64>> = row.try_get("versions").map_err(get)?;
+        let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(get)?;
+        let versions = versions
+            .into_iter()
+            .map(|(id, v)| Ok((stream_id(&id)?, to_version(v))))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(Snapshot {
+            key: key.clone(),
+            state_version: u32::try_from(state_version)
+                .map_err(|_| corrupt(format!("snapshot state version {state_version}")))?,
+            versions,
+            state,
+        }))
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let versions: BTreeMap<&str, u64> = snapshot
+            .versions
+            .iter()
+            .map(|(id, v)| (id.as_ref(), v.value()))
+            .collect();
+        sqlx::query(&self.shared.queries.save_snapshot)
+            .bind(snapshot.key.as_str())
+            .bind(i64::from(snapshot.state_version))
+            .bind(i64::try_from(snapshot.reach()).unwrap_or(i64::MAX))
+            .bind(Json(versions))
+            .bind(&snapshot.state)
+            .execute(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(())
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {

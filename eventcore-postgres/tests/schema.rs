@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 4] = [1, 2, 3, 4];
+const ALL_MIGRATIONS: [i32; 5] = [1, 2, 3, 4, 5];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
@@ -131,7 +131,8 @@ async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
             "ALTER TABLE \"{schema}\".eventcore_streams DROP CONSTRAINT eventcore_streams_unique_id, \
              ADD CONSTRAINT eventcore_streams_pkey PRIMARY KEY (stream_id)"
         ),
-        format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version = 4"),
+        format!("DROP TABLE \"{schema}\".eventcore_snapshots"),
+        format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 4"),
     ] {
         sqlx::query(&statement).execute(store.pool()).await.unwrap();
     }

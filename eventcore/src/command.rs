@@ -81,6 +81,14 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
         state: Self::State,
         ctx: &mut HandleContext<'_, Self>,
     ) -> Result<Writes<Self>, Self::Error>;
+
+    /// Opts in to snapshots of the folded state (see [`crate::snapshot`]):
+    /// the executor then folds only the events after the newest snapshot of
+    /// the declared streams and saves a new one by the policy. `None`, the
+    /// default, folds every event every time.
+    fn snapshots(&self) -> Option<crate::SnapshotPolicy<Self::State>> {
+        None
+    }
 }
 
 /// Proof that command `C` read a stream, so it may write to it.

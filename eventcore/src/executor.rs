@@ -8,8 +8,9 @@ use tracing::{Instrument, field};
 use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
     EventMetadata, EventStore, ExpectedVersion, HandleContext, IdempotencyKey, LimitExceeded,
-    Limits, NewEvent, RetryPolicy, StoreError, StreamAppend, StreamId, StreamVersion,
-    VersionConflict, Writes, WrittenEvent, coordination::StreamLocks,
+    Limits, NewEvent, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy, StoreError, StreamAppend,
+    StreamId, StreamVersion, StreamsRead, VersionConflict, Writes, WrittenEvent,
+    coordination::StreamLocks,
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -483,19 +484,30 @@ impl<S: EventStore> CommandExecutor<S> {
         if streams.is_empty() {
             return Err(ExecutionError::NoStreams { command: name });
         }
+        let policy = command.snapshots();
         let mut round = 0;
         loop {
             self.limits.check_streams(streams.len())?;
             tracing::Span::current().record("streams", streams.len());
-            let read = self.store.read_streams(&streams).await.map_err(|source| {
-                ExecutionError::Store {
-                    command: name,
-                    source,
-                }
-            })?;
-            let mut state = C::State::default();
+            // Discovery rounds fold declared and discovered streams from the
+            // start: snapshots cover the declared streams only.
+            let (mut state, read, base) = match (&policy, round) {
+                (Some(policy), 0) => self.read_from_snapshot::<C>(policy, &streams).await?,
+                _ => (C::State::default(), self.read(name, &streams).await?, None),
+            };
+            let folded = read.events.len() as u64;
             for event in read.events {
                 command.apply(&mut state, &event.into_decoded::<C::Event>()?);
+            }
+            if let Some(policy) = policy
+                .as_ref()
+                .filter(|p| round == 0 && folded >= p.every_events())
+            {
+                // Encoded before awaiting: the state need not be `Sync`.
+                if let Some(snapshot) = snapshot_of(policy, &streams, &state, &read.versions, base)
+                {
+                    self.save_snapshot(&snapshot).await;
+                }
             }
             let mut ctx = HandleContext::new(&read.versions);
             let writes = command
@@ -518,6 +530,74 @@ impl<S: EventStore> CommandExecutor<S> {
             round += 1;
             tracing::debug!(round, requested = %list_streams(&requested), "reading discovered streams");
             streams.extend(requested);
+        }
+    }
+
+    async fn read<E>(
+        &self,
+        name: &'static str,
+        streams: &[StreamId],
+    ) -> Result<StreamsRead, ExecutionError<E>> {
+        self.store
+            .read_streams(streams)
+            .await
+            .map_err(|source| ExecutionError::Store {
+                command: name,
+                source,
+            })
+    }
+
+    /// The newest usable snapshot's state and the events after it, or the
+    /// default state and every event when there is none. The third value is
+    /// how far the snapshot reached, if one was used.
+    async fn read_from_snapshot<C: CommandLogic>(
+        &self,
+        policy: &SnapshotPolicy<C::State>,
+        streams: &[StreamId],
+    ) -> Result<(C::State, StreamsRead, Option<u64>), ExecutionError<C::Error>> {
+        let name = std::any::type_name::<C>();
+        let key = SnapshotKey::new(policy.name(), streams);
+        let loaded = match self.store.load_snapshot(&key).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::warn!(key = key.as_str(), %error, "snapshot not loaded; folding from the start");
+                None
+            }
+        };
+        if let Some(snapshot) = loaded.filter(|s| usable(s, policy, streams)) {
+            match policy.decode(snapshot.state) {
+                Ok(state) => {
+                    let read = self
+                        .store
+                        .read_streams_after(&snapshot.versions)
+                        .await
+                        .map_err(|source| ExecutionError::Store {
+                            command: name,
+                            source,
+                        })?;
+                    let current = snapshot
+                        .versions
+                        .iter()
+                        .all(|(stream, version)| read.version(stream) >= *version);
+                    if current {
+                        let reach = snapshot.versions.values().map(|v| v.value()).sum();
+                        return Ok((state, read, Some(reach)));
+                    }
+                    tracing::warn!(key = key.as_str(), "snapshot ahead of its streams ignored");
+                }
+                Err(error) => {
+                    tracing::warn!(key = key.as_str(), %error, "undecodable snapshot ignored");
+                }
+            }
+        }
+        Ok((C::State::default(), self.read(name, streams).await?, None))
+    }
+
+    /// Saves a snapshot; a failure only costs later executions some
+    /// folding, so it is logged, not returned.
+    async fn save_snapshot(&self, snapshot: &Snapshot) {
+        if let Err(error) = self.store.save_snapshot(snapshot).await {
+            tracing::warn!(key = snapshot.key.as_str(), %error, "snapshot not saved");
         }
     }
 
@@ -589,4 +669,37 @@ fn log_retry(attempt: u32, delay: Duration, error: &StoreError) {
             "transient store failure, retrying"
         ),
     }
+}
+
+/// The snapshot of `state` folded at `versions`, unless it would not reach
+/// further than the one it started from (`base`) or does not encode.
+fn snapshot_of<T>(
+    policy: &SnapshotPolicy<T>,
+    streams: &[StreamId],
+    state: &T,
+    versions: &BTreeMap<StreamId, StreamVersion>,
+    base: Option<u64>,
+) -> Option<Snapshot> {
+    let key = SnapshotKey::new(policy.name(), streams);
+    let state = match policy.encode(state) {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            tracing::warn!(key = key.as_str(), %error, "state not snapshotted: it did not encode");
+            return None;
+        }
+    };
+    let snapshot = Snapshot {
+        key,
+        state_version: policy.state_version(),
+        versions: versions.clone(),
+        state,
+    };
+    (base.is_none_or(|base| snapshot.reach() > base)).then_some(snapshot)
+}
+
+/// Whether a loaded snapshot fits this policy and exactly these streams.
+fn usable<T>(snapshot: &Snapshot, policy: &SnapshotPolicy<T>, streams: &[StreamId]) -> bool {
+    snapshot.state_version == policy.state_version()
+        && snapshot.versions.len() == streams.len()
+        && streams.iter().all(|s| snapshot.versions.contains_key(s))
 }

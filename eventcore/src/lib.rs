@@ -76,6 +76,7 @@ mod position;
 mod projection;
 mod recorded;
 mod retry;
+pub mod snapshot;
 mod store;
 mod stream_id;
 mod subscription;
@@ -152,6 +153,7 @@ pub use recorded::{
     DecodeError, EncodeError, MAX_JSON_DEPTH, NewEvent, RecordedEvent, StoredEvent,
 };
 pub use retry::RetryPolicy;
+pub use snapshot::{DEFAULT_SNAPSHOT_EVERY, Snapshot, SnapshotKey, SnapshotPolicy};
 pub use store::{
     AppendRequest, AppendResult, BoxError, DEFAULT_PAGE_SIZE, EventStore, InvalidAppend,
     ReadAllQuery, StoreError, StreamAppend, StreamsRead, VersionConflict, WrittenEvent,

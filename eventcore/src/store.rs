@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     EventId, EventType, ExpectedVersion, GlobalPosition, IdempotencyKey, NewEvent, RecordedEvent,
-    StreamId, StreamVersion, Subscription,
+    Snapshot, SnapshotKey, StreamId, StreamVersion, Subscription,
 };
 
 /// Any error an adapter wraps as the cause of a [`StoreError`].
@@ -67,6 +67,28 @@ pub trait EventStore: Send + Sync {
         &self,
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Option<AppendResult>, StoreError>> + Send;
+
+    /// The events of each stream in `after` whose version is above the one
+    /// given for it, in global order, and every listed stream's current
+    /// version (which may be below the given one, for a stream that is
+    /// shorter than the caller believed).
+    fn read_streams_after(
+        &self,
+        after: &BTreeMap<StreamId, StreamVersion>,
+    ) -> impl Future<Output = Result<StreamsRead, StoreError>> + Send;
+
+    /// The snapshot stored under `key`, if any.
+    fn load_snapshot(
+        &self,
+        key: &SnapshotKey,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Stores `snapshot` under its key unless the stored one, of the same
+    /// state version, reaches further ([`Snapshot::reach`]).
+    fn save_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 impl<S: EventStore + ?Sized> EventStore for Arc<S> {
@@ -100,6 +122,27 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Option<AppendResult>, StoreError>> + Send {
         (**self).idempotent_result(key)
+    }
+
+    fn read_streams_after(
+        &self,
+        after: &BTreeMap<StreamId, StreamVersion>,
+    ) -> impl Future<Output = Result<StreamsRead, StoreError>> + Send {
+        (**self).read_streams_after(after)
+    }
+
+    fn load_snapshot(
+        &self,
+        key: &SnapshotKey,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        (**self).load_snapshot(key)
+    }
+
+    fn save_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_snapshot(snapshot)
     }
 }
 

@@ -279,6 +279,25 @@ impl EventStore for Wrapped {
     ) -> Result<Option<AppendResult>, StoreError> {
         self.inner.idempotent_result(key).await
     }
+
+    async fn read_streams_after(
+        &self,
+        after: &std::collections::BTreeMap<StreamId, StreamVersion>,
+    ) -> Result<StreamsRead, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_streams_after(after).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<Option<eventcore::Snapshot>, StoreError> {
+        self.inner.load_snapshot(key).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &eventcore::Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
 }
 
 fn add(amount: u32) -> Add {

@@ -54,6 +54,9 @@ struct Args {
     /// Skip the raw-SQL baseline.
     #[arg(long)]
     no_raw: bool,
+    /// Snapshot commands' state every this many folded events (0: no snapshots).
+    #[arg(long, default_value_t = 100)]
+    snapshot_every: u64,
     /// Seed for the tasks' random choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -143,6 +146,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     tasks,
                     duration: Duration::from_secs_f64(args.seconds),
                     seed: args.seed,
+                    snapshot_every: (args.snapshot_every > 0).then_some(args.snapshot_every),
                 };
                 let (executor, raw) = measure(&target, &pool, spec, &args).await;
                 for report in std::iter::once(&executor).chain(raw.as_ref()) {
