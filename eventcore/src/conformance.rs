@@ -1176,27 +1176,29 @@ pub async fn snapshots_shorten_folds_without_changing_decisions<S: EventStore>(s
 /// A snapshot that is undecodable, of another state version, or ahead of its
 /// stream is ignored: the command folds from the start and decides right.
 pub async fn unusable_snapshots_are_ignored<S: EventStore>(store: S) {
-    let executor = crate::CommandExecutor::new(store);
+    // A fresh executor per planted snapshot: executors keep the snapshots
+    // they saved in memory, and each plant must be loaded from the store.
+    let store = Arc::new(store);
     let folded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let command = CountingCommand {
         stream: stream("distrusted-counter"),
         folded: folded.clone(),
         snapshots: true,
     };
-    count_up(&executor, &command, 3).await;
+    count_up(&crate::CommandExecutor::new(store.clone()), &command, 3).await;
     let key = crate::SnapshotKey::new("counting", std::slice::from_ref(&command.stream));
     let id = &command.stream;
     let planted = [
         snapshot_at(&key, 1, &[(id, 3)], serde_json::json!("not a number")),
-        snapshot_at(&key, 7, &[(id, 3)], serde_json::json!(1_000)),
+        snapshot_at(&key, 7, &[(id, 4)], serde_json::json!(1_000)),
         snapshot_at(&key, 1, &[(id, 50)], serde_json::json!(1_000)),
     ];
     for (n, snapshot) in planted.iter().enumerate() {
-        executor.store().save_snapshot(snapshot).await.unwrap();
-        let stored = executor.store().load_snapshot(&key).await.unwrap();
+        store.save_snapshot(snapshot).await.unwrap();
+        let stored = store.load_snapshot(&key).await.unwrap();
         assert_eq!(stored.as_ref(), Some(snapshot), "snapshot {n} was planted");
-        count_up(&executor, &command, 1).await;
-        let (_, version) = read_one(executor.store(), id).await;
+        count_up(&crate::CommandExecutor::new(store.clone()), &command, 1).await;
+        let (_, version) = read_one(&store, id).await;
         assert_eq!(version, v(4 + n as u64), "snapshot {n} was not trusted");
     }
 }

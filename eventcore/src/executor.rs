@@ -10,7 +10,7 @@ use crate::{
     EventMetadata, EventStore, ExpectedVersion, HandleContext, IdempotencyKey, LimitExceeded,
     Limits, NewEvent, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy, StoreError, StreamAppend,
     StreamId, StreamVersion, StreamsRead, VersionConflict, Writes, WrittenEvent,
-    coordination::StreamLocks,
+    coordination::StreamLocks, snapshot::SnapshotCache,
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -259,6 +259,8 @@ pub struct CommandExecutor<S> {
     limits: Limits,
     /// Shared by clones: their commands take turns with each other too.
     turns: Option<Arc<StreamLocks>>,
+    /// Shared by clones: snapshots saved or loaded by this executor.
+    snapshots: Arc<SnapshotCache>,
 }
 
 /// What an attempt found before writing: an earlier result, or a decision.
@@ -281,6 +283,7 @@ impl<S: EventStore> CommandExecutor<S> {
             retry: RetryPolicy::default(),
             limits: Limits::default(),
             turns: Some(Arc::default()),
+            snapshots: Arc::default(),
         }
     }
 
@@ -557,7 +560,16 @@ impl<S: EventStore> CommandExecutor<S> {
     ) -> Result<(C::State, StreamsRead, Option<u64>), ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         let key = SnapshotKey::new(policy.name(), streams);
-        let loaded = match self.store.load_snapshot(&key).await {
+        let cached = self.snapshots.get(&key);
+        let loaded = match cached {
+            Some(snapshot) => Ok(Some(snapshot)),
+            None => self.store.load_snapshot(&key).await.inspect(|loaded| {
+                if let Some(snapshot) = loaded {
+                    self.snapshots.put(snapshot);
+                }
+            }),
+        };
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
                 tracing::warn!(key = key.as_str(), %error, "snapshot not loaded; folding from the start");
@@ -584,9 +596,11 @@ impl<S: EventStore> CommandExecutor<S> {
                         return Ok((state, read, Some(reach)));
                     }
                     tracing::warn!(key = key.as_str(), "snapshot ahead of its streams ignored");
+                    self.snapshots.forget(&key);
                 }
                 Err(error) => {
                     tracing::warn!(key = key.as_str(), %error, "undecodable snapshot ignored");
+                    self.snapshots.forget(&key);
                 }
             }
         }
@@ -596,6 +610,7 @@ impl<S: EventStore> CommandExecutor<S> {
     /// Saves a snapshot; a failure only costs later executions some
     /// folding, so it is logged, not returned.
     async fn save_snapshot(&self, snapshot: &Snapshot) {
+        self.snapshots.put(snapshot);
         if let Err(error) = self.store.save_snapshot(snapshot).await {
             tracing::warn!(key = snapshot.key.as_str(), %error, "snapshot not saved");
         }

@@ -168,3 +168,44 @@ impl<S> SnapshotPolicy<S> {
         (self.decode)(state)
     }
 }
+
+/// The snapshots an executor saved or loaded last, so that a command run
+/// again in the same process skips loading its snapshot from the store.
+///
+/// Entries are only ever a pure fold at known versions, so an entry older
+/// than the stored snapshot costs some folding and nothing else. Bounded:
+/// when full, it starts over empty.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotCache {
+    entries: std::sync::Mutex<std::collections::HashMap<SnapshotKey, Snapshot>>,
+}
+
+/// Snapshots one executor keeps in memory at most.
+const SNAPSHOT_CACHE_CAPACITY: usize = 10_000;
+
+impl SnapshotCache {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<SnapshotKey, Snapshot>> {
+        // Inserts and removals only: consistent after any panic.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, key: &SnapshotKey) -> Option<Snapshot> {
+        self.entries().get(key).cloned()
+    }
+
+    pub(crate) fn put(&self, snapshot: &Snapshot) {
+        let mut entries = self.entries();
+        if entries.len() >= SNAPSHOT_CACHE_CAPACITY && !entries.contains_key(&snapshot.key) {
+            entries.clear();
+        }
+        entries.insert(snapshot.key.clone(), snapshot.clone());
+    }
+
+    pub(crate) fn forget(&self, key: &SnapshotKey) {
+        self.entries().remove(key);
+    }
+}
