@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use eventcore::{
-    Command, CommandLogic, Event, HandleContext, InvalidStreamId, RecordedEvent, StoredEvent,
-    StreamId, Writes,
+    Command, CommandLogic, Event, HandleContext, InvalidStreamId, RecordedEvent, SnapshotPolicy,
+    StoredEvent, StreamId, Writes,
 };
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
@@ -150,8 +150,14 @@ pub fn freeze_stream_of(account: &StreamId) -> Result<StreamId, InvalidStreamId>
     StreamId::try_new(format!("{account}/freeze"))
 }
 
+/// Events a command folds between two snapshots of its state.
+///
+/// Deposits and withdrawals share their account's snapshots (one fold, one
+/// name); a transfer's are per (source, destination) pair.
+pub const SNAPSHOT_EVERY: u64 = 50;
+
 /// One account as the commands see it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
     /// Whether it was opened.
     pub open: bool,
@@ -256,6 +262,10 @@ impl CommandLogic for Deposit {
     type Event = BankEvent;
     type Error = BankError;
 
+    fn snapshots(&self) -> Option<SnapshotPolicy<AccountState>> {
+        Some(SnapshotPolicy::new("account", 1).every(SNAPSHOT_EVERY))
+    }
+
     fn apply(&self, state: &mut AccountState, event: &StoredEvent<BankEvent>) {
         state.apply(&event.payload);
     }
@@ -292,6 +302,10 @@ impl CommandLogic for Withdraw {
     type State = AccountState;
     type Event = BankEvent;
     type Error = BankError;
+
+    fn snapshots(&self) -> Option<SnapshotPolicy<AccountState>> {
+        Some(SnapshotPolicy::new("account", 1).every(SNAPSHOT_EVERY))
+    }
 
     fn apply(&self, state: &mut AccountState, event: &StoredEvent<BankEvent>) {
         state.apply(&event.payload);
@@ -345,7 +359,7 @@ impl Transfer {
 }
 
 /// What a transfer knows: both accounts and whether the source is frozen.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct TransferState {
     /// The source account.
     pub from: AccountState,
@@ -359,6 +373,10 @@ impl CommandLogic for Transfer {
     type State = TransferState;
     type Event = BankEvent;
     type Error = BankError;
+
+    fn snapshots(&self) -> Option<SnapshotPolicy<TransferState>> {
+        Some(SnapshotPolicy::new("transfer", 1).every(SNAPSHOT_EVERY))
+    }
 
     fn apply(&self, state: &mut TransferState, event: &StoredEvent<BankEvent>) {
         if event.stream_id == self.from_freeze {
