@@ -148,4 +148,21 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.counters.snapshot_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.save_snapshot(snapshot).await
     }
+
+    async fn read_from_snapshot(
+        &self,
+        key: &SnapshotKey,
+        state_version: u32,
+        streams: &[StreamId],
+    ) -> Result<(Option<Snapshot>, StreamsRead), StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let read = self
+            .inner
+            .read_from_snapshot(key, state_version, streams)
+            .await;
+        if let Err(error) = &read {
+            self.count_error(error);
+        }
+        read
+    }
 }

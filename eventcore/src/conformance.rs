@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             concurrent_appends_with_one_idempotency_key_write_once,
             snapshots_keep_the_one_reaching_furthest,
             read_streams_after_returns_only_later_events,
+            read_from_snapshot_returns_the_snapshot_and_what_follows,
             snapshots_shorten_folds_without_changing_decisions,
             unusable_snapshots_are_ignored,
         );
@@ -1080,6 +1081,45 @@ pub async fn read_streams_after_returns_only_later_events<S: EventStore>(store: 
         v(3),
         "the real version, below the one given"
     );
+}
+
+/// Reading from a snapshot returns the stored snapshot of the asked state
+/// version and only the events after it; without one (or of another state
+/// version), every event.
+pub async fn read_from_snapshot_returns_the_snapshot_and_what_follows<S: EventStore>(store: S) {
+    let (a, b) = (stream("from-snap-a"), stream("from-snap-b"));
+    let streams = [a.clone(), b.clone()];
+    let key = crate::SnapshotKey::new("pair", &streams);
+    append_ok(&store, &a, vec![created(1), created(2)]).await;
+    append_ok(&store, &b, vec![created(3)]).await;
+
+    let (none, read) = store.read_from_snapshot(&key, 1, &streams).await.unwrap();
+    assert_eq!(none, None);
+    assert_eq!(markers(&read.events), vec![1, 2, 3]);
+    assert_eq!((read.version(&a), read.version(&b)), (v(2), v(1)));
+
+    let saved = snapshot_at(
+        &key,
+        1,
+        &[(&a, 1), (&b, 1)],
+        serde_json::json!({ "seen": 2 }),
+    );
+    store.save_snapshot(&saved).await.unwrap();
+    append_ok(&store, &b, vec![created(4)]).await;
+    append_ok(&store, &a, vec![created(5)]).await;
+
+    let (found, read) = store.read_from_snapshot(&key, 1, &streams).await.unwrap();
+    assert_eq!(found, Some(saved));
+    assert_eq!(
+        markers(&read.events),
+        vec![2, 4, 5],
+        "only after the snapshot, in global order"
+    );
+    assert_eq!((read.version(&a), read.version(&b)), (v(3), v(2)));
+
+    let (other_version, read) = store.read_from_snapshot(&key, 2, &streams).await.unwrap();
+    assert_eq!(other_version, None);
+    assert_eq!(markers(&read.events), vec![1, 2, 3, 4, 5]);
 }
 
 /// A counter command that records how many events its executions folded.

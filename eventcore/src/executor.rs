@@ -559,52 +559,78 @@ impl<S: EventStore> CommandExecutor<S> {
         streams: &[StreamId],
     ) -> Result<(C::State, StreamsRead, Option<u64>), ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
-        let key = SnapshotKey::new(policy.name(), streams);
-        let cached = self.snapshots.get(&key);
-        let loaded = match cached {
-            Some(snapshot) => Ok(Some(snapshot)),
-            None => self.store.load_snapshot(&key).await.inspect(|loaded| {
-                if let Some(snapshot) = loaded {
-                    self.snapshots.put(snapshot);
-                }
-            }),
+        let store_error = |source| ExecutionError::Store {
+            command: name,
+            source,
         };
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
+        let key = SnapshotKey::new(policy.name(), streams);
+        // A snapshot this executor saved or loaded: read only what follows it.
+        if let Some(snapshot) = self
+            .snapshots
+            .get(&key)
+            .filter(|s| usable(s, policy, streams))
+        {
+            let read = self
+                .store
+                .read_streams_after(&snapshot.versions)
+                .await
+                .map_err(store_error)?;
+            if let Some(resumed) = self.resume(policy, snapshot, read) {
+                return Ok(resumed);
+            }
+        }
+        // Otherwise the store's snapshot and what follows it, in one call.
+        match self
+            .store
+            .read_from_snapshot(&key, policy.state_version(), streams)
+            .await
+        {
+            Ok((None, read)) => return Ok((C::State::default(), read, None)),
+            Ok((Some(snapshot), read)) if usable(&snapshot, policy, streams) => {
+                self.snapshots.put(&snapshot);
+                if let Some(resumed) = self.resume(policy, snapshot, read) {
+                    return Ok(resumed);
+                }
+            }
+            Ok((Some(_), _)) => {
+                tracing::warn!(key = key.as_str(), "snapshot of other streams ignored");
+            }
             Err(error) => {
                 tracing::warn!(key = key.as_str(), %error, "snapshot not loaded; folding from the start");
-                None
-            }
-        };
-        if let Some(snapshot) = loaded.filter(|s| usable(s, policy, streams)) {
-            match policy.decode(snapshot.state) {
-                Ok(state) => {
-                    let read = self
-                        .store
-                        .read_streams_after(&snapshot.versions)
-                        .await
-                        .map_err(|source| ExecutionError::Store {
-                            command: name,
-                            source,
-                        })?;
-                    let current = snapshot
-                        .versions
-                        .iter()
-                        .all(|(stream, version)| read.version(stream) >= *version);
-                    if current {
-                        let reach = snapshot.versions.values().map(|v| v.value()).sum();
-                        return Ok((state, read, Some(reach)));
-                    }
-                    tracing::warn!(key = key.as_str(), "snapshot ahead of its streams ignored");
-                    self.snapshots.forget(&key);
-                }
-                Err(error) => {
-                    tracing::warn!(key = key.as_str(), %error, "undecodable snapshot ignored");
-                    self.snapshots.forget(&key);
-                }
             }
         }
         Ok((C::State::default(), self.read(name, streams).await?, None))
+    }
+
+    /// The snapshot's state with the events read after it, unless the state
+    /// does not decode or a stream is now below the snapshot's version.
+    fn resume<T>(
+        &self,
+        policy: &SnapshotPolicy<T>,
+        snapshot: Snapshot,
+        read: StreamsRead,
+    ) -> Option<(T, StreamsRead, Option<u64>)> {
+        let current = snapshot
+            .versions
+            .iter()
+            .all(|(stream, version)| read.version(stream) >= *version);
+        if !current {
+            tracing::warn!(
+                key = snapshot.key.as_str(),
+                "snapshot ahead of its streams ignored"
+            );
+            self.snapshots.forget(&snapshot.key);
+            return None;
+        }
+        let reach = snapshot.reach();
+        match policy.decode(snapshot.state) {
+            Ok(state) => Some((state, read, Some(reach))),
+            Err(error) => {
+                tracing::warn!(key = snapshot.key.as_str(), %error, "undecodable snapshot ignored");
+                self.snapshots.forget(&snapshot.key);
+                None
+            }
+        }
     }
 
     /// Saves a snapshot; a failure only costs later executions some

@@ -89,6 +89,30 @@ pub trait EventStore: Send + Sync {
         &self,
         snapshot: &Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The snapshot under `key`, if it has state version `state_version`,
+    /// and the events of `streams` after the versions it covers (all of
+    /// them without one), with every stream's current version: what a
+    /// command with snapshots reads. Adapters that can answer in one round
+    /// trip should; the default loads, then reads.
+    fn read_from_snapshot(
+        &self,
+        key: &SnapshotKey,
+        state_version: u32,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<(Option<Snapshot>, StreamsRead), StoreError>> + Send {
+        async move {
+            let snapshot = self
+                .load_snapshot(key)
+                .await?
+                .filter(|s| s.state_version == state_version);
+            let read = match &snapshot {
+                Some(snapshot) => self.read_streams_after(&snapshot.versions).await?,
+                None => self.read_streams(streams).await?,
+            };
+            Ok((snapshot, read))
+        }
+    }
 }
 
 impl<S: EventStore + ?Sized> EventStore for Arc<S> {
@@ -143,6 +167,15 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         snapshot: &Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save_snapshot(snapshot)
+    }
+
+    fn read_from_snapshot(
+        &self,
+        key: &SnapshotKey,
+        state_version: u32,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<(Option<Snapshot>, StreamsRead), StoreError>> + Send {
+        (**self).read_from_snapshot(key, state_version, streams)
     }
 }
 

@@ -123,7 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let max_tasks = args.tasks.iter().copied().max().unwrap_or(1);
     let run_id = format!("lg{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    let target = connect(&args, &run_id, max_tasks).await?;
+    let mut target = connect(&args, &run_id, max_tasks).await?;
 
     let mut table = vec![RunReport::HEADER.to_owned()];
     let mut ratios = Vec::new();
@@ -134,6 +134,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 &format!("{run_id}-{workload}-{contention}"),
                 workload.stream_count(contention),
             )?);
+            if let Target::Memory(_) = target {
+                // Every configuration on an empty store: a whole run's
+                // events would not fit in memory (the batch workload alone
+                // writes millions per configuration).
+                target = connect(&args, &run_id, max_tasks).await?;
+            }
             eprintln!(
                 "seeding {} streams x {} events for {workload}/{contention}",
                 pool.streams().len(),
