@@ -393,6 +393,18 @@ enum Control {
     Run,
     Pause,
     Stop,
+    /// Set by [`ProjectionHandle::abort`] before it cancels the task, so that
+    /// a runner still busy on another thread sees a crash, not a handle
+    /// dropped (which it would take as a stop, and save).
+    Abort,
+}
+
+/// The error of a runner that was aborted.
+fn aborted(name: &str) -> ProjectionError {
+    ProjectionError::Aborted {
+        name: name.to_owned(),
+        reason: "aborted".to_owned(),
+    }
 }
 
 /// Runs one [`Projection`] against a store; see the module docs.
@@ -574,7 +586,11 @@ where
                     live.checkpoint.state = ProjectionState::Paused;
                     self.save(&mut lease, &mut live, &status).await?;
                     // Wait for resume or stop; the subscription is not polled meanwhile.
-                    if control.wait_for(|c| *c != Control::Pause).await.is_err() {
+                    let resumed = control.wait_for(|c| *c != Control::Pause).await.map(|c| *c);
+                    if matches!(resumed, Ok(Control::Abort)) {
+                        return Err(aborted(&name));
+                    }
+                    if resumed.is_err() {
                         // The handle is gone: stay stopped.
                         live.checkpoint.state = ProjectionState::Stopped;
                         self.save(&mut lease, &mut live, &status).await?;
@@ -584,11 +600,15 @@ where
                     status.send_replace(live.status());
                     continue;
                 }
+                Control::Abort => return Err(aborted(&name)),
                 Control::Run => {}
             }
             tokio::select! {
                 biased;
                 changed = control.changed() => {
+                    if *control.borrow() == Control::Abort {
+                        return Err(aborted(&name));
+                    }
                     if changed.is_err() {
                         // The handle is gone: stop as if asked to.
                         live.checkpoint.state = ProjectionState::Stopped;
@@ -831,6 +851,7 @@ impl<P> ProjectionHandle<P> {
     /// Kills the runner at once, without saving a checkpoint: what a crash
     /// does. Events since the last saved checkpoint will be applied again.
     pub fn abort(self) {
+        self.control.send_replace(Control::Abort);
         self.task.abort();
     }
 }
