@@ -689,6 +689,21 @@ fn written_event(row: &PgRow) -> Result<WrittenEvent, StoreError> {
     })
 }
 
+/// Adds one row of a read after versions: a stream's current version and,
+/// unless the stream has nothing new, one of its events.
+fn add_stream_row(read: &mut StreamsRead, row: &PgRow) -> Result<(), StoreError> {
+    let get = |e: sqlx::Error| error::to_store_error(e);
+    let wanted: String = row.try_get("wanted").map_err(get)?;
+    let current: i64 = row.try_get("current_version").map_err(get)?;
+    read.versions
+        .insert(stream_id(&wanted)?, to_version(current));
+    let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
+    if event_id.is_some() {
+        read.events.push(recorded_event(row)?);
+    }
+    Ok(())
+}
+
 /// A snapshot's stored versions, checked.
 fn snapshot_versions(
     stored: BTreeMap<String, i64>,
@@ -765,19 +780,11 @@ impl EventStore for PostgresEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(error::to_store_error)?;
-        let get = |e: sqlx::Error| error::to_store_error(e);
-        let mut versions = BTreeMap::new();
-        let mut events = Vec::new();
+        let mut read = StreamsRead::default();
         for row in &rows {
-            let wanted: String = row.try_get("wanted").map_err(get)?;
-            let current: i64 = row.try_get("current_version").map_err(get)?;
-            versions.insert(stream_id(&wanted)?, to_version(current));
-            let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
-            if event_id.is_some() {
-                events.push(recorded_event(row)?);
-            }
+            add_stream_row(&mut read, row)?;
         }
-        Ok(StreamsRead { events, versions })
+        Ok(read)
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
@@ -819,8 +826,7 @@ impl EventStore for PostgresEventStore {
             .map_err(error::to_store_error)?;
         let get = |e: sqlx::Error| error::to_store_error(e);
         let mut snapshot = None;
-        let mut versions = BTreeMap::new();
-        let mut events = Vec::new();
+        let mut read = StreamsRead::default();
         for row in &rows {
             let part: i32 = row.try_get("part").map_err(get)?;
             if part == 0 {
@@ -835,15 +841,9 @@ impl EventStore for PostgresEventStore {
                 });
                 continue;
             }
-            let wanted: String = row.try_get("wanted").map_err(get)?;
-            let current: i64 = row.try_get("current_version").map_err(get)?;
-            versions.insert(stream_id(&wanted)?, to_version(current));
-            let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
-            if event_id.is_some() {
-                events.push(recorded_event(row)?);
-            }
+            add_stream_row(&mut read, row)?;
         }
-        Ok((snapshot, StreamsRead { events, versions }))
+        Ok((snapshot, read))
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
