@@ -134,19 +134,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 &format!("{run_id}-{workload}-{contention}"),
                 workload.stream_count(contention),
             )?);
-            if let Target::Memory(_) = target {
-                // Every configuration on an empty store: a whole run's
-                // events would not fit in memory (the batch workload alone
-                // writes millions per configuration).
-                target = connect(&args, &run_id, max_tasks).await?;
-            }
-            eprintln!(
-                "seeding {} streams x {} events for {workload}/{contention}",
-                pool.streams().len(),
-                workload.seed_events()
-            );
-            seed(&target, &pool, workload.seed_events()).await?;
+            let mut seeded = false;
             for &tasks in &args.tasks {
+                if let Target::Memory(_) = target {
+                    // Every run on a fresh store: the memory store keeps all
+                    // events, and the batch workload alone writes millions
+                    // per run (a whole matrix did not fit in 24 GiB).
+                    target = connect(&args, &run_id, max_tasks).await?;
+                    seeded = false;
+                }
+                if !seeded {
+                    eprintln!(
+                        "seeding {} streams x {} events for {workload}/{contention}",
+                        pool.streams().len(),
+                        workload.seed_events()
+                    );
+                    seed(&target, &pool, workload.seed_events()).await?;
+                    seeded = true;
+                }
                 let spec = RunSpec {
                     workload,
                     tasks,
