@@ -367,11 +367,8 @@ impl<S: EventStore> CommandExecutor<S> {
             attempts,
             elapsed: started.elapsed(),
         };
+        let declared = command.declared_streams();
         // Held until the command returns, retries included.
-        let declared = match &self.turns {
-            None => Vec::new(),
-            Some(_) => command.declared_streams(),
-        };
         let _turn = match &self.turns {
             None => None,
             Some(locks) => {
@@ -389,7 +386,7 @@ impl<S: EventStore> CommandExecutor<S> {
             attempts += 1;
             tracing::Span::current().record("attempt", attempts);
             let key = options.idempotency_key.as_ref();
-            let prepared = self.prepare(command, options.max_discovery_rounds, key);
+            let prepared = self.prepare(command, &declared, options.max_discovery_rounds, key);
             let prepared = match deadline {
                 None => prepared.await,
                 Some(deadline) => tokio::time::timeout_at(deadline, prepared)
@@ -456,6 +453,7 @@ impl<S: EventStore> CommandExecutor<S> {
     async fn prepare<C: CommandLogic>(
         &self,
         command: &C,
+        declared: &[StreamId],
         max_rounds: u32,
         key: Option<&IdempotencyKey>,
     ) -> Result<Prepared<C>, ExecutionError<C::Error>> {
@@ -471,7 +469,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Ok(Prepared::Recorded(recorded));
             }
         }
-        self.decide(command, max_rounds)
+        self.decide(command, declared, max_rounds)
             .await
             .map(Prepared::Decided)
     }
@@ -480,10 +478,11 @@ impl<S: EventStore> CommandExecutor<S> {
     async fn decide<C: CommandLogic>(
         &self,
         command: &C,
+        declared: &[StreamId],
         max_rounds: u32,
     ) -> Result<Decision<C>, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
-        let mut streams = command.declared_streams();
+        let mut streams = declared.to_vec();
         if streams.is_empty() {
             return Err(ExecutionError::NoStreams { command: name });
         }

@@ -24,8 +24,10 @@ use eventcore_memory::InMemoryEventStore;
 use eventcore_postgres::{PostgresConfig, PostgresEventStore};
 use sqlx::postgres::PgPoolOptions;
 
-const BEGIN_MARKER: &str = "<!-- loadgen:begin -->";
-const END_MARKER: &str = "<!-- loadgen:end -->";
+/// The section `--write` replaces, per store: `<!-- loadgen:begin memory -->`.
+fn marker(edge: &str, store: &str) -> String {
+    format!("<!-- loadgen:{edge} {store} -->")
+}
 
 /// Runs EventCore workloads and prints what they achieved.
 #[derive(Debug, Clone, Parser)]
@@ -60,8 +62,8 @@ struct Args {
     /// Seed for the tasks' random choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Replace the section between `<!-- loadgen:begin -->` and
-    /// `<!-- loadgen:end -->` (for this store) in this file with the results.
+    /// Replace the section between `<!-- loadgen:begin STORE -->` and
+    /// `<!-- loadgen:end STORE -->` in this file with the results.
     #[arg(long)]
     write: Option<PathBuf>,
     /// Keep the PostgreSQL schema the run created (dropped by default).
@@ -319,8 +321,8 @@ async fn write_section(
     table: &[String],
     ratios: &[String],
 ) -> anyhow::Result<()> {
-    let begin = format!("{BEGIN_MARKER} {}", args.store.name());
-    let end = format!("{END_MARKER} {}", args.store.name());
+    let begin = marker("begin", args.store.name());
+    let end = marker("end", args.store.name());
     let mut section = String::new();
     writeln!(section, "{begin}")?;
     writeln!(
