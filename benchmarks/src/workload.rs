@@ -220,7 +220,7 @@ pub enum Workload {
     Transfer,
     /// Read five streams, append one event to each.
     Five,
-    /// Read one stream of 1,000 events or more, append one event.
+    /// Read one long stream (1,000 events unless told otherwise), append one event.
     Long,
     /// Read one stream, append 100 events.
     Batch,
@@ -255,7 +255,8 @@ impl Workload {
         }
     }
 
-    /// Events each stream holds after seeding.
+    /// Events each stream holds after seeding (the load generator's
+    /// `--long-events` overrides it for the long-stream workload).
     pub fn seed_events(self) -> usize {
         match self {
             Self::Long => 1_000,

@@ -56,6 +56,9 @@ struct Args {
     /// Skip the raw-SQL baseline.
     #[arg(long)]
     no_raw: bool,
+    /// Events seeded into each stream of the `long` workload.
+    #[arg(long, default_value_t = 1_000)]
+    long_events: usize,
     /// Snapshot commands' state every this many folded events (0: no snapshots).
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
@@ -136,6 +139,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 &format!("{run_id}-{workload}-{contention}"),
                 workload.stream_count(contention),
             )?);
+            let seed_events = match workload {
+                Workload::Long => args.long_events,
+                _ => workload.seed_events(),
+            };
             let mut seeded = false;
             for &tasks in &args.tasks {
                 if let Target::Memory(_) = target {
@@ -149,9 +156,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     eprintln!(
                         "seeding {} streams x {} events for {workload}/{contention}",
                         pool.streams().len(),
-                        workload.seed_events()
+                        seed_events
                     );
-                    seed(&target, &pool, workload.seed_events()).await?;
+                    seed(&target, &pool, seed_events).await?;
                     seeded = true;
                 }
                 let spec = RunSpec {
