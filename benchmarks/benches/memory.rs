@@ -25,22 +25,17 @@ fn seeded(streams: usize, events_each: usize) -> (CommandExecutor<InMemoryEventS
     (CommandExecutor::new(store), pool)
 }
 
-/// One command over a fresh small stream, so the stream's length does not
-/// grow with the number of iterations criterion picks.
-fn execute_single_stream(c: &mut Criterion) {
+/// Executes the commands `next` makes, one per iteration.
+fn bench_execute<C: CommandLogic>(
+    c: &mut Criterion,
+    name: &str,
+    executor: &CommandExecutor<InMemoryEventStore>,
+    mut next: impl FnMut() -> C,
+) {
     let runtime = runtime();
-    let (executor, _) = seeded(0, 1);
-    let mut n = 0_u64;
-    c.bench_function("execute single-stream command", |b| {
+    c.bench_function(name, |b| {
         b.to_async(&runtime).iter_batched(
-            || {
-                n += 1;
-                Increment {
-                    stream: StreamId::try_new(format!("single-{}", n % 100_000)).unwrap(),
-                    events: 1,
-                    snapshot_every: None,
-                }
-            },
+            &mut next,
             |command| async {
                 let command = command;
                 executor
@@ -53,30 +48,32 @@ fn execute_single_stream(c: &mut Criterion) {
     });
 }
 
+/// One command over one of 100,000 small streams, so the streams' length
+/// barely grows with the number of iterations criterion picks.
+fn execute_single_stream(c: &mut Criterion) {
+    let (executor, _) = seeded(0, 1);
+    let mut n = 0_u64;
+    bench_execute(c, "execute single-stream command", &executor, || {
+        n += 1;
+        Increment {
+            stream: StreamId::try_new(format!("single-{}", n % 100_000)).unwrap(),
+            events: 1,
+            snapshot_every: None,
+        }
+    });
+}
+
 fn execute_transfer(c: &mut Criterion) {
-    let runtime = runtime();
     let (executor, pool) = seeded(100_000, 1);
     let mut rng = fastrand::Rng::with_seed(1);
-    c.bench_function("execute 2-stream transfer", |b| {
-        b.to_async(&runtime).iter_batched(
-            || {
-                let mut streams = pool.pick(&mut rng, 2);
-                Transfer {
-                    to: streams.remove(1),
-                    from: streams.remove(0),
-                    amount: 5,
-                    snapshot_every: None,
-                }
-            },
-            |command| async {
-                let command = command;
-                executor
-                    .execute(&command, ExecutionOptions::default())
-                    .await
-                    .unwrap()
-            },
-            BatchSize::SmallInput,
-        );
+    bench_execute(c, "execute 2-stream transfer", &executor, || {
+        let mut streams = pool.pick(&mut rng, 2);
+        Transfer {
+            to: streams.remove(1),
+            from: streams.remove(0),
+            amount: 5,
+            snapshot_every: None,
+        }
     });
 }
 

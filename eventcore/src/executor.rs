@@ -327,7 +327,9 @@ impl<S: EventStore> CommandExecutor<S> {
         self.retry
     }
 
-    /// Executes `command`: see the crate docs, "Executing a command".
+    /// Executes `command`: reads its streams (from its newest snapshot when it
+    /// has snapshots), folds, decides and appends with the versions read,
+    /// retrying conflicts by the retry policy; see the crate docs, "Contention".
     ///
     /// # Errors
     /// [`ExecutionError`]; in every case but an unknown outcome, nothing was written.
