@@ -69,6 +69,14 @@ impl Counter {
     }
 }
 
+/// The workloads' snapshot policy: every `every` events, or none.
+fn snapshot_policy<S: Serialize + serde::de::DeserializeOwned>(
+    name: &'static str,
+    every: Option<u64>,
+) -> Option<SnapshotPolicy<S>> {
+    every.map(|every| SnapshotPolicy::new(name, 1).every(every))
+}
+
 /// Reads one stream and appends `events` increments to it (1 for the
 /// single-stream and long-stream workloads, 100 for the batch workload).
 #[derive(Debug, Clone, Command)]
@@ -88,8 +96,7 @@ impl CommandLogic for Increment {
     type Error = Never;
 
     fn snapshots(&self) -> Option<SnapshotPolicy<Self::State>> {
-        self.snapshot_every
-            .map(|every| SnapshotPolicy::new("increment", 1).every(every))
+        snapshot_policy("increment", self.snapshot_every)
     }
 
     fn apply(&self, state: &mut Counter, event: &StoredEvent<LoadEvent>) {
@@ -144,8 +151,7 @@ impl CommandLogic for Transfer {
     type Error = Never;
 
     fn snapshots(&self) -> Option<SnapshotPolicy<Self::State>> {
-        self.snapshot_every
-            .map(|every| SnapshotPolicy::new("transfer", 1).every(every))
+        snapshot_policy("transfer", self.snapshot_every)
     }
 
     fn apply(&self, state: &mut Balances, event: &StoredEvent<LoadEvent>) {
@@ -185,8 +191,7 @@ impl CommandLogic for TouchFive {
     type Error = Never;
 
     fn snapshots(&self) -> Option<SnapshotPolicy<Self::State>> {
-        self.snapshot_every
-            .map(|every| SnapshotPolicy::new("touch-five", 1).every(every))
+        snapshot_policy("touch-five", self.snapshot_every)
     }
 
     fn apply(&self, state: &mut Counter, event: &StoredEvent<LoadEvent>) {
