@@ -76,7 +76,7 @@ fn recorded(payload: Value, event_type: &str) -> RecordedEvent {
         position: GlobalPosition::new(1, 1),
         recorded_at: chrono::Utc::now(),
         event_type: EventType::try_new(event_type).unwrap_or_else(|_| unreachable!()),
-        payload,
+        payload: payload.into(),
         metadata: EventMetadata::default(),
     }
 }

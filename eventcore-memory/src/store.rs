@@ -180,7 +180,7 @@ impl Log {
                     position: written.position,
                     recorded_at,
                     event_type,
-                    payload,
+                    payload: Arc::new(payload),
                     metadata,
                 }));
                 result.events.push(written);

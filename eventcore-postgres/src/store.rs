@@ -738,7 +738,7 @@ fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         recorded_at,
         event_type: EventType::try_new(event_type.as_str())
             .map_err(|e| corrupt(format!("event type of event {id}: {e}")))?,
-        payload,
+        payload: Arc::new(payload),
         metadata,
     })
 }

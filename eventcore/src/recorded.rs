@@ -1,5 +1,7 @@
 //! Events on their way into the store and on their way back out.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -213,8 +215,9 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
     /// The stored type name.
     pub event_type: EventType,
-    /// The JSON payload as stored.
-    pub payload: serde_json::Value,
+    /// The JSON payload as stored; shared, so copies of a recorded event
+    /// (a store handing out the same event to many readers) do not copy it.
+    pub payload: Arc<serde_json::Value>,
     /// Metadata supplied with the append.
     pub metadata: EventMetadata,
 }
@@ -249,7 +252,7 @@ impl RecordedEvent {
     /// [`DecodeError`] naming the event when the payload does not fit `E`.
     pub fn decode<E: Event>(&self) -> Result<StoredEvent<E>, DecodeError> {
         let payload =
-            E::deserialize(&self.payload).map_err(|source| self.decode_error::<E>(source))?;
+            E::deserialize(&*self.payload).map_err(|source| self.decode_error::<E>(source))?;
         Ok(StoredEvent {
             id: self.id,
             stream_id: self.stream_id.clone(),
@@ -268,7 +271,7 @@ impl RecordedEvent {
     /// [`DecodeError`] naming the event when the payload does not fit `E`.
     pub fn into_decoded<E: Event>(self) -> Result<StoredEvent<E>, DecodeError> {
         let payload =
-            E::deserialize(&self.payload).map_err(|source| self.decode_error::<E>(source))?;
+            E::deserialize(&*self.payload).map_err(|source| self.decode_error::<E>(source))?;
         Ok(StoredEvent {
             id: self.id,
             stream_id: self.stream_id,
