@@ -180,7 +180,7 @@ impl Log {
                     position: written.position,
                     recorded_at,
                     event_type,
-                    payload: Arc::new(payload),
+                    payload,
                     metadata,
                 }));
                 result.events.push(written);

@@ -87,6 +87,7 @@ macro_rules! conformance_tests {
             read_streams_after_returns_only_later_events,
             read_from_snapshot_returns_the_snapshot_and_what_follows,
             snapshots_shorten_folds_without_changing_decisions,
+            own_appends_keep_the_executors_snapshot_current,
             unusable_snapshots_are_ignored,
         );
     };
@@ -1211,6 +1212,49 @@ pub async fn snapshots_shorten_folds_without_changing_decisions<S: EventStore>(s
         .expect("a snapshot was saved");
     assert_eq!(saved.state_version, 1);
     assert!(saved.versions[&command.stream] >= v(36));
+}
+
+/// An executor folds its own new events into the state it decided on, so
+/// its next command on the same streams reads nothing it wrote itself; what
+/// another executor (another process) wrote meanwhile is still read and
+/// folded, and every decision sees exactly the events before it.
+pub async fn own_appends_keep_the_executors_snapshot_current<S: EventStore>(store: S) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = Arc::new(store);
+    let id = stream("self-current-counter");
+    let counting = |folded: &Arc<std::sync::atomic::AtomicU64>| CountingCommand {
+        stream: id.clone(),
+        folded: folded.clone(),
+        snapshots: true,
+    };
+    let (here_folded, there_folded) = (Arc::default(), Arc::default());
+    let (here, there) = (counting(&here_folded), counting(&there_folded));
+    let this_process = crate::CommandExecutor::new(store.clone());
+    let other_process = crate::CommandExecutor::new(store.clone());
+
+    count_up(&this_process, &here, 10).await;
+    // One fold per execution: its own new event, never a read one.
+    assert_eq!(here_folded.load(Relaxed), 10);
+
+    count_up(&other_process, &there, 3).await;
+    count_up(&this_process, &here, 5).await;
+    // The 3 events written elsewhere are read and folded once, then 5 own ones.
+    assert_eq!(here_folded.load(Relaxed), 10 + 3 + 5);
+    let (_, version) = read_one(&store, &id).await;
+    assert_eq!(version, v(18));
+
+    // The store was given snapshots along the way (every 4 events).
+    let key = crate::SnapshotKey::new("counting", std::slice::from_ref(&id));
+    let saved = store
+        .load_snapshot(&key)
+        .await
+        .unwrap()
+        .expect("a snapshot was saved");
+    assert!(
+        saved.versions[&id] >= v(14),
+        "stored snapshot at {}",
+        saved.versions[&id]
+    );
 }
 
 /// A snapshot that is undecodable, of another state version, or ahead of its

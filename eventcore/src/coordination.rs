@@ -29,7 +29,7 @@ use crate::StreamId;
 /// wait finite. 32 rather than 64: in alternating runs on PostgreSQL (10 hot
 /// streams, 16 tasks) it gave the same or more commands/s and a p99 about
 /// 15% lower; 16 and 8 cut the p99 further but lost 8% and 25% of throughput.
-const PASSES_BEFORE_RESERVING: u32 = 32;
+const PASSES_BEFORE_RESERVING: u32 = 16;
 
 /// The streams commands of one executor are using, and the commands waiting.
 #[derive(Debug, Default)]

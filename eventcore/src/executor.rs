@@ -1,16 +1,22 @@
 //! Running commands: read, fold, decide, append atomically, retry on conflict.
 
-use std::{collections::BTreeMap, collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::Deserialize;
 
 use tokio::time::Instant;
 use tracing::{Instrument, field};
 
 use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
-    EventMetadata, EventStore, ExpectedVersion, HandleContext, IdempotencyKey, LimitExceeded,
-    Limits, NewEvent, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy, StoreError, StreamAppend,
-    StreamId, StreamVersion, StreamsRead, VersionConflict, Writes, WrittenEvent,
-    coordination::StreamLocks, snapshot::SnapshotCache,
+    EventMetadata, EventStore, EventType, ExpectedVersion, HandleContext, IdempotencyKey,
+    LimitExceeded, Limits, NewEvent, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy,
+    StoreError, StoredEvent, StreamAppend, StreamId, StreamVersion, StreamsRead, VersionConflict,
+    Writes, WrittenEvent, coordination::StreamLocks, snapshot::SnapshotCache,
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -273,6 +279,25 @@ enum Prepared<C: CommandLogic> {
 struct Decision<C: CommandLogic> {
     versions: BTreeMap<StreamId, StreamVersion>,
     writes: Writes<C>,
+    /// For a command with snapshots decided on its declared streams alone:
+    /// the state it decided on, to fold its own events into once written.
+    seed: Option<Seed<C::State>>,
+}
+
+/// The state a command decided on, encoded before `handle` consumed it.
+struct Seed<T> {
+    policy: SnapshotPolicy<T>,
+    streams: Vec<StreamId>,
+    state: serde_json::Value,
+}
+
+/// One event a command wrote, as a read would return it but for what the
+/// store assigns.
+struct Own {
+    stream_id: StreamId,
+    version: StreamVersion,
+    event_type: EventType,
+    payload: Arc<serde_json::Value>,
 }
 
 impl<S: EventStore> CommandExecutor<S> {
@@ -398,7 +423,7 @@ impl<S: EventStore> CommandExecutor<S> {
             let written = match prepared {
                 Ok(Prepared::Recorded(recorded)) => Ok(recorded),
                 Ok(Prepared::Decided(decision)) => {
-                    self.append(name, decision, &metadata, key).await
+                    self.append(command, decision, &metadata, key).await
                 }
                 Err(error) => Err(error),
             };
@@ -513,6 +538,14 @@ impl<S: EventStore> CommandExecutor<S> {
                     self.save_snapshot(&snapshot).await;
                 }
             }
+            let seed = match &policy {
+                Some(policy) if round == 0 => policy.encode(&state).ok().map(|state| Seed {
+                    policy: policy.clone(),
+                    streams: streams.clone(),
+                    state,
+                }),
+                _ => None,
+            };
             let mut ctx = HandleContext::new(&read.versions);
             let writes = command
                 .handle(state, &mut ctx)
@@ -522,6 +555,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Ok(Decision {
                     versions: read.versions,
                     writes,
+                    seed,
                 });
             }
             if round == max_rounds {
@@ -588,7 +622,7 @@ impl<S: EventStore> CommandExecutor<S> {
         {
             Ok((None, read)) => return Ok((C::State::default(), read, None)),
             Ok((Some(snapshot), read)) if usable(&snapshot, policy, streams) => {
-                self.snapshots.put(&snapshot);
+                self.snapshots.put_stored(&snapshot);
                 if let Some(resumed) = self.resume(policy, snapshot, read) {
                     return Ok(resumed);
                 }
@@ -637,7 +671,7 @@ impl<S: EventStore> CommandExecutor<S> {
     /// Saves a snapshot; a failure only costs later executions some
     /// folding, so it is logged, not returned.
     async fn save_snapshot(&self, snapshot: &Snapshot) {
-        self.snapshots.put(snapshot);
+        self.snapshots.put_stored(snapshot);
         if let Err(error) = self.store.save_snapshot(snapshot).await {
             tracing::warn!(key = snapshot.key.as_str(), %error, "snapshot not saved");
         }
@@ -646,11 +680,12 @@ impl<S: EventStore> CommandExecutor<S> {
     /// Appends the decided events with an expected version for every stream read.
     async fn append<C: CommandLogic>(
         &self,
-        name: &'static str,
+        command: &C,
         decision: Decision<C>,
         metadata: &EventMetadata,
         key: Option<&IdempotencyKey>,
     ) -> Result<AppendResult, ExecutionError<C::Error>> {
+        let name = std::any::type_name::<C>();
         if decision.writes.is_empty() {
             // Nothing to write: the decision stands on the consistent read alone.
             return Ok(AppendResult {
@@ -660,14 +695,24 @@ impl<S: EventStore> CommandExecutor<S> {
             });
         }
         let mut per_stream: BTreeMap<StreamId, Vec<NewEvent>> = BTreeMap::new();
+        let mut own = Vec::new();
         for (stream_id, event) in decision.writes.into_events() {
-            if !decision.versions.contains_key(&stream_id) {
+            let Some(&read) = decision.versions.get(&stream_id) else {
                 return Err(ExecutionError::UndeclaredStream {
                     command: name,
                     stream_id,
                 });
-            }
+            };
             let event = NewEvent::from_event(&event, metadata.clone())?;
+            if decision.seed.is_some() {
+                let before = per_stream.get(&stream_id).map_or(0, Vec::len) as u64;
+                own.push(Own {
+                    stream_id: stream_id.clone(),
+                    version: StreamVersion::new(read.value() + before + 1),
+                    event_type: event.event_type().clone(),
+                    payload: Arc::clone(event.shared_payload()),
+                });
+            }
             per_stream.entry(stream_id).or_default().push(event);
         }
         let streams = decision.versions.into_iter().map(|(stream_id, version)| {
@@ -683,13 +728,81 @@ impl<S: EventStore> CommandExecutor<S> {
             Some(key) => request.with_idempotency_key(key.clone()),
             None => request,
         };
-        self.store
+        let result = self
+            .store
             .append(request)
             .await
             .map_err(|source| ExecutionError::Store {
                 command: name,
                 source,
-            })
+            })?;
+        if let Some(seed) = decision.seed.filter(|_| !result.replayed) {
+            self.remember_written(command, seed, own, &result, metadata)
+                .await;
+        }
+        Ok(result)
+    }
+
+    /// After an append: the state the command decided on with its own new
+    /// events folded in is the state at the versions just written (the
+    /// append checked that nothing came in between), so it is kept as a
+    /// snapshot; the next command on the same streams folds only what
+    /// others wrote since. Saved to the store too once it reaches the
+    /// policy's number of events beyond the stored one.
+    async fn remember_written<C: CommandLogic>(
+        &self,
+        command: &C,
+        seed: Seed<C::State>,
+        own: Vec<Own>,
+        result: &AppendResult,
+        metadata: &EventMetadata,
+    ) {
+        let Ok(mut state) = seed.policy.decode(seed.state) else {
+            return;
+        };
+        let assigned: HashMap<(&StreamId, StreamVersion), &WrittenEvent> = result
+            .events
+            .iter()
+            .map(|written| ((&written.stream_id, written.version), written))
+            .collect();
+        let mut events = Vec::with_capacity(own.len());
+        for own in own {
+            let Some(&&WrittenEvent {
+                id,
+                position,
+                recorded_at,
+                ..
+            }) = assigned.get(&(&own.stream_id, own.version))
+            else {
+                return;
+            };
+            // Decoded from the JSON written, exactly as a later read decodes it.
+            let Ok(payload) = C::Event::deserialize(&*own.payload) else {
+                return;
+            };
+            events.push(StoredEvent {
+                id,
+                stream_id: own.stream_id,
+                version: own.version,
+                position,
+                recorded_at,
+                event_type: own.event_type,
+                metadata: metadata.clone(),
+                payload,
+            });
+        }
+        events.sort_by_key(|event| event.position);
+        for event in &events {
+            command.apply(&mut state, event);
+        }
+        let Some(snapshot) =
+            snapshot_of(&seed.policy, &seed.streams, &state, &result.versions, None)
+        else {
+            return;
+        };
+        if self.snapshots.put_derived(&snapshot) >= seed.policy.every_events() {
+            self.save_snapshot(&snapshot).await;
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     event_type: EventType,
-    payload: serde_json::Value,
+    payload: Arc<serde_json::Value>,
     metadata: EventMetadata,
 }
 
@@ -135,7 +135,7 @@ impl NewEvent {
         }
         Ok(Self {
             event_type,
-            payload,
+            payload: Arc::new(payload),
             metadata,
         })
     }
@@ -155,8 +155,13 @@ impl NewEvent {
         &self.metadata
     }
 
+    /// The JSON payload, shared: a store can keep it without copying it.
+    pub fn shared_payload(&self) -> &Arc<serde_json::Value> {
+        &self.payload
+    }
+
     /// Splits the event into type name, payload and metadata.
-    pub fn into_parts(self) -> (EventType, serde_json::Value, EventMetadata) {
+    pub fn into_parts(self) -> (EventType, Arc<serde_json::Value>, EventMetadata) {
         (self.event_type, self.payload, self.metadata)
     }
 }

@@ -112,6 +112,19 @@ pub struct SnapshotPolicy<S> {
     decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
 }
 
+// By hand: a derive would require `S: Clone`, and the policy holds no `S`.
+impl<S> Clone for SnapshotPolicy<S> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            state_version: self.state_version,
+            every: self.every,
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
 impl<S> std::fmt::Debug for SnapshotPolicy<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotPolicy")
@@ -169,24 +182,31 @@ impl<S> SnapshotPolicy<S> {
     }
 }
 
-/// The snapshots an executor saved or loaded last, so that a command run
-/// again in the same process skips loading its snapshot from the store.
+/// The snapshots an executor saved, loaded or derived last, so that a
+/// command run again in the same process skips loading its snapshot from
+/// the store and folds only what others wrote since.
 ///
 /// Entries are only ever a pure fold at known versions, so an entry older
 /// than the stored snapshot costs some folding and nothing else. Bounded:
 /// when full, it starts over empty.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotCache {
-    entries: std::sync::Mutex<std::collections::HashMap<SnapshotKey, Snapshot>>,
+    entries: std::sync::Mutex<std::collections::HashMap<SnapshotKey, Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    snapshot: Snapshot,
+    /// How far the newest snapshot this executor saved or loaded under the
+    /// key reaches: the store holds at least that one.
+    stored_reach: u64,
 }
 
 /// Snapshots one executor keeps in memory at most.
 const SNAPSHOT_CACHE_CAPACITY: usize = 10_000;
 
 impl SnapshotCache {
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<SnapshotKey, Snapshot>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SnapshotKey, Cached>> {
         // Inserts and removals only: consistent after any panic.
         self.entries
             .lock()
@@ -194,15 +214,40 @@ impl SnapshotCache {
     }
 
     pub(crate) fn get(&self, key: &SnapshotKey) -> Option<Snapshot> {
-        self.entries().get(key).cloned()
+        self.entries()
+            .get(key)
+            .map(|cached| cached.snapshot.clone())
     }
 
-    pub(crate) fn put(&self, snapshot: &Snapshot) {
+    /// Keeps a snapshot that was saved to or loaded from the store.
+    pub(crate) fn put_stored(&self, snapshot: &Snapshot) {
+        self.insert(snapshot, snapshot.reach());
+    }
+
+    /// Keeps a snapshot the store does not have; returns how many events
+    /// further it reaches than the newest one the store has.
+    pub(crate) fn put_derived(&self, snapshot: &Snapshot) -> u64 {
+        let stored_reach = self
+            .entries()
+            .get(&snapshot.key)
+            .filter(|cached| cached.snapshot.state_version == snapshot.state_version)
+            .map_or(0, |cached| cached.stored_reach);
+        self.insert(snapshot, stored_reach);
+        snapshot.reach().saturating_sub(stored_reach)
+    }
+
+    fn insert(&self, snapshot: &Snapshot, stored_reach: u64) {
         let mut entries = self.entries();
         if entries.len() >= SNAPSHOT_CACHE_CAPACITY && !entries.contains_key(&snapshot.key) {
             entries.clear();
         }
-        entries.insert(snapshot.key.clone(), snapshot.clone());
+        entries.insert(
+            snapshot.key.clone(),
+            Cached {
+                snapshot: snapshot.clone(),
+                stored_reach,
+            },
+        );
     }
 
     pub(crate) fn forget(&self, key: &SnapshotKey) {
