@@ -84,7 +84,8 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
 
     /// Opts in to snapshots of the folded state (see [`crate::snapshot`]):
     /// the executor then folds only the events after the newest snapshot of
-    /// the declared streams and saves a new one by the policy. `None`, the
+    /// the declared streams, keeps the state after each append it made as a
+    /// snapshot, and saves one to the store by the policy. `None`, the
     /// default, folds every event every time.
     fn snapshots(&self) -> Option<crate::SnapshotPolicy<Self::State>> {
         None

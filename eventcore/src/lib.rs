@@ -45,10 +45,12 @@
 //! [`CommandExecutor`] runs a command optimistically: read, decide, append
 //! with the versions read, and on a conflict back off (exponentially, with
 //! jitter; [`RetryPolicy`]) and start over. Within one process it also makes
-//! commands on the same declared streams take turns, in arrival order, so a
-//! hot stream sees one command at a time from this executor (and its clones)
-//! instead of a crowd of which all but one must fail and retry. Commands on
-//! other streams run in parallel; commands from other processes are still
+//! commands on the same declared streams take turns, so a hot stream sees
+//! one command at a time from this executor (and its clones) instead of a
+//! crowd of which all but one must fail and retry. A waiting command starts
+//! as soon as all its streams are free; one overtaken too often (16
+//! scheduling passes) reserves its streams, so no command waits forever.
+//! Commands on other streams run in parallel; commands from other processes are still
 //! caught by the store's version check. Streams discovered while a command
 //! runs are not part of its turn. [`CommandExecutor::without_coordination`]
 //! turns this off.

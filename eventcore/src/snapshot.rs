@@ -16,6 +16,14 @@
 //!    events since the last one. A failure to load or save a snapshot is
 //!    logged and never fails the command.
 //!
+//! After a successful append the executor also folds the command's own new
+//! events (decoded from the JSON it wrote, as a later read would decode
+//! them) into the state the command decided on: the append checked that no
+//! other event came in between, so that is the state at the versions just
+//! written. It keeps it in memory, so the next command on the same streams
+//! from this executor reads only what others wrote since, and saves it to
+//! the store once it reaches `every` events beyond the stored snapshot.
+//!
 //! A snapshot is a cache of a pure fold: it must depend on nothing but the
 //! events of the declared streams and the policy's name. Commands whose
 //! `apply` reads other fields of the command (for example to tell a
@@ -150,8 +158,8 @@ impl<S: Serialize + DeserializeOwned> SnapshotPolicy<S> {
 }
 
 impl<S> SnapshotPolicy<S> {
-    /// Saves a snapshot once at least `events` events were folded since the
-    /// last one (at least 1).
+    /// Saves a snapshot once it reaches at least `events` events (at least 1)
+    /// beyond the last one saved.
     #[must_use]
     pub fn every(mut self, events: u64) -> Self {
         self.every = events.max(1);
