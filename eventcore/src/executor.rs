@@ -539,11 +539,13 @@ impl<S: EventStore> CommandExecutor<S> {
                 }
             }
             let seed = match &policy {
-                Some(policy) if round == 0 => policy.encode(&state).ok().map(|state| Seed {
-                    policy: policy.clone(),
-                    streams: streams.clone(),
-                    state,
-                }),
+                Some(policy) if round == 0 && policy.keeps_state_after_appends() => {
+                    policy.encode(&state).ok().map(|state| Seed {
+                        policy: policy.clone(),
+                        streams: streams.clone(),
+                        state,
+                    })
+                }
                 _ => None,
             };
             let mut ctx = HandleContext::new(&read.versions);

@@ -116,6 +116,7 @@ pub struct SnapshotPolicy<S> {
     name: &'static str,
     state_version: u32,
     every: u64,
+    after_appends: bool,
     encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
     decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
 }
@@ -127,6 +128,7 @@ impl<S> Clone for SnapshotPolicy<S> {
             name: self.name,
             state_version: self.state_version,
             every: self.every,
+            after_appends: self.after_appends,
             encode: self.encode,
             decode: self.decode,
         }
@@ -139,6 +141,7 @@ impl<S> std::fmt::Debug for SnapshotPolicy<S> {
             .field("name", &self.name)
             .field("state_version", &self.state_version)
             .field("every", &self.every)
+            .field("after_appends", &self.after_appends)
             .finish()
     }
 }
@@ -151,6 +154,7 @@ impl<S: Serialize + DeserializeOwned> SnapshotPolicy<S> {
             name,
             state_version,
             every: DEFAULT_SNAPSHOT_EVERY,
+            after_appends: true,
             encode: |state| serde_json::to_value(state),
             decode: serde_json::from_value,
         }
@@ -164,6 +168,28 @@ impl<S> SnapshotPolicy<S> {
     pub fn every(mut self, events: u64) -> Self {
         self.every = events.max(1);
         self
+    }
+
+    /// Whether the executor keeps the state after each append the command
+    /// makes (on by default; see the [module docs](self)). It costs two
+    /// encodings and one decoding of the state per execution; turn it off
+    /// for states so large that this outweighs folding the events again.
+    ///
+    /// ```
+    /// use eventcore::SnapshotPolicy;
+    ///
+    /// let policy = SnapshotPolicy::<Vec<u64>>::new("ledger", 1).after_appends(false);
+    /// assert!(!policy.keeps_state_after_appends());
+    /// ```
+    #[must_use]
+    pub fn after_appends(mut self, keep: bool) -> Self {
+        self.after_appends = keep;
+        self
+    }
+
+    /// See [`after_appends`](Self::after_appends).
+    pub fn keeps_state_after_appends(&self) -> bool {
+        self.after_appends
     }
 
     /// The policy's name, the first part of its snapshots' keys.

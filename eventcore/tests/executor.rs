@@ -912,3 +912,87 @@ async fn an_unknown_outcome_without_a_key_is_returned_to_the_caller() {
     assert_eq!(read.events.len(), 1);
     assert_eq!(store.appends.load(Ordering::SeqCst), 1);
 }
+
+/// Counts the events it folds; snapshots every 1,000 events, so only the
+/// state kept after appends can spare it folding.
+#[derive(Command)]
+struct Tally {
+    #[stream]
+    counter: StreamId,
+    keep_after_appends: bool,
+    folded: Arc<AtomicU32>,
+}
+
+impl CommandLogic for Tally {
+    type State = u32;
+    type Event = Ev;
+    type Error = Refused;
+
+    fn apply(&self, state: &mut u32, _: &StoredEvent<Ev>) {
+        self.folded.fetch_add(1, Ordering::SeqCst);
+        *state += 1;
+    }
+
+    fn handle(&self, state: u32, _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Refused> {
+        Ok(Writes::new().emit(self.counter_stream(), Ev::Added(state)))
+    }
+
+    fn snapshots(&self) -> Option<eventcore::SnapshotPolicy<u32>> {
+        Some(
+            eventcore::SnapshotPolicy::new("tally", 1)
+                .every(1_000)
+                .after_appends(self.keep_after_appends),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_state_kept_after_appends_can_be_turned_off() {
+    for (keep, expected_folds) in [(true, 5), (false, 1 + 2 + 3 + 4)] {
+        let executor = CommandExecutor::new(InMemoryEventStore::new());
+        let tally = Tally {
+            counter: id("tally"),
+            keep_after_appends: keep,
+            folded: Arc::default(),
+        };
+        for n in 0..5 {
+            let result = executor
+                .execute(&tally, ExecutionOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(result.versions[&tally.counter], StreamVersion::new(n + 1));
+        }
+        // Kept: each execution folds only its own new event, once written.
+        // Not kept: each reads and folds every earlier event.
+        assert_eq!(
+            tally.folded.load(Ordering::SeqCst),
+            expected_folds,
+            "keep_after_appends = {keep}"
+        );
+        let (events, _) = read_all_added(executor.store(), &tally.counter).await;
+        assert_eq!(
+            events,
+            vec![0, 1, 2, 3, 4],
+            "every decision saw all events before it"
+        );
+    }
+}
+
+async fn read_all_added(
+    store: &InMemoryEventStore,
+    stream: &StreamId,
+) -> (Vec<u32>, StreamVersion) {
+    let read = store
+        .read_streams(std::slice::from_ref(stream))
+        .await
+        .unwrap();
+    let added = read
+        .events
+        .iter()
+        .filter_map(|e| match e.decode::<Ev>().unwrap().payload {
+            Ev::Added(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    (added, read.version(stream))
+}
