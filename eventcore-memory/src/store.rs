@@ -80,32 +80,28 @@ impl Log {
         &self,
         stream_ids: &[StreamId],
     ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
-        let mut versions = BTreeMap::new();
-        let mut indexes = Vec::new();
-        for stream_id in stream_ids {
-            if versions.contains_key(stream_id) {
-                continue;
-            }
-            versions.insert(stream_id.clone(), self.version(stream_id));
-            if let Some(stream) = self.streams.get(stream_id) {
-                indexes.extend_from_slice(stream);
-            }
-        }
-        indexes.sort_unstable();
-        let events = indexes
-            .into_iter()
-            .map(|i| Arc::clone(&self.events[i]))
-            .collect();
-        (events, versions)
+        self.read_after(stream_ids.iter().map(|id| (id, StreamVersion::INITIAL)))
     }
 
     fn read_streams_after(
         &self,
         after: &BTreeMap<StreamId, StreamVersion>,
     ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
+        self.read_after(after.iter().map(|(id, known)| (id, *known)))
+    }
+
+    /// Each stream's events after the version given for it, in global
+    /// order, and every stream's current version; a repeated stream counts once.
+    fn read_after<'a>(
+        &self,
+        wanted: impl Iterator<Item = (&'a StreamId, StreamVersion)>,
+    ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
         let mut versions = BTreeMap::new();
         let mut indexes: Vec<usize> = Vec::new();
-        for (stream_id, known) in after {
+        for (stream_id, known) in wanted {
+            if versions.contains_key(stream_id) {
+                continue;
+            }
             versions.insert(stream_id.clone(), self.version(stream_id));
             if let Some(stream) = self.streams.get(stream_id) {
                 let skip = usize::try_from(known.value()).unwrap_or(usize::MAX);
