@@ -1,8 +1,12 @@
 //! Connection settings: a builder, or the `DATABASE_*` environment variables.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, future::Future, pin::Pin, str::FromStr, time::Duration};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection,
+    pool::PoolConnectionMetadata,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 /// Settings of a [`PostgresEventStore`](crate::PostgresEventStore).
 ///
@@ -24,12 +28,15 @@ pub struct PostgresConfig {
     min_connections: u32,
     acquire_timeout: Duration,
     idle_timeout: Option<Duration>,
+    check_idle_after: Duration,
     statement_timeout: Option<Duration>,
     schema: SchemaName,
     poll_interval: Duration,
     in_flight_wait: Duration,
 }
 
+/// How long a connection may sit idle before it is checked, by default.
+pub(crate) const DEFAULT_CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How often a caught-up subscription polls by default.
 pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long `read_all` waits by default for transactions in flight when it is called.
@@ -126,6 +133,7 @@ impl fmt::Debug for PostgresConfig {
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("check_idle_after", &self.check_idle_after)
             .field("statement_timeout", &self.statement_timeout)
             .field("schema", &self.schema)
             .field("poll_interval", &self.poll_interval)
@@ -152,7 +160,8 @@ pub(crate) fn redact(url: &str) -> String {
 impl PostgresConfig {
     /// Settings for the database at `url`, with defaults for the rest: 10
     /// connections at most, none kept open when idle, a 5 s acquire timeout,
-    /// a 10 min idle timeout, a 30 s statement timeout, schema `public`,
+    /// a 10 min idle timeout, connections idle for 1 s or more checked
+    /// before use, a 30 s statement timeout, schema `public`,
     /// subscriptions polling every 500 ms when no notification arrives, and
     /// `read_all` waiting up to 1 s for transactions in flight.
     pub fn new(url: impl Into<String>) -> Self {
@@ -162,6 +171,7 @@ impl PostgresConfig {
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
+            check_idle_after: DEFAULT_CHECK_IDLE_AFTER,
             statement_timeout: Some(Duration::from_secs(30)),
             schema: SchemaName::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -211,6 +221,22 @@ impl PostgresConfig {
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// A connection that sat unused in the pool this long is checked with a
+    /// round trip before a call gets it (default 1 s); a dead one is closed
+    /// and replaced, so that calls after an outage do not fail on it.
+    ///
+    /// Connections used more recently are handed out unchecked: under load
+    /// that saves a round trip per call (two per command). If the server went
+    /// away within this window, the call fails instead: a read with
+    /// `StoreError::Unavailable`, an append with `StoreError::UnknownOutcome`
+    /// (its statement may have reached the server). `Duration::ZERO` checks
+    /// every connection every time.
+    #[must_use]
+    pub fn check_idle_after(mut self, idle: Duration) -> Self {
+        self.check_idle_after = idle;
         self
     }
 
@@ -274,8 +300,28 @@ impl PostgresConfig {
             .max_connections(self.max_connections)
             .min_connections(self.min_connections)
             .acquire_timeout(self.acquire_timeout)
-            .idle_timeout(self.idle_timeout);
+            .idle_timeout(self.idle_timeout)
+            .test_before_acquire(false)
+            .before_acquire(check_idle(self.check_idle_after));
         Ok((pool, connect))
+    }
+}
+
+/// What a `before_acquire` hook returns: whether to hand the connection out.
+type Verdict<'c> = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
+
+/// A `before_acquire` hook pinging connections idle for `after` or longer.
+fn check_idle(
+    after: Duration,
+) -> impl for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> Verdict<'c> + Send + Sync + 'static
+{
+    move |connection, meta| {
+        Box::pin(async move {
+            if meta.idle_for >= after {
+                connection.ping().await?;
+            }
+            Ok(true)
+        })
     }
 }
 

@@ -52,6 +52,14 @@ pub(crate) fn classify(error: sqlx::Error) -> Failure {
     Failure::Other(to_store_error(error))
 }
 
+/// Whether a SQLSTATE says the server ended the session instead of running
+/// the statement: a connection exception (class 08), or an administrator or
+/// crash shutdown, or a server not yet accepting connections (57P01-57P03).
+/// A shutdown rolls back the transaction it interrupts, so nothing was written.
+fn is_going_away(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
 /// Maps a non-contention error, keeping it as the source.
 pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
     match &error {
@@ -62,6 +70,14 @@ pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
             reason: "could not reach PostgreSQL".to_owned(),
             source: Some(Box::new(error)),
         },
+        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_going_away) => {
+            StoreError::Unavailable {
+                reason:
+                    "PostgreSQL closed the connection (the server is shutting down or starting)"
+                        .to_owned(),
+                source: Some(Box::new(error)),
+            }
+        }
         sqlx::Error::Database(db) => StoreError::Backend {
             reason: format!(
                 "PostgreSQL error {}",
@@ -85,5 +101,20 @@ pub(crate) fn commit_failure(error: sqlx::Error) -> Failure {
         Failure::Other(StoreError::UnknownOutcome {
             source: Box::new(error),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_going_away;
+
+    #[test]
+    fn shutdown_and_connection_codes_mean_the_server_went_away() {
+        for code in ["57P01", "57P02", "57P03", "08000", "08006", "08P01"] {
+            assert!(is_going_away(code), "{code}");
+        }
+        for code in ["40001", "23505", "57014", "XX000"] {
+            assert!(!is_going_away(code), "{code}");
+        }
     }
 }

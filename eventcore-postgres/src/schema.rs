@@ -35,6 +35,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: include_str!("migrations/0006_append_plans.sql"),
     },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/0007_lean_append.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 6] = [1, 2, 3, 4, 5, 6];
+const ALL_MIGRATIONS: [i32; 7] = [1, 2, 3, 4, 5, 6, 7];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
