@@ -263,11 +263,24 @@ pub mod __private {
     }
 
     /// Removes repeated streams, keeping the first occurrence.
-    pub fn dedup_streams(streams: Vec<StreamId>) -> Vec<StreamId> {
-        let mut seen = HashSet::with_capacity(streams.len());
+    pub fn dedup_streams(mut streams: Vec<StreamId>) -> Vec<StreamId> {
+        if streams.len() > crate::stream_id::COMPARE_PAIRS_UP_TO {
+            let mut seen = HashSet::with_capacity(streams.len());
+            return streams
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
+        }
+        // Everything before `kept` is unique; what lies between `kept` and
+        // `i` repeats it and is cut off at the end.
+        let mut kept = 0;
+        for i in 0..streams.len() {
+            if !streams[..kept].contains(&streams[i]) {
+                streams.swap(kept, i);
+                kept += 1;
+            }
+        }
+        streams.truncate(kept);
         streams
-            .into_iter()
-            .filter(|id| seen.insert(id.clone()))
-            .collect()
     }
 }

@@ -37,9 +37,12 @@ pub(crate) struct StreamLocks {
     state: Mutex<State>,
 }
 
+/// foldhash: a few lookups per command, cheaper than SipHash, seeded at random.
+type Set<T> = HashSet<T, foldhash::quality::RandomState>;
+
 #[derive(Debug, Default)]
 struct State {
-    busy: HashSet<StreamId>,
+    busy: Set<StreamId>,
     /// In arrival order.
     waiting: VecDeque<Waiter>,
     next_ticket: u64,
@@ -54,7 +57,7 @@ struct Waiter {
 }
 
 impl State {
-    fn free(&self, streams: &[StreamId], reserved: &HashSet<&StreamId>) -> bool {
+    fn free(&self, streams: &[StreamId], reserved: &Set<&StreamId>) -> bool {
         streams
             .iter()
             .all(|s| !self.busy.contains(s) && !reserved.contains(s))
@@ -64,7 +67,7 @@ impl State {
     /// reserved by a command ahead of it that was passed over too often.
     fn schedule(&mut self) {
         let mut still_waiting = VecDeque::with_capacity(self.waiting.len());
-        let mut reserved: HashSet<StreamId> = HashSet::new();
+        let mut reserved: Set<StreamId> = Set::default();
         while let Some(mut waiter) = self.waiting.pop_front() {
             let free = waiter
                 .streams
@@ -108,7 +111,7 @@ impl StreamLocks {
         streams.dedup();
         let (ticket, started) = {
             let mut state = self.state();
-            let reserved: HashSet<&StreamId> = state
+            let reserved: Set<&StreamId> = state
                 .waiting
                 .iter()
                 .filter(|w| w.passed_over > PASSES_BEFORE_RESERVING)

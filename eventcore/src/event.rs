@@ -1,12 +1,11 @@
 //! Domain events, their stable type names and ids.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
-use nutype::nutype;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::name::{NameViolation, check_name};
+use crate::name::{NameViolation, arc_name, check_name};
 
 /// A domain event that can be stored: serde for the payload plus a stable type name.
 ///
@@ -87,14 +86,15 @@ fn validate_event_type(value: &str) -> Result<(), InvalidEventType> {
 /// assert!(EventType::try_new("").is_err());
 /// # Ok::<(), eventcore::InvalidEventType>(())
 /// ```
-#[nutype(
-    validate(with = validate_event_type, error = InvalidEventType),
-    derive(
-        Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, AsRef, Deref, Display, TryFrom,
-        FromStr, Serialize, Deserialize, Borrow, Into
-    )
-)]
-pub struct EventType(String);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType(Arc<str>);
+
+arc_name!(
+    EventType,
+    InvalidEventType,
+    validate_event_type,
+    trim = false
+);
 
 /// The unique id of a stored event: a UUIDv7 assigned when the event is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -273,13 +273,21 @@ impl AppendRequest {
         if streams.is_empty() {
             return Err(InvalidAppend::NoStreams);
         }
-        let mut seen = std::collections::HashSet::with_capacity(streams.len());
-        for stream in &streams {
-            if !seen.insert(&stream.stream_id) {
-                return Err(InvalidAppend::DuplicateStream {
-                    stream_id: stream.stream_id.clone(),
-                });
-            }
+        let repeated = if streams.len() > crate::stream_id::COMPARE_PAIRS_UP_TO {
+            let mut seen = std::collections::HashSet::with_capacity(streams.len());
+            streams.iter().find(|s| !seen.insert(&s.stream_id))
+        } else {
+            streams.iter().enumerate().find_map(|(i, s)| {
+                streams[..i]
+                    .iter()
+                    .any(|earlier| earlier.stream_id == s.stream_id)
+                    .then_some(s)
+            })
+        };
+        if let Some(stream) = repeated {
+            return Err(InvalidAppend::DuplicateStream {
+                stream_id: stream.stream_id.clone(),
+            });
         }
         Ok(Self {
             streams,

@@ -1,11 +1,15 @@
 //! Stream names.
 
-use nutype::nutype;
+use std::sync::Arc;
 
-use crate::name::{NameViolation, check_name};
+use crate::name::{NameViolation, arc_name, check_name};
 
 /// Longest stream id accepted, in characters.
 pub const STREAM_ID_MAX_CHARS: usize = 255;
+
+/// Up to this many streams, repeats are found by comparing every pair:
+/// fewer instructions than hashing, and no allocation.
+pub(crate) const COMPARE_PAIRS_UP_TO: usize = 16;
 
 /// Why a string is not a valid [`StreamId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,15 +59,10 @@ fn validate_stream_id(value: &str) -> Result<(), InvalidStreamId> {
 /// assert!(StreamId::try_new("bad\nid").is_err());
 /// # Ok::<(), eventcore::InvalidStreamId>(())
 /// ```
-#[nutype(
-    sanitize(trim),
-    validate(with = validate_stream_id, error = InvalidStreamId),
-    derive(
-        Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, AsRef, Deref, Display, TryFrom,
-        FromStr, Serialize, Deserialize, Borrow, Into
-    )
-)]
-pub struct StreamId(String);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(Arc<str>);
+
+arc_name!(StreamId, InvalidStreamId, validate_stream_id, trim = true);
 
 #[cfg(test)]
 mod tests {
