@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use eventcore::{
     EventId, EventMetadata, EventType, GlobalPosition, IdempotencyKey, MAX_JSON_DEPTH, NewEvent,
-    RecordedEvent, StreamId, StreamVersion, conformance::TestEvent,
+    Payload, RecordedEvent, StreamId, StreamVersion, conformance::TestEvent,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -76,7 +76,7 @@ fn recorded(payload: Value, event_type: &str) -> RecordedEvent {
         position: GlobalPosition::new(1, 1),
         recorded_at: chrono::Utc::now(),
         event_type: EventType::try_new(event_type).unwrap_or_else(|_| unreachable!()),
-        payload: payload.into(),
+        payload: Payload::from_stored(payload.to_string()),
         metadata: EventMetadata::default(),
     }
 }

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventMetadata, EventStore, EventType, ExpectedVersion,
-    GlobalPosition, IdempotencyKey, ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey, StoreError,
-    StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
+    GlobalPosition, IdempotencyKey, Payload, ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey,
+    StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
 };
 use sqlx::{
     Connection, PgConnection, PgPool, Row,
@@ -116,9 +116,11 @@ impl Queries {
     fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
         let columns = "event_id, stream_id, stream_version, transaction_id::text AS transaction_text, \
-                       sequence, recorded_at, event_type, payload, metadata";
+                       sequence, recorded_at, event_type, payload::text AS payload, metadata";
         Self {
-            append: format!("SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6, $7, $8)"),
+            append: format!(
+                "SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8)"
+            ),
             create_streams: format!(
                 "INSERT INTO {s}.eventcore_streams (stream_id, version) \
                  SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING"
@@ -150,7 +152,7 @@ impl Queries {
                                   WHERE st.stream_id = w.stream_id), 0) AS current_version, \
                         e.event_id, e.stream_id, e.stream_version, \
                         e.transaction_id::text AS transaction_text, e.sequence, e.recorded_at, \
-                        e.event_type, e.payload, e.metadata \
+                        e.event_type, e.payload::text AS payload, e.metadata \
                  FROM unnest($1::text[], $2::bigint[]) AS w(stream_id, after) \
                  LEFT JOIN LATERAL ( \
                      SELECT * FROM {s}.eventcore_events x \
@@ -176,13 +178,13 @@ impl Queries {
                         NULL::uuid AS event_id, NULL::text AS stream_id, NULL::bigint AS stream_version, \
                         NULL::text AS transaction_text, NULL::bigint AS sequence, \
                         NULL::timestamptz AS recorded_at, NULL::text AS event_type, \
-                        snap.versions AS payload, snap.state AS metadata, NULL::xid8 AS tx \
+                        snap.versions::text AS payload, snap.state AS metadata, NULL::xid8 AS tx \
                  FROM snap \
                  UNION ALL \
                  SELECT 1, w.stream_id, w.current_version, \
                         e.event_id, e.stream_id, e.stream_version, \
                         e.transaction_id::text, e.sequence, e.recorded_at, \
-                        e.event_type, e.payload, e.metadata, e.transaction_id \
+                        e.event_type, e.payload::text, e.metadata, e.transaction_id \
                  FROM wanted w \
                  LEFT JOIN LATERAL ( \
                      SELECT * FROM {s}.eventcore_events x \
@@ -567,7 +569,8 @@ struct AppendParams<'a> {
     event_stream: Vec<i32>,
     ids: Vec<Uuid>,
     types: Vec<&'a str>,
-    payloads: Vec<Json<&'a serde_json::Value>>,
+    /// Payloads as JSON text, cast to `jsonb` by the statement.
+    payloads: Vec<&'a str>,
     metadata: Vec<Json<&'a EventMetadata>>,
 }
 
@@ -597,7 +600,7 @@ impl<'a> AppendParams<'a> {
                     .push(i32::try_from(index + 1).unwrap_or(i32::MAX));
                 params.ids.push(*EventId::new_v7().as_uuid());
                 params.types.push(event.event_type().as_ref());
-                params.payloads.push(Json(event.payload()));
+                params.payloads.push(event.payload().as_json());
                 params.metadata.push(Json(event.metadata()));
             }
         }
@@ -726,7 +729,7 @@ fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let sequence: i64 = row.try_get("sequence").map_err(get)?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(get)?;
     let event_type: String = row.try_get("event_type").map_err(get)?;
-    let Json(payload): Json<serde_json::Value> = row.try_get("payload").map_err(get)?;
+    let payload: String = row.try_get("payload").map_err(get)?;
     let Json(metadata): Json<serde_json::Value> = row.try_get("metadata").map_err(get)?;
     let metadata: EventMetadata = serde_json::from_value(metadata)
         .map_err(|e| corrupt(format!("metadata of event {id}: {e}")))?;
@@ -738,7 +741,7 @@ fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         recorded_at,
         event_type: EventType::try_new(event_type.as_str())
             .map_err(|e| corrupt(format!("event type of event {id}: {e}")))?,
-        payload: Arc::new(payload),
+        payload: Payload::from_stored(payload),
         metadata,
     })
 }
@@ -833,8 +836,9 @@ impl EventStore for PostgresEventStore {
         for row in &rows {
             let part: i32 = row.try_get("part").map_err(get)?;
             if part == 0 {
-                let Json(stored): Json<BTreeMap<String, i64>> =
-                    row.try_get("payload").map_err(get)?;
+                let stored: String = row.try_get("payload").map_err(get)?;
+                let stored: BTreeMap<String, i64> = serde_json::from_str(&stored)
+                    .map_err(|e| corrupt(format!("snapshot versions of {}: {e}", key.as_str())))?;
                 let Json(state): Json<serde_json::Value> = row.try_get("metadata").map_err(get)?;
                 snapshot = Some(Snapshot {
                     key: key.clone(),

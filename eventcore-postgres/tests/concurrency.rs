@@ -19,7 +19,10 @@ use tokio::sync::Barrier;
 
 /// An attempt's id in its payload: `task/op/attempt`.
 fn attempt_id(event: &eventcore::RecordedEvent) -> String {
-    event.payload["attempt"].as_str().unwrap().to_owned()
+    event.payload.to_value().unwrap()["attempt"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[derive(Debug, Default)]

@@ -121,9 +121,14 @@ async fn out_of_order_commits_are_delivered_in_order_without_skipping() {
     sqlx::query("COMMIT").execute(&mut a).await.unwrap();
 
     let all = store.read_all(&ReadAllQuery::from_start()).await.unwrap();
-    let who: Vec<&str> = all
+    let who: Vec<String> = all
         .iter()
-        .map(|e| e.payload["who"].as_str().unwrap())
+        .map(|e| {
+            e.payload.to_value().unwrap()["who"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(who, ["A", "B"]);
 
@@ -143,9 +148,14 @@ async fn out_of_order_commits_are_delivered_in_order_without_skipping() {
             .unwrap();
         delivered.push(next);
     }
-    let who: Vec<&str> = delivered
+    let who: Vec<String> = delivered
         .iter()
-        .map(|e| e.payload["who"].as_str().unwrap())
+        .map(|e| {
+            e.payload.to_value().unwrap()["who"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(who, ["A", "B", "C"], "each event once, in position order");
     assert_eq!(delivered[2].position, c.events[0].position);
@@ -198,7 +208,7 @@ async fn a_missed_notification_only_delays_delivery() {
         .await
         .expect("polling delivers the event")
         .unwrap();
-    assert_eq!(delivered.payload["who"], "silent");
+    assert_eq!(delivered.payload.to_value().unwrap()["who"], "silent");
     follower.abort();
 }
 
@@ -213,7 +223,10 @@ impl Projection for Who {
     }
 
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), Self::Error> {
-        let who = event.payload["who"].as_str().unwrap_or_default().to_owned();
+        let who = event.payload.to_value().unwrap()["who"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         self.0.lock().unwrap().push(who);
         Ok(())
     }

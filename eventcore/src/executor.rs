@@ -6,15 +6,13 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
-
 use tokio::time::Instant;
 use tracing::{Instrument, field};
 
 use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
     EventMetadata, EventStore, EventType, ExpectedVersion, HandleContext, IdempotencyKey,
-    LimitExceeded, Limits, NewEvent, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy,
+    LimitExceeded, Limits, NewEvent, Payload, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy,
     StoreError, StoredEvent, StreamAppend, StreamId, StreamVersion, StreamsRead, VersionConflict,
     Writes, WrittenEvent, coordination::StreamLocks, snapshot::SnapshotCache,
 };
@@ -297,7 +295,7 @@ struct Own {
     stream_id: StreamId,
     version: StreamVersion,
     event_type: EventType,
-    payload: Arc<serde_json::Value>,
+    payload: Payload,
 }
 
 impl<S: EventStore> CommandExecutor<S> {
@@ -712,7 +710,7 @@ impl<S: EventStore> CommandExecutor<S> {
                     stream_id: stream_id.clone(),
                     version: StreamVersion::new(read.value() + before + 1),
                     event_type: event.event_type().clone(),
-                    payload: Arc::clone(event.shared_payload()),
+                    payload: event.payload().clone(),
                 });
             }
             per_stream.entry(stream_id).or_default().push(event);
@@ -779,7 +777,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return;
             };
             // Decoded from the JSON written, exactly as a later read decodes it.
-            let Ok(payload) = C::Event::deserialize(&*own.payload) else {
+            let Ok(payload) = own.payload.decode::<C::Event>() else {
                 return;
             };
             events.push(StoredEvent {

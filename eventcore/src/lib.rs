@@ -74,6 +74,7 @@ mod idempotency;
 mod limits;
 mod metadata;
 mod name;
+mod payload;
 mod position;
 mod projection;
 mod recorded;
@@ -145,15 +146,14 @@ pub use executor::{
 pub use idempotency::{IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, InvalidIdempotencyKey};
 pub use limits::{LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
+pub use payload::{MAX_JSON_DEPTH, Payload};
 pub use position::{GlobalPosition, InvalidGlobalPosition};
 pub use projection::{
     Checkpoint, CheckpointStore, ErrorPolicy, Leadership, Projection, ProjectionError,
     ProjectionHandle, ProjectionOptions, ProjectionRunner, ProjectionState, ProjectionStatus,
     SoleRunner,
 };
-pub use recorded::{
-    DecodeError, EncodeError, MAX_JSON_DEPTH, NewEvent, RecordedEvent, StoredEvent,
-};
+pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
 pub use retry::RetryPolicy;
 pub use snapshot::{DEFAULT_SNAPSHOT_EVERY, Snapshot, SnapshotKey, SnapshotPolicy};
 pub use store::{

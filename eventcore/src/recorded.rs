@@ -1,23 +1,22 @@
 //! Events on their way into the store and on their way back out.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Event, EventId, EventMetadata, EventType, GlobalPosition, InvalidEventType, StreamId,
-    StreamVersion,
+    Event, EventId, EventMetadata, EventType, GlobalPosition, InvalidEventType, MAX_JSON_DEPTH,
+    Payload, StreamId, StreamVersion,
+    payload::{JsonProblem, check_json},
 };
 
-/// An event ready to append: its type name, JSON payload and metadata.
+/// An event ready to append: its type name, [`Payload`] and metadata.
 ///
 /// Ids, versions, positions and the recorded time are assigned by the store
 /// when the event is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     event_type: EventType,
-    payload: Arc<serde_json::Value>,
+    payload: Payload,
     metadata: EventMetadata,
 }
 
@@ -77,7 +76,7 @@ impl NewEvent {
     /// # impl Event for Pinged { fn event_type(&self) -> &'static str { "Pinged" } }
     /// let event = NewEvent::from_event(&Pinged { n: 1 }, EventMetadata::default())?;
     /// assert_eq!(event.event_type().as_ref(), "Pinged");
-    /// assert_eq!(event.payload()["n"], 1);
+    /// assert_eq!(event.payload().to_value()?["n"], 1);
     ///
     /// // PostgreSQL's jsonb cannot hold U+0000, so no store accepts it.
     /// # #[derive(serde::Serialize, serde::Deserialize)]
@@ -85,7 +84,7 @@ impl NewEvent {
     /// # impl Event for Named { fn event_type(&self) -> &'static str { "Named" } }
     /// let nul = Named { name: "a\0b".into() };
     /// assert!(NewEvent::from_event(&nul, EventMetadata::default()).is_err());
-    /// # Ok::<(), eventcore::EncodeError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_event<E: Event>(event: &E, metadata: EventMetadata) -> Result<Self, EncodeError> {
         let name = event.event_type();
@@ -94,11 +93,13 @@ impl NewEvent {
                 name: name.to_owned(),
                 source,
             })?;
-        let payload = serde_json::to_value(event).map_err(|source| EncodeError::Serialize {
-            event_type: name.to_owned(),
-            source,
-        })?;
-        Self::from_parts(event_type, payload, metadata)
+        let payload = Payload::encode(event)
+            .map_err(|source| EncodeError::Serialize {
+                event_type: name.to_owned(),
+                source,
+            })?
+            .map_err(|problem| refusal(problem, &event_type, "payload"))?;
+        Self::with_payload(event_type, payload, metadata)
     }
 
     /// An event from an already-encoded payload, for tools that move raw events.
@@ -112,30 +113,34 @@ impl NewEvent {
         payload: serde_json::Value,
         metadata: EventMetadata,
     ) -> Result<Self, EncodeError> {
-        let refuse = |problem, part| match problem {
-            JsonProblem::Nul => EncodeError::NulCharacter {
+        let payload = Payload::encode(&payload)
+            .map_err(|source| EncodeError::Serialize {
                 event_type: event_type.to_string(),
-                part,
-            },
-            JsonProblem::TooDeep => EncodeError::TooDeep {
-                event_type: event_type.to_string(),
-                part,
-            },
-        };
-        check_json(&payload, 1).map_err(|p| refuse(p, "payload"))?;
+                source,
+            })?
+            .map_err(|p| refusal(p, &event_type, "payload"))?;
+        Self::with_payload(event_type, payload, metadata)
+    }
+
+    /// Adds the metadata, once it is checked, to a checked payload.
+    fn with_payload(
+        event_type: EventType,
+        payload: Payload,
+        metadata: EventMetadata,
+    ) -> Result<Self, EncodeError> {
         if metadata.user_id.as_ref().is_some_and(|u| u.contains('\0')) {
-            return Err(refuse(JsonProblem::Nul, "metadata"));
+            return Err(refusal(JsonProblem::Nul, &event_type, "metadata"));
         }
         for (key, value) in &metadata.custom {
             if key.contains('\0') {
-                return Err(refuse(JsonProblem::Nul, "metadata"));
+                return Err(refusal(JsonProblem::Nul, &event_type, "metadata"));
             }
             // Custom values sit two levels down in the stored metadata object.
-            check_json(value, 3).map_err(|p| refuse(p, "metadata"))?;
+            check_json(value, 3).map_err(|p| refusal(p, &event_type, "metadata"))?;
         }
         Ok(Self {
             event_type,
-            payload: Arc::new(payload),
+            payload,
             metadata,
         })
     }
@@ -145,8 +150,8 @@ impl NewEvent {
         &self.event_type
     }
 
-    /// The JSON payload.
-    pub fn payload(&self) -> &serde_json::Value {
+    /// The payload.
+    pub fn payload(&self) -> &Payload {
         &self.payload
     }
 
@@ -155,52 +160,19 @@ impl NewEvent {
         &self.metadata
     }
 
-    /// The JSON payload, shared: a store can keep it without copying it.
-    pub fn shared_payload(&self) -> &Arc<serde_json::Value> {
-        &self.payload
-    }
-
     /// Splits the event into type name, payload and metadata.
-    pub fn into_parts(self) -> (EventType, Arc<serde_json::Value>, EventMetadata) {
+    pub fn into_parts(self) -> (EventType, Payload, EventMetadata) {
         (self.event_type, self.payload, self.metadata)
     }
 }
 
-/// The deepest nesting of arrays and objects an event's payload (or a
-/// metadata value, counted from the stored metadata object) may have.
-pub const MAX_JSON_DEPTH: usize = 64;
-
-/// Why a JSON value cannot be stored.
-enum JsonProblem {
-    /// A string or key holds U+0000.
-    Nul,
-    /// Arrays and objects nest deeper than [`MAX_JSON_DEPTH`].
-    TooDeep,
-}
-
-/// Checks every string, key and nesting level of `value`, which sits at
-/// `depth` (1 for a top-level value). Iterative, so that a deeply nested
-/// value cannot overflow the stack.
-fn check_json(value: &serde_json::Value, depth: usize) -> Result<(), JsonProblem> {
-    use serde_json::Value;
-    let mut pending = vec![(value, depth)];
-    while let Some((value, depth)) = pending.pop() {
-        match value {
-            Value::String(s) if s.contains('\0') => return Err(JsonProblem::Nul),
-            Value::Array(_) | Value::Object(_) if depth > MAX_JSON_DEPTH => {
-                return Err(JsonProblem::TooDeep);
-            }
-            Value::Array(items) => pending.extend(items.iter().map(|item| (item, depth + 1))),
-            Value::Object(map) => {
-                if map.keys().any(|k| k.contains('\0')) {
-                    return Err(JsonProblem::Nul);
-                }
-                pending.extend(map.values().map(|item| (item, depth + 1)));
-            }
-            _ => {}
-        }
+/// The error refusing an event whose `part` has `problem`.
+fn refusal(problem: JsonProblem, event_type: &EventType, part: &'static str) -> EncodeError {
+    let event_type = event_type.to_string();
+    match problem {
+        JsonProblem::Nul => EncodeError::NulCharacter { event_type, part },
+        JsonProblem::TooDeep => EncodeError::TooDeep { event_type, part },
     }
-    Ok(())
 }
 
 /// A stored event as the store returns it, with its payload still JSON.
@@ -220,9 +192,9 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
     /// The stored type name.
     pub event_type: EventType,
-    /// The JSON payload as stored; shared, so copies of a recorded event
+    /// The payload as stored; shared, so copies of a recorded event
     /// (a store handing out the same event to many readers) do not copy it.
-    pub payload: Arc<serde_json::Value>,
+    pub payload: Payload,
     /// Metadata supplied with the append.
     pub metadata: EventMetadata,
 }
@@ -256,8 +228,10 @@ impl RecordedEvent {
     /// # Errors
     /// [`DecodeError`] naming the event when the payload does not fit `E`.
     pub fn decode<E: Event>(&self) -> Result<StoredEvent<E>, DecodeError> {
-        let payload =
-            E::deserialize(&*self.payload).map_err(|source| self.decode_error::<E>(source))?;
+        let payload = self
+            .payload
+            .decode::<E>()
+            .map_err(|source| self.decode_error::<E>(source))?;
         Ok(StoredEvent {
             id: self.id,
             stream_id: self.stream_id.clone(),
@@ -275,8 +249,10 @@ impl RecordedEvent {
     /// # Errors
     /// [`DecodeError`] naming the event when the payload does not fit `E`.
     pub fn into_decoded<E: Event>(self) -> Result<StoredEvent<E>, DecodeError> {
-        let payload =
-            E::deserialize(&*self.payload).map_err(|source| self.decode_error::<E>(source))?;
+        let payload = self
+            .payload
+            .decode::<E>()
+            .map_err(|source| self.decode_error::<E>(source))?;
         Ok(StoredEvent {
             id: self.id,
             stream_id: self.stream_id,

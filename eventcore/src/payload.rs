@@ -1,0 +1,217 @@
+//! Event payloads, kept as the JSON text that is stored.
+
+use std::{fmt, sync::Arc};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The deepest nesting of arrays and objects an event's payload (or a
+/// metadata value, counted from the stored metadata object) may have.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// An event's payload: compact JSON text, shared.
+///
+/// Kept as text, not as a `serde_json::Value` tree: encoding a domain event
+/// is one serialization, a copy of an event shares the text, and a store
+/// holds one allocation per payload. [`NewEvent`](crate::NewEvent) makes
+/// payloads from domain events and checks that every store can keep them;
+/// readers decode them with [`RecordedEvent::decode`](crate::RecordedEvent::decode)
+/// or [`Payload::decode`].
+///
+/// ```
+/// use eventcore::{Event, EventMetadata, NewEvent};
+/// # #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// # struct Pinged { n: u32 }
+/// # impl Event for Pinged { fn event_type(&self) -> &'static str { "Pinged" } }
+/// let event = NewEvent::from_event(&Pinged { n: 1 }, EventMetadata::default())?;
+/// assert_eq!(event.payload().as_json(), r#"{"n":1}"#);
+/// assert_eq!(event.payload().to_value()?["n"], 1);
+/// assert_eq!(event.payload().decode::<Pinged>()?, Pinged { n: 1 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Arc<str>);
+
+/// Why a value cannot be stored as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonProblem {
+    /// A string or key holds U+0000.
+    Nul,
+    /// Arrays and objects nest deeper than [`MAX_JSON_DEPTH`].
+    TooDeep,
+}
+
+impl Payload {
+    /// Serializes `value` to compact JSON and checks it can be stored.
+    pub(crate) fn encode<T: Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Result<Self, JsonProblem>, serde_json::Error> {
+        let text = serde_json::to_string(value)?;
+        Ok(check_json_text(&text).map(|()| Self(Arc::from(text))))
+    }
+
+    /// The payload of text a store wrote from a `Payload` and reads back.
+    ///
+    /// For store adapters: the text is not checked again. Text that is not
+    /// JSON fails when it is decoded, with an error naming the event.
+    pub fn from_stored(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// Decodes the payload into `T`.
+    ///
+    /// # Errors
+    /// serde_json's error when the text does not fit `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// The payload as a `serde_json::Value`, for code that inspects events
+    /// without knowing their type.
+    ///
+    /// # Errors
+    /// serde_json's error if the stored text is not JSON.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        self.decode()
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Payload").field(&&*self.0).finish()
+    }
+}
+
+/// Serialized as the JSON value it holds (not as a string), with any serializer.
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Self::encode(&value)
+            .map_err(serde::de::Error::custom)?
+            .map_err(|problem| {
+                serde::de::Error::custom(match problem {
+                    JsonProblem::Nul => "a payload string holds U+0000",
+                    JsonProblem::TooDeep => "a payload nests JSON too deep",
+                })
+            })
+    }
+}
+
+/// Checks every string, key and nesting level of `value`, which sits at
+/// `depth` (1 for a top-level value). Iterative, so that a deeply nested
+/// value cannot overflow the stack.
+pub(crate) fn check_json(value: &serde_json::Value, depth: usize) -> Result<(), JsonProblem> {
+    use serde_json::Value;
+    let mut pending = vec![(value, depth)];
+    while let Some((value, depth)) = pending.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return Err(JsonProblem::Nul),
+            Value::Array(_) | Value::Object(_) if depth > MAX_JSON_DEPTH => {
+                return Err(JsonProblem::TooDeep);
+            }
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, depth + 1))),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return Err(JsonProblem::Nul);
+                }
+                pending.extend(map.values().map(|item| (item, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The same checks as [`check_json`] on JSON text serde_json wrote: one pass
+/// over the bytes, tracking strings and escapes, counting nesting outside
+/// strings. serde_json writes U+0000 as the escape `\u0000`.
+fn check_json_text(text: &str) -> Result<(), JsonProblem> {
+    let bytes = text.as_bytes();
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (true, b'\\') => {
+                if bytes.get(i + 1..i + 6) == Some(b"u0000".as_slice()) {
+                    return Err(JsonProblem::Nul);
+                }
+                // Skips the escaped character, which may be a quote.
+                i += 1;
+            }
+            (true, b'"') => in_string = false,
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(JsonProblem::TooDeep);
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested(levels: usize) -> serde_json::Value {
+        (0..levels).fold(json!(1), |inner, _| json!([inner]))
+    }
+
+    #[test]
+    fn text_checks_agree_with_value_checks() {
+        let cases = [
+            json!({"a": "plain", "b": [1, 2, {"c": null}]}),
+            json!({"a\u{0}": 1}),
+            json!({"a": "x\u{0}y"}),
+            json!({"a": "back\\u0000slash"}),
+            json!({"quote\"": "\\\"\u{1}"}),
+            json!("\\"),
+            nested(MAX_JSON_DEPTH - 1),
+            nested(MAX_JSON_DEPTH),
+            nested(MAX_JSON_DEPTH + 1),
+            json!({"a": nested(MAX_JSON_DEPTH - 1)}),
+            json!({"a": nested(MAX_JSON_DEPTH)}),
+            json!({"[[[": "{{{", "b": nested(MAX_JSON_DEPTH - 1)}),
+            json!({"]]]": "}}}", "b": nested(MAX_JSON_DEPTH)}),
+        ];
+        for value in cases {
+            let text = serde_json::to_string(&value).unwrap();
+            assert_eq!(check_json_text(&text), check_json(&value, 1), "{text}");
+        }
+    }
+
+    #[test]
+    fn serializes_as_the_value_it_holds() {
+        let payload = Payload::encode(&json!({"n": 1})).unwrap().unwrap();
+        let text = serde_json::to_string(&payload).unwrap();
+        assert_eq!(text, r#"{"n":1}"#);
+        let back: Payload = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, payload);
+    }
+}
