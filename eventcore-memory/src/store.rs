@@ -231,7 +231,12 @@ impl EventStore for InMemoryEventStore {
             let result = log.append(request)?;
             (result, log.events.len() as u64)
         };
-        self.shared.head.send_replace(head);
+        // Subscriptions subscribe before they read, so one that starts now
+        // finds these events in the log; with no receiver, waking is skipped.
+        self.shared.head.send_if_modified(|stored| {
+            *stored = head;
+            self.shared.head.receiver_count() > 0
+        });
         Ok(result)
     }
 

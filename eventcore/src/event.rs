@@ -96,6 +96,35 @@ arc_name!(
     trim = false
 );
 
+/// How many distinct static names each thread remembers.
+const REMEMBERED_NAMES: usize = 64;
+
+impl EventType {
+    /// The type name an [`Event`] reports, checked and allocated once per
+    /// name and thread: commands write the same few types over and over.
+    pub(crate) fn of_static(name: &'static str) -> Result<Self, InvalidEventType> {
+        thread_local! {
+            /// Names seen, by address and length: a static string never changes.
+            static KNOWN: std::cell::RefCell<Vec<((usize, usize), EventType)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let key = (name.as_ptr() as usize, name.len());
+        KNOWN.with(|known| {
+            let Ok(mut known) = known.try_borrow_mut() else {
+                return Self::try_new(name);
+            };
+            if let Some((_, found)) = known.iter().find(|(k, _)| *k == key) {
+                return Ok(found.clone());
+            }
+            let event_type = Self::try_new(name)?;
+            if known.len() < REMEMBERED_NAMES {
+                known.push((key, event_type.clone()));
+            }
+            Ok(event_type)
+        })
+    }
+}
+
 /// The unique id of a stored event: a UUIDv7 assigned when the event is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -694,31 +694,36 @@ impl<S: EventStore> CommandExecutor<S> {
                 replayed: false,
             });
         }
-        let mut per_stream: BTreeMap<StreamId, Vec<NewEvent>> = BTreeMap::new();
+        // One entry per stream read, in stream order, expecting the version read.
+        let mut appends: Vec<(StreamVersion, StreamAppend)> = decision
+            .versions
+            .into_iter()
+            .map(|(stream_id, read)| {
+                let append = StreamAppend::new(stream_id, ExpectedVersion::Exact(read), Vec::new());
+                (read, append)
+            })
+            .collect();
         let mut own = Vec::new();
         for (stream_id, event) in decision.writes.into_events() {
-            let Some(&read) = decision.versions.get(&stream_id) else {
+            let Ok(index) = appends.binary_search_by(|(_, a)| a.stream_id.cmp(&stream_id)) else {
                 return Err(ExecutionError::UndeclaredStream {
                     command: name,
                     stream_id,
                 });
             };
             let event = NewEvent::from_event(&event, metadata.clone())?;
+            let (read, target) = &mut appends[index];
             if decision.seed.is_some() {
-                let before = per_stream.get(&stream_id).map_or(0, Vec::len) as u64;
                 own.push(Own {
-                    stream_id: stream_id.clone(),
-                    version: StreamVersion::new(read.value() + before + 1),
+                    stream_id,
+                    version: StreamVersion::new(read.value() + target.events.len() as u64 + 1),
                     event_type: event.event_type().clone(),
                     payload: event.payload().clone(),
                 });
             }
-            per_stream.entry(stream_id).or_default().push(event);
+            target.events.push(event);
         }
-        let streams = decision.versions.into_iter().map(|(stream_id, version)| {
-            let events = per_stream.remove(&stream_id).unwrap_or_default();
-            StreamAppend::new(stream_id, ExpectedVersion::Exact(version), events)
-        });
+        let streams = appends.into_iter().map(|(_, append)| append);
         let request = AppendRequest::new(streams.collect::<Vec<_>>()).map_err(|_| {
             // The versions map is non-empty and keyed by stream, so this cannot happen.
             ExecutionError::NoStreams { command: name }

@@ -89,7 +89,7 @@ impl NewEvent {
     pub fn from_event<E: Event>(event: &E, metadata: EventMetadata) -> Result<Self, EncodeError> {
         let name = event.event_type();
         let event_type =
-            EventType::try_new(name).map_err(|source| EncodeError::InvalidEventType {
+            EventType::of_static(name).map_err(|source| EncodeError::InvalidEventType {
                 name: name.to_owned(),
                 source,
             })?;
