@@ -2,9 +2,9 @@
 //! `cargo bench -p eventcore-benchmarks --bench memory`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::hint::black_box;
+use std::{hint::black_box, time::Instant};
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use eventcore::{
     CommandExecutor, CommandLogic, CommandStreams, EventStore, ExecutionOptions, StreamId,
 };
@@ -25,49 +25,58 @@ fn seeded(streams: usize, events_each: usize) -> (CommandExecutor<InMemoryEventS
     (CommandExecutor::new(store), pool)
 }
 
-/// Executes the commands `next` makes, one per iteration.
+/// Streams each sample's fresh store holds, and the events seeded in each:
+/// a sample of `n` commands leaves them about `2 + n / 10,000` events long,
+/// so every command reads a small stream, whatever `n` criterion picks.
+const SAMPLE_STREAMS: usize = 10_000;
+const SAMPLE_SEED_EVENTS: usize = 2;
+
+/// Times `iters` commands made by `next` on a freshly seeded store (the
+/// seeding and the commands' construction are not timed).
 fn bench_execute<C: CommandLogic>(
     c: &mut Criterion,
     name: &str,
-    executor: &CommandExecutor<InMemoryEventStore>,
-    mut next: impl FnMut() -> C,
+    mut next: impl FnMut(&StreamPool, &mut fastrand::Rng) -> C,
 ) {
     let runtime = runtime();
     c.bench_function(name, |b| {
-        b.to_async(&runtime).iter_batched(
-            &mut next,
-            |command| async {
-                let command = command;
-                executor
-                    .execute(&command, ExecutionOptions::default())
-                    .await
-                    .unwrap()
-            },
-            BatchSize::SmallInput,
-        );
+        b.iter_custom(|iters| {
+            let (executor, pool) = seeded(SAMPLE_STREAMS, SAMPLE_SEED_EVENTS);
+            let mut rng = fastrand::Rng::with_seed(iters);
+            let commands: Vec<C> = (0..iters).map(|_| next(&pool, &mut rng)).collect();
+            runtime.block_on(async {
+                let started = Instant::now();
+                for command in &commands {
+                    black_box(
+                        executor
+                            .execute(command, ExecutionOptions::default())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                started.elapsed()
+            })
+        });
     });
 }
 
-/// One command over one of 100,000 small streams, so the streams' length
-/// barely grows with the number of iterations criterion picks.
+/// A command that reads one small stream and appends one event.
 fn execute_single_stream(c: &mut Criterion) {
-    let (executor, _) = seeded(0, 1);
-    let mut n = 0_u64;
-    bench_execute(c, "execute single-stream command", &executor, || {
+    let mut n = 0_usize;
+    bench_execute(c, "execute single-stream command", |pool, _| {
         n += 1;
         Increment {
-            stream: StreamId::try_new(format!("single-{}", n % 100_000)).unwrap(),
+            stream: pool.streams()[n % pool.streams().len()].clone(),
             events: 1,
             snapshot_every: None,
         }
     });
 }
 
+/// A transfer between two small streams picked at random.
 fn execute_transfer(c: &mut Criterion) {
-    let (executor, pool) = seeded(100_000, 1);
-    let mut rng = fastrand::Rng::with_seed(1);
-    bench_execute(c, "execute 2-stream transfer", &executor, || {
-        let mut streams = pool.pick(&mut rng, 2);
+    bench_execute(c, "execute 2-stream transfer", |pool, rng| {
+        let mut streams = pool.pick(rng, 2);
         Transfer {
             to: streams.remove(1),
             from: streams.remove(0),
