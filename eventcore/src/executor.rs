@@ -533,7 +533,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 // Encoded before awaiting: the state need not be `Sync`.
                 if let Some(snapshot) = snapshot_of(policy, &streams, &state, &read.versions, base)
                 {
-                    self.save_snapshot(&snapshot).await;
+                    self.save_snapshot(Arc::new(snapshot)).await;
                 }
             }
             let seed = match &policy {
@@ -622,7 +622,8 @@ impl<S: EventStore> CommandExecutor<S> {
         {
             Ok((None, read)) => return Ok((C::State::default(), read, None)),
             Ok((Some(snapshot), read)) if usable(&snapshot, policy, streams) => {
-                self.snapshots.put_stored(&snapshot);
+                let snapshot = Arc::new(snapshot);
+                self.snapshots.put_stored(Arc::clone(&snapshot));
                 if let Some(resumed) = self.resume(policy, snapshot, read) {
                     return Ok(resumed);
                 }
@@ -642,7 +643,7 @@ impl<S: EventStore> CommandExecutor<S> {
     fn resume<T>(
         &self,
         policy: &SnapshotPolicy<T>,
-        snapshot: Snapshot,
+        snapshot: Arc<Snapshot>,
         read: StreamsRead,
     ) -> Option<(T, StreamsRead, Option<u64>)> {
         let current = snapshot
@@ -658,7 +659,7 @@ impl<S: EventStore> CommandExecutor<S> {
             return None;
         }
         let reach = snapshot.reach();
-        match policy.decode(snapshot.state) {
+        match policy.decode(&snapshot.state) {
             Ok(state) => Some((state, read, Some(reach))),
             Err(error) => {
                 tracing::warn!(key = snapshot.key.as_str(), %error, "undecodable snapshot ignored");
@@ -670,9 +671,9 @@ impl<S: EventStore> CommandExecutor<S> {
 
     /// Saves a snapshot; a failure only costs later executions some
     /// folding, so it is logged, not returned.
-    async fn save_snapshot(&self, snapshot: &Snapshot) {
-        self.snapshots.put_stored(snapshot);
-        if let Err(error) = self.store.save_snapshot(snapshot).await {
+    async fn save_snapshot(&self, snapshot: Arc<Snapshot>) {
+        self.snapshots.put_stored(Arc::clone(&snapshot));
+        if let Err(error) = self.store.save_snapshot(&snapshot).await {
             tracing::warn!(key = snapshot.key.as_str(), %error, "snapshot not saved");
         }
     }
@@ -762,7 +763,7 @@ impl<S: EventStore> CommandExecutor<S> {
         result: &AppendResult,
         metadata: &EventMetadata,
     ) {
-        let Ok(mut state) = seed.policy.decode(seed.state) else {
+        let Ok(mut state) = seed.policy.decode(&seed.state) else {
             return;
         };
         let assigned: HashMap<(&StreamId, StreamVersion), &WrittenEvent> = result
@@ -805,8 +806,9 @@ impl<S: EventStore> CommandExecutor<S> {
         else {
             return;
         };
-        if self.snapshots.put_derived(&snapshot) >= seed.policy.every_events() {
-            self.save_snapshot(&snapshot).await;
+        let snapshot = Arc::new(snapshot);
+        if self.snapshots.put_derived(Arc::clone(&snapshot)) >= seed.policy.every_events() {
+            self.save_snapshot(snapshot).await;
         }
     }
 }

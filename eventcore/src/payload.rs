@@ -8,14 +8,19 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// metadata value, counted from the stored metadata object) may have.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// An event's payload: compact JSON text, shared.
+/// An event's payload: JSON text, shared.
 ///
 /// Kept as text, not as a `serde_json::Value` tree: encoding a domain event
 /// is one serialization, a copy of an event shares the text, and a store
 /// holds one allocation per payload. [`NewEvent`](crate::NewEvent) makes
-/// payloads from domain events and checks that every store can keep them;
-/// readers decode them with [`RecordedEvent::decode`](crate::RecordedEvent::decode)
-/// or [`Payload::decode`].
+/// payloads from domain events (compact JSON) and checks that every store
+/// can keep them; readers decode them with
+/// [`RecordedEvent::decode`](crate::RecordedEvent::decode) or
+/// [`Payload::decode`].
+///
+/// Equality compares the text. A store may hand back the same JSON laid out
+/// differently (PostgreSQL's `jsonb` adds spaces and orders object keys), so
+/// compare decoded values, not payloads, across stores.
 ///
 /// ```
 /// use eventcore::{Event, EventMetadata, NewEvent};

@@ -31,7 +31,7 @@
 //! lists the streams in declaration order; anything else `apply` depends on
 //! belongs in the policy's name.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -60,7 +60,9 @@ impl SnapshotKey {
     /// the name and ids hold (it is their JSON encoding).
     pub fn new(name: &str, streams: &[StreamId]) -> Self {
         let ids: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
-        Self(serde_json::json!([name, ids]).to_string())
+        // Serializing strings to a string cannot fail; the fallback only
+        // guards the impossible and still keeps keys apart.
+        Self(serde_json::to_string(&(name, ids)).unwrap_or_else(|_| format!("{name:?}{streams:?}")))
     }
 
     /// The key as text, as adapters store it.
@@ -118,7 +120,7 @@ pub struct SnapshotPolicy<S> {
     every: u64,
     after_appends: bool,
     encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
-    decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
+    decode: fn(&serde_json::Value) -> Result<S, serde_json::Error>,
 }
 
 // By hand: a derive would require `S: Clone`, and the policy holds no `S`.
@@ -156,7 +158,7 @@ impl<S: Serialize + DeserializeOwned> SnapshotPolicy<S> {
             every: DEFAULT_SNAPSHOT_EVERY,
             after_appends: true,
             encode: |state| serde_json::to_value(state),
-            decode: serde_json::from_value,
+            decode: |state| S::deserialize(state),
         }
     }
 }
@@ -211,7 +213,7 @@ impl<S> SnapshotPolicy<S> {
         (self.encode)(state)
     }
 
-    pub(crate) fn decode(&self, state: serde_json::Value) -> Result<S, serde_json::Error> {
+    pub(crate) fn decode(&self, state: &serde_json::Value) -> Result<S, serde_json::Error> {
         (self.decode)(state)
     }
 }
@@ -225,12 +227,16 @@ impl<S> SnapshotPolicy<S> {
 /// when full, it starts over empty.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotCache {
-    entries: std::sync::Mutex<std::collections::HashMap<SnapshotKey, Cached>>,
+    entries: std::sync::Mutex<Entries>,
 }
+
+/// foldhash: one lookup or two per command, on keys longer than stream ids.
+type Entries = std::collections::HashMap<SnapshotKey, Cached, foldhash::quality::RandomState>;
 
 #[derive(Debug)]
 struct Cached {
-    snapshot: Snapshot,
+    /// Shared with the executions that use it: a hit copies nothing.
+    snapshot: Arc<Snapshot>,
     /// How far the newest snapshot this executor saved or loaded under the
     /// key reaches: the store holds at least that one.
     stored_reach: u64,
@@ -240,37 +246,39 @@ struct Cached {
 const SNAPSHOT_CACHE_CAPACITY: usize = 10_000;
 
 impl SnapshotCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SnapshotKey, Cached>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         // Inserts and removals only: consistent after any panic.
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn get(&self, key: &SnapshotKey) -> Option<Snapshot> {
+    pub(crate) fn get(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
         self.entries()
             .get(key)
-            .map(|cached| cached.snapshot.clone())
+            .map(|cached| Arc::clone(&cached.snapshot))
     }
 
     /// Keeps a snapshot that was saved to or loaded from the store.
-    pub(crate) fn put_stored(&self, snapshot: &Snapshot) {
-        self.insert(snapshot, snapshot.reach());
+    pub(crate) fn put_stored(&self, snapshot: Arc<Snapshot>) {
+        let reach = snapshot.reach();
+        self.insert(snapshot, reach);
     }
 
     /// Keeps a snapshot the store does not have; returns how many events
     /// further it reaches than the newest one the store has.
-    pub(crate) fn put_derived(&self, snapshot: &Snapshot) -> u64 {
+    pub(crate) fn put_derived(&self, snapshot: Arc<Snapshot>) -> u64 {
         let stored_reach = self
             .entries()
             .get(&snapshot.key)
             .filter(|cached| cached.snapshot.state_version == snapshot.state_version)
             .map_or(0, |cached| cached.stored_reach);
+        let beyond = snapshot.reach().saturating_sub(stored_reach);
         self.insert(snapshot, stored_reach);
-        snapshot.reach().saturating_sub(stored_reach)
+        beyond
     }
 
-    fn insert(&self, snapshot: &Snapshot, stored_reach: u64) {
+    fn insert(&self, snapshot: Arc<Snapshot>, stored_reach: u64) {
         let mut entries = self.entries();
         if entries.len() >= SNAPSHOT_CACHE_CAPACITY && !entries.contains_key(&snapshot.key) {
             entries.clear();
@@ -278,7 +286,7 @@ impl SnapshotCache {
         entries.insert(
             snapshot.key.clone(),
             Cached {
-                snapshot: snapshot.clone(),
+                snapshot,
                 stored_reach,
             },
         );
@@ -286,5 +294,22 @@ impl SnapshotCache {
 
     pub(crate) fn forget(&self, key: &SnapshotKey) {
         self.entries().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_json_of_name_and_stream_ids() {
+        let streams = [
+            StreamId::try_new("a\"b").unwrap(),
+            StreamId::try_new("ünï\\c").unwrap(),
+        ];
+        let key = SnapshotKey::new("name \u{1}", &streams);
+        // The format stores already hold: a change would orphan their snapshots.
+        let expected = serde_json::json!(["name \u{1}", ["a\"b", "ünï\\c"]]).to_string();
+        assert_eq!(key.as_str(), expected);
     }
 }
