@@ -4,8 +4,17 @@
 -- counted them per stream with another query and found the update order
 -- with a third: each a statement the executor has to set up on every call.
 -- This one numbers events and orders the streams in PL/pgSQL variables, so
--- an append runs one lookup per stream, one INSERT, one UPDATE per written
--- stream and the notification. CREATE OR REPLACE resets the function's
+-- an append runs one lookup per stream, one UPDATE per written stream, one
+-- INSERT and the notification.
+--
+-- The stream rows are updated before the events are inserted (version 1
+-- did it after). Inserted first, two appends to the same two streams could
+-- each insert one stream's next version and then wait for the other's: a
+-- deadlock, found only after deadlock_timeout (1 s), during which the
+-- serializable transactions committed meanwhile cannot be forgotten, and
+-- PostgreSQL's summary of them fails unrelated appends ("conflict out to
+-- old pivot"). Updated first in stream-id order, the second append waits on
+-- the first one's row lock and is then refused at once. CREATE OR REPLACE resets the function's
 -- settings, so version 6's are given again.
 CREATE OR REPLACE FUNCTION __SCHEMA__.eventcore_append(
     p_streams text[],
@@ -77,29 +86,11 @@ BEGIN
             event_versions[j] := versions[k] + added[k];
         END LOOP;
 
-        FOR written IN
-            INSERT INTO __SCHEMA__.eventcore_events
-                (event_id, stream_id, stream_version, event_type, payload, metadata)
-            SELECT * FROM unnest(p_event_ids, event_streams, event_versions,
-                                 p_event_types, p_payloads, p_metadata)
-            RETURNING stream_id, stream_version, event_id, transaction_id, sequence, recorded_at
-        LOOP
-            o_kind := 'event';
-            o_stream_id := written.stream_id;
-            o_version := written.stream_version;
-            o_event_id := written.event_id;
-            o_transaction_id := written.transaction_id::text;
-            o_sequence := written.sequence;
-            o_recorded_at := written.recorded_at;
-            RETURN NEXT;
-        END LOOP;
-        o_event_id := NULL;
-        o_transaction_id := NULL;
-        o_sequence := NULL;
-        o_recorded_at := NULL;
-
         -- Streams that got events, in stream-id order (an insertion sort:
-        -- a handful of streams), so concurrent appends lock rows in one order.
+        -- a handful of streams), updated before any event is inserted: two
+        -- appends to the same streams then meet on the first row lock, in
+        -- one order, instead of inserting the same (stream, version) keys in
+        -- opposite orders and deadlocking.
         FOR k IN 1 .. n_streams LOOP
             IF added[k] > 0 THEN
                 j := coalesce(array_length(update_order, 1), 0);
@@ -121,6 +112,27 @@ BEGIN
                 VALUES (p_streams[k], versions[k]);
             END IF;
         END LOOP;
+
+        FOR written IN
+            INSERT INTO __SCHEMA__.eventcore_events
+                (event_id, stream_id, stream_version, event_type, payload, metadata)
+            SELECT * FROM unnest(p_event_ids, event_streams, event_versions,
+                                 p_event_types, p_payloads, p_metadata)
+            RETURNING stream_id, stream_version, event_id, transaction_id, sequence, recorded_at
+        LOOP
+            o_kind := 'event';
+            o_stream_id := written.stream_id;
+            o_version := written.stream_version;
+            o_event_id := written.event_id;
+            o_transaction_id := written.transaction_id::text;
+            o_sequence := written.sequence;
+            o_recorded_at := written.recorded_at;
+            RETURN NEXT;
+        END LOOP;
+        o_event_id := NULL;
+        o_transaction_id := NULL;
+        o_sequence := NULL;
+        o_recorded_at := NULL;
 
         PERFORM pg_notify(p_channel, '');
     END IF;
