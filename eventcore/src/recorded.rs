@@ -93,13 +93,7 @@ impl NewEvent {
                 name: name.to_owned(),
                 source,
             })?;
-        let payload = Payload::encode(event)
-            .map_err(|source| EncodeError::Serialize {
-                event_type: name.to_owned(),
-                source,
-            })?
-            .map_err(|problem| refusal(problem, &event_type, "payload"))?;
-        Self::with_payload(event_type, payload, metadata)
+        Self::encoded(event_type, event, metadata)
     }
 
     /// An event from an already-encoded payload, for tools that move raw events.
@@ -113,21 +107,21 @@ impl NewEvent {
         payload: serde_json::Value,
         metadata: EventMetadata,
     ) -> Result<Self, EncodeError> {
-        let payload = Payload::encode(&payload)
+        Self::encoded(event_type, &payload, metadata)
+    }
+
+    /// Encodes `payload` and checks it and the metadata can be stored.
+    fn encoded<T: Serialize + ?Sized>(
+        event_type: EventType,
+        payload: &T,
+        metadata: EventMetadata,
+    ) -> Result<Self, EncodeError> {
+        let payload = Payload::encode(payload)
             .map_err(|source| EncodeError::Serialize {
                 event_type: event_type.to_string(),
                 source,
             })?
-            .map_err(|p| refusal(p, &event_type, "payload"))?;
-        Self::with_payload(event_type, payload, metadata)
-    }
-
-    /// Adds the metadata, once it is checked, to a checked payload.
-    fn with_payload(
-        event_type: EventType,
-        payload: Payload,
-        metadata: EventMetadata,
-    ) -> Result<Self, EncodeError> {
+            .map_err(|problem| refusal(problem, &event_type, "payload"))?;
         if metadata.user_id.as_ref().is_some_and(|u| u.contains('\0')) {
             return Err(refusal(JsonProblem::Nul, &event_type, "metadata"));
         }
