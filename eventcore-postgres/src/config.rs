@@ -230,10 +230,12 @@ impl PostgresConfig {
     ///
     /// Connections used more recently are handed out unchecked: under load
     /// that saves a round trip per call (two per command). If the server went
-    /// away within this window, the call fails instead: a read with
-    /// `StoreError::Unavailable`, an append with `StoreError::UnknownOutcome`
-    /// (its statement may have reached the server). `Duration::ZERO` checks
-    /// every connection every time.
+    /// away within this window, the call fails instead: with
+    /// `StoreError::Unavailable` when the server said goodbye on the
+    /// connection (a shutdown: nothing was written), or, for an append whose
+    /// connection simply broke, with `StoreError::UnknownOutcome` (its
+    /// statement may have reached the server). `Duration::ZERO` checks every
+    /// connection every time.
     #[must_use]
     pub fn check_idle_after(mut self, idle: Duration) -> Self {
         self.check_idle_after = idle;
