@@ -12,6 +12,7 @@ use eventcore::{
     Subscription, VersionConflict, WrittenEvent,
 };
 use tokio::sync::watch;
+use uuid::{ContextV7, Timestamp, Uuid};
 
 /// An event store held in memory; clones share the same events.
 ///
@@ -43,6 +44,17 @@ struct Log {
     idempotent: HashMap<IdempotencyKey, AppendResult>,
     /// The snapshot reaching furthest under each key.
     snapshots: HashMap<SnapshotKey, Snapshot>,
+    ids: EventIds,
+}
+
+/// Keeps the ids of events written in the same millisecond in write order.
+#[derive(Debug)]
+struct EventIds(ContextV7);
+
+impl Default for EventIds {
+    fn default() -> Self {
+        Self(ContextV7::new())
+    }
 }
 
 impl Default for InMemoryEventStore {
@@ -157,6 +169,12 @@ impl Log {
 
         self.appends += 1;
         let recorded_at = Utc::now();
+        // Event ids are UUIDv7 stamped with the append's time: one clock
+        // reading per append rather than one per event.
+        let (seconds, nanos) = (
+            u64::try_from(recorded_at.timestamp()).unwrap_or(0),
+            recorded_at.timestamp_subsec_nanos(),
+        );
         let mut result = AppendResult::default();
         for stream in request.into_streams() {
             let indexes = self.streams.entry(stream.stream_id.clone()).or_default();
@@ -165,7 +183,11 @@ impl Log {
                 let index = self.events.len();
                 indexes.push(index);
                 let written = WrittenEvent {
-                    id: EventId::new_v7(),
+                    id: EventId::from_uuid(Uuid::new_v7(Timestamp::from_unix(
+                        &self.ids.0,
+                        seconds,
+                        nanos,
+                    ))),
                     stream_id: stream.stream_id.clone(),
                     version: StreamVersion::new(indexes.len() as u64),
                     position: GlobalPosition::new(self.appends, index as u64 + 1),

@@ -858,7 +858,8 @@ pub async fn undecodable_event_is_a_typed_error<S: EventStore>(store: S) {
     );
 }
 
-/// One append of 10,000 events is written whole, in order, with contiguous versions.
+/// One append of 10,000 events is written whole, in order, with contiguous
+/// versions and UUIDv7 ids that increase in write order.
 pub async fn ten_thousand_events_in_one_append<S: EventStore>(store: S) {
     const COUNT: u64 = 10_000;
     let id = stream("big");
@@ -878,6 +879,18 @@ pub async fn ten_thousand_events_in_one_append<S: EventStore>(store: S) {
     assert_eq!(markers(&events), (1..=COUNT).collect::<Vec<_>>());
     assert!(events.iter().zip(1..).all(|(e, n)| e.version == v(n)));
     assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(events.iter().all(|e| e.id.as_uuid().get_version_num() == 7));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].id.as_uuid() < w[1].id.as_uuid())
+    );
+    assert!(
+        events
+            .iter()
+            .zip(&written.events)
+            .all(|(e, w)| e.id == w.id)
+    );
     let _: GlobalPosition = events[0].position;
 }
 
