@@ -13,6 +13,7 @@
 //! command has been passed over many times: then it reserves its streams.
 
 use std::{
+    borrow::Cow,
     collections::{HashSet, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
 };
@@ -105,10 +106,17 @@ impl StreamLocks {
     /// Waits until this command may run on `streams`: none of them is used
     /// by another command of this executor, and none is reserved by a
     /// command that has waited long.
-    pub(crate) async fn take_turn(&self, streams: &[StreamId]) -> Turn<'_> {
-        let mut streams = streams.to_vec();
-        streams.sort();
-        streams.dedup();
+    pub(crate) async fn take_turn<'a>(&'a self, streams: &'a [StreamId]) -> Turn<'a> {
+        // Sorted and without repeats; most commands declare one stream, or
+        // a few already in order, and are not copied.
+        let streams: Cow<'a, [StreamId]> = if streams.is_sorted_by(|a, b| a < b) {
+            Cow::Borrowed(streams)
+        } else {
+            let mut sorted = streams.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            Cow::Owned(sorted)
+        };
         let (ticket, started) = {
             let mut state = self.state();
             let reserved: Set<&StreamId> = state
@@ -129,7 +137,7 @@ impl StreamLocks {
             let ticket = state.next_ticket;
             state.waiting.push_back(Waiter {
                 ticket,
-                streams: streams.clone(),
+                streams: streams.to_vec(),
                 passed_over: 0,
                 start,
             });
@@ -159,12 +167,12 @@ impl StreamLocks {
 struct Waiting<'a> {
     locks: &'a StreamLocks,
     ticket: u64,
-    streams: Vec<StreamId>,
+    streams: Cow<'a, [StreamId]>,
 }
 
 impl<'a> Waiting<'a> {
     fn into_turn(mut self) -> Turn<'a> {
-        let streams = std::mem::take(&mut self.streams);
+        let streams = std::mem::replace(&mut self.streams, Cow::Borrowed(&[]));
         self.ticket = 0;
         Turn {
             locks: self.locks,
@@ -194,7 +202,7 @@ impl Drop for Waiting<'_> {
 /// A command's turn on its streams; ends when dropped.
 pub(crate) struct Turn<'a> {
     locks: &'a StreamLocks,
-    streams: Vec<StreamId>,
+    streams: Cow<'a, [StreamId]>,
 }
 
 impl Drop for Turn<'_> {
