@@ -14,7 +14,9 @@ use crate::{
     EventMetadata, EventStore, EventType, ExpectedVersion, HandleContext, IdempotencyKey,
     LimitExceeded, Limits, NewEvent, Payload, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy,
     StoreError, StoredEvent, StreamAppend, StreamId, StreamVersion, StreamsRead, VersionConflict,
-    Writes, WrittenEvent, coordination::StreamLocks, snapshot::SnapshotCache,
+    Writes, WrittenEvent,
+    coordination::StreamLocks,
+    snapshot::{Lookup, SnapshotCache},
 };
 
 /// Default limit on discovery rounds; see [`ExecutionOptions::with_max_discovery_rounds`].
@@ -282,11 +284,40 @@ struct Decision<C: CommandLogic> {
     seed: Option<Seed<C::State>>,
 }
 
+/// Where a read for a decision starts: a snapshot's state and the events
+/// after it, or the default state and every event.
+struct Resumed<T> {
+    state: T,
+    read: StreamsRead,
+    /// How far the snapshot used reaches, if one was.
+    base: Option<u64>,
+    /// Whether the executor has seen the snapshot key lately (or the store
+    /// had a snapshot for it): its streams are likely to come back.
+    seen_before: bool,
+    /// How far the newest snapshot in the store reaches, as far as this
+    /// executor knows (0: none known).
+    stored_reach: u64,
+}
+
+impl<T: Default> Resumed<T> {
+    fn from_start(read: StreamsRead) -> Self {
+        Self {
+            state: T::default(),
+            read,
+            base: None,
+            seen_before: false,
+            stored_reach: 0,
+        }
+    }
+}
+
 /// The state a command decided on, encoded before `handle` consumed it.
 struct Seed<T> {
     policy: SnapshotPolicy<T>,
     streams: Vec<StreamId>,
     state: serde_json::Value,
+    /// See [`Resumed::stored_reach`].
+    stored_reach: u64,
 }
 
 /// One event a command wrote, as a read would return it but for what the
@@ -518,30 +549,42 @@ impl<S: EventStore> CommandExecutor<S> {
             tracing::Span::current().record("streams", streams.len());
             // Discovery rounds fold declared and discovered streams from the
             // start: snapshots cover the declared streams only.
-            let (mut state, read, base) = match (&policy, round) {
+            let Resumed {
+                mut state,
+                read,
+                base,
+                seen_before,
+                stored_reach,
+            } = match (&policy, round) {
                 (Some(policy), 0) => self.read_from_snapshot::<C>(policy, &streams).await?,
-                _ => (C::State::default(), self.read(name, &streams).await?, None),
+                _ => Resumed::from_start(self.read(name, &streams).await?),
             };
             let folded = read.events.len() as u64;
             for event in read.events {
                 command.apply(&mut state, &event.into_decoded::<C::Event>()?);
             }
-            if let Some(policy) = policy
+            let saving = policy
                 .as_ref()
-                .filter(|p| round == 0 && folded >= p.every_events())
-            {
+                .filter(|p| round == 0 && folded >= p.every_events());
+            if let Some(policy) = saving {
                 // Encoded before awaiting: the state need not be `Sync`.
                 if let Some(snapshot) = snapshot_of(policy, &streams, &state, &read.versions, base)
                 {
                     self.save_snapshot(Arc::new(snapshot)).await;
                 }
             }
+            // Keeping the state after the append pays off when the same
+            // streams come back: for keys seen before, or worth a snapshot.
+            let worth_keeping = seen_before || saving.is_some();
             let seed = match &policy {
-                Some(policy) if round == 0 && policy.keeps_state_after_appends() => {
+                Some(policy)
+                    if round == 0 && worth_keeping && policy.keeps_state_after_appends() =>
+                {
                     policy.encode(&state).ok().map(|state| Seed {
                         policy: policy.clone(),
                         streams: streams.clone(),
                         state,
+                        stored_reach,
                     })
                 }
                 _ => None,
@@ -586,31 +629,33 @@ impl<S: EventStore> CommandExecutor<S> {
     }
 
     /// The newest usable snapshot's state and the events after it, or the
-    /// default state and every event when there is none. The third value is
-    /// how far the snapshot reached, if one was used.
+    /// default state and every event when there is none.
     async fn read_from_snapshot<C: CommandLogic>(
         &self,
         policy: &SnapshotPolicy<C::State>,
         streams: &[StreamId],
-    ) -> Result<(C::State, StreamsRead, Option<u64>), ExecutionError<C::Error>> {
+    ) -> Result<Resumed<C::State>, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         let store_error = |source| ExecutionError::Store {
             command: name,
             source,
         };
         let key = SnapshotKey::new(policy.name(), streams);
+        let (seen_before, kept, stored_reach) = match self.snapshots.look_up(&key) {
+            Lookup::New => (false, None, 0),
+            Lookup::Seen {
+                snapshot,
+                stored_reach,
+            } => (true, snapshot, stored_reach),
+        };
         // A snapshot this executor saved or loaded: read only what follows it.
-        if let Some(snapshot) = self
-            .snapshots
-            .get(&key)
-            .filter(|s| usable(s, policy, streams))
-        {
+        if let Some(snapshot) = kept.filter(|s| usable(s, policy, streams)) {
             let read = self
                 .store
                 .read_streams_after(&snapshot.versions)
                 .await
                 .map_err(store_error)?;
-            if let Some(resumed) = self.resume(policy, snapshot, read) {
+            if let Some(resumed) = self.resume(policy, snapshot, read, stored_reach) {
                 return Ok(resumed);
             }
         }
@@ -620,11 +665,17 @@ impl<S: EventStore> CommandExecutor<S> {
             .read_from_snapshot(&key, policy.state_version(), streams)
             .await
         {
-            Ok((None, read)) => return Ok((C::State::default(), read, None)),
+            Ok((None, read)) => {
+                return Ok(Resumed {
+                    seen_before,
+                    ..Resumed::from_start(read)
+                });
+            }
             Ok((Some(snapshot), read)) if usable(&snapshot, policy, streams) => {
                 let snapshot = Arc::new(snapshot);
                 self.snapshots.put_stored(Arc::clone(&snapshot));
-                if let Some(resumed) = self.resume(policy, snapshot, read) {
+                let reach = snapshot.reach();
+                if let Some(resumed) = self.resume(policy, snapshot, read, reach) {
                     return Ok(resumed);
                 }
             }
@@ -635,17 +686,21 @@ impl<S: EventStore> CommandExecutor<S> {
                 tracing::warn!(key = key.as_str(), %error, "snapshot not loaded; folding from the start");
             }
         }
-        Ok((C::State::default(), self.read(name, streams).await?, None))
+        Ok(Resumed {
+            seen_before,
+            ..Resumed::from_start(self.read(name, streams).await?)
+        })
     }
 
     /// The snapshot's state with the events read after it, unless the state
     /// does not decode or a stream is now below the snapshot's version.
-    fn resume<T>(
+    fn resume<T: Default>(
         &self,
         policy: &SnapshotPolicy<T>,
         snapshot: Arc<Snapshot>,
         read: StreamsRead,
-    ) -> Option<(T, StreamsRead, Option<u64>)> {
+        stored_reach: u64,
+    ) -> Option<Resumed<T>> {
         let current = snapshot
             .versions
             .iter()
@@ -660,7 +715,13 @@ impl<S: EventStore> CommandExecutor<S> {
         }
         let reach = snapshot.reach();
         match policy.decode(&snapshot.state) {
-            Ok(state) => Some((state, read, Some(reach))),
+            Ok(state) => Some(Resumed {
+                state,
+                read,
+                base: Some(reach),
+                seen_before: true,
+                stored_reach,
+            }),
             Err(error) => {
                 tracing::warn!(key = snapshot.key.as_str(), %error, "undecodable snapshot ignored");
                 self.snapshots.forget(&snapshot.key);
@@ -807,7 +868,10 @@ impl<S: EventStore> CommandExecutor<S> {
             return;
         };
         let snapshot = Arc::new(snapshot);
-        if self.snapshots.put_derived(Arc::clone(&snapshot)) >= seed.policy.every_events() {
+        let beyond_stored = snapshot.reach().saturating_sub(seed.stored_reach);
+        self.snapshots
+            .put_derived(Arc::clone(&snapshot), seed.stored_reach);
+        if beyond_stored >= seed.policy.every_events() {
             self.save_snapshot(snapshot).await;
         }
     }

@@ -22,7 +22,10 @@
 //! other event came in between, so that is the state at the versions just
 //! written. It keeps it in memory, so the next command on the same streams
 //! from this executor reads only what others wrote since, and saves it to
-//! the store once it reaches `every` events beyond the stored snapshot.
+//! the store once it reaches `every` events beyond the stored snapshot. It
+//! does this for streams it has seen lately (from the second command on
+//! the same key on) or when it saves a snapshot anyway, so commands on
+//! streams used once pay nothing for it.
 //!
 //! A snapshot is a cache of a pure fold: it must depend on nothing but the
 //! events of the declared streams and the policy's name. Commands whose
@@ -223,40 +226,89 @@ impl<S> SnapshotPolicy<S> {
 /// the store and folds only what others wrote since.
 ///
 /// Entries are only ever a pure fold at known versions, so an entry older
-/// than the stored snapshot costs some folding and nothing else. Bounded:
-/// when full, it starts over empty.
-#[derive(Debug, Default)]
+/// than the stored snapshot costs some folding and nothing else. A key is
+/// first remembered as seen, without a snapshot: the executor keeps state
+/// after appends only for keys seen before, so commands on streams used
+/// once (a large population touched at random) spend nothing on it.
+/// Bounded by quick_cache's S3-FIFO policy: keys used once leave soon,
+/// keys used again stay, however many keys pass through.
 pub(crate) struct SnapshotCache {
-    entries: std::sync::Mutex<Entries>,
+    entries: quick_cache::sync::Cache<
+        SnapshotKey,
+        Cached,
+        quick_cache::UnitWeighter,
+        foldhash::quality::RandomState,
+    >,
 }
 
-/// foldhash: one lookup or two per command, on keys longer than stream ids.
-type Entries = std::collections::HashMap<SnapshotKey, Cached, foldhash::quality::RandomState>;
-
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Cached {
     /// Shared with the executions that use it: a hit copies nothing.
-    snapshot: Arc<Snapshot>,
+    /// `None`: the key was seen, with no snapshot yet.
+    snapshot: Option<Arc<Snapshot>>,
     /// How far the newest snapshot this executor saved or loaded under the
     /// key reaches: the store holds at least that one.
     stored_reach: u64,
 }
 
-/// Snapshots one executor keeps in memory at most.
+/// What the cache knows of a key.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// Not seen lately; it is now.
+    New,
+    /// Seen before.
+    Seen {
+        /// The snapshot kept for the key, if any.
+        snapshot: Option<Arc<Snapshot>>,
+        /// How far the newest snapshot this executor saved or loaded under
+        /// the key reaches.
+        stored_reach: u64,
+    },
+}
+
+/// Keys (snapshots, or only a note that the key was seen) one executor
+/// keeps in memory, about.
 const SNAPSHOT_CACHE_CAPACITY: usize = 10_000;
 
-impl SnapshotCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // Inserts and removals only: consistent after any panic.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::with(
+                SNAPSHOT_CACHE_CAPACITY,
+                SNAPSHOT_CACHE_CAPACITY as u64,
+                quick_cache::UnitWeighter,
+                foldhash::quality::RandomState::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+        }
     }
+}
 
-    pub(crate) fn get(&self, key: &SnapshotKey) -> Option<Arc<Snapshot>> {
-        self.entries()
-            .get(key)
-            .map(|cached| Arc::clone(&cached.snapshot))
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCache")
+            .field("keys", &self.entries.len())
+            .finish()
+    }
+}
+
+impl SnapshotCache {
+    /// What is kept under `key`; a key not seen lately is noted as seen.
+    pub(crate) fn look_up(&self, key: &SnapshotKey) -> Lookup {
+        match self.entries.get(key) {
+            Some(cached) => Lookup::Seen {
+                snapshot: cached.snapshot,
+                stored_reach: cached.stored_reach,
+            },
+            None => {
+                let seen = Cached {
+                    snapshot: None,
+                    stored_reach: 0,
+                };
+                self.entries.insert(key.clone(), seen);
+                Lookup::New
+            }
+        }
     }
 
     /// Keeps a snapshot that was saved to or loaded from the store.
@@ -265,35 +317,28 @@ impl SnapshotCache {
         self.insert(snapshot, reach);
     }
 
-    /// Keeps a snapshot the store does not have; returns how many events
-    /// further it reaches than the newest one the store has.
-    pub(crate) fn put_derived(&self, snapshot: Arc<Snapshot>) -> u64 {
-        let stored_reach = self
-            .entries()
-            .get(&snapshot.key)
-            .filter(|cached| cached.snapshot.state_version == snapshot.state_version)
-            .map_or(0, |cached| cached.stored_reach);
-        let beyond = snapshot.reach().saturating_sub(stored_reach);
+    /// Keeps a snapshot the store does not have, derived from one that
+    /// reached `stored_reach` in the store (as far as the executor knew).
+    pub(crate) fn put_derived(&self, snapshot: Arc<Snapshot>, stored_reach: u64) {
         self.insert(snapshot, stored_reach);
-        beyond
     }
 
     fn insert(&self, snapshot: Arc<Snapshot>, stored_reach: u64) {
-        let mut entries = self.entries();
-        if entries.len() >= SNAPSHOT_CACHE_CAPACITY && !entries.contains_key(&snapshot.key) {
-            entries.clear();
-        }
-        entries.insert(
-            snapshot.key.clone(),
-            Cached {
-                snapshot,
-                stored_reach,
-            },
-        );
+        let key = snapshot.key.clone();
+        let cached = Cached {
+            snapshot: Some(snapshot),
+            stored_reach,
+        };
+        self.entries.insert(key, cached);
     }
 
+    /// Drops the snapshot kept under `key`; the key stays seen.
     pub(crate) fn forget(&self, key: &SnapshotKey) {
-        self.entries().remove(key);
+        let seen = Cached {
+            snapshot: None,
+            stored_reach: 0,
+        };
+        self.entries.insert(key.clone(), seen);
     }
 }
 

@@ -948,27 +948,29 @@ impl CommandLogic for Tally {
 
 #[tokio::test]
 async fn the_state_kept_after_appends_can_be_turned_off() {
-    for (keep, expected_folds) in [(true, 5), (false, 1 + 2 + 3 + 4)] {
+    // Events folded by each of five executions on one stream.
+    for (keep, expected_folds) in [(true, [0, 2, 1, 1, 1]), (false, [0, 1, 2, 3, 4])] {
         let executor = CommandExecutor::new(InMemoryEventStore::new());
         let tally = Tally {
             counter: id("tally"),
             keep_after_appends: keep,
             folded: Arc::default(),
         };
+        let mut folds = Vec::new();
         for n in 0..5 {
+            let before = tally.folded.load(Ordering::SeqCst);
             let result = executor
                 .execute(&tally, ExecutionOptions::default())
                 .await
                 .unwrap();
             assert_eq!(result.versions[&tally.counter], StreamVersion::new(n + 1));
+            folds.push(tally.folded.load(Ordering::SeqCst) - before);
         }
-        // Kept: each execution folds only its own new event, once written.
+        // Kept: the first execution on streams not seen before keeps
+        // nothing; the second reads the first's event and keeps the state
+        // with its own; from then on each folds only its own new event.
         // Not kept: each reads and folds every earlier event.
-        assert_eq!(
-            tally.folded.load(Ordering::SeqCst),
-            expected_folds,
-            "keep_after_appends = {keep}"
-        );
+        assert_eq!(folds, expected_folds, "keep_after_appends = {keep}");
         let (events, _) = read_all_added(executor.store(), &tally.counter).await;
         assert_eq!(
             events,
@@ -976,6 +978,46 @@ async fn the_state_kept_after_appends_can_be_turned_off() {
             "every decision saw all events before it"
         );
     }
+}
+
+#[tokio::test]
+async fn the_state_kept_for_busy_streams_outlives_many_streams_used_once() {
+    let executor = CommandExecutor::new(InMemoryEventStore::new());
+    let tally = |name: &str| Tally {
+        counter: id(name),
+        keep_after_appends: true,
+        folded: Arc::default(),
+    };
+    let busy = tally("busy");
+    for _ in 0..3 {
+        executor
+            .execute(&busy, ExecutionOptions::default())
+            .await
+            .unwrap();
+    }
+    // Three times as many streams as the executor keeps keys for, once each.
+    for n in 0..30_000 {
+        let once = tally(&format!("once-{n}"));
+        executor
+            .execute(&once, ExecutionOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            once.folded.load(Ordering::SeqCst),
+            0,
+            "nothing kept for {n}"
+        );
+    }
+    let before = busy.folded.load(Ordering::SeqCst);
+    executor
+        .execute(&busy, ExecutionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        busy.folded.load(Ordering::SeqCst) - before,
+        1,
+        "only its own new event: the state kept for the busy stream is still there"
+    );
 }
 
 async fn read_all_added(
