@@ -1,6 +1,7 @@
 //! Running commands: read, fold, decide, append atomically, retry on conflict.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
@@ -398,13 +399,20 @@ impl<S: EventStore> CommandExecutor<S> {
             streams = field::Empty,
             attempt = field::Empty,
         );
-        self.run(command, options).instrument(span).await
+        if span.is_disabled() {
+            // No subscriber wants it: spare entering and leaving it at every poll.
+            return self.run(command, options, &span).await;
+        }
+        self.run(command, options, &span.clone())
+            .instrument(span)
+            .await
     }
 
     async fn run<C: CommandLogic>(
         &self,
         command: &C,
         options: ExecutionOptions,
+        span: &tracing::Span,
     ) -> Result<ExecutionResult, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         let started = Instant::now();
@@ -440,9 +448,10 @@ impl<S: EventStore> CommandExecutor<S> {
 
         loop {
             attempts += 1;
-            tracing::Span::current().record("attempt", attempts);
+            span.record("attempt", attempts);
             let key = options.idempotency_key.as_ref();
-            let prepared = self.prepare(command, &declared, options.max_discovery_rounds, key);
+            let prepared =
+                self.prepare(command, &declared, options.max_discovery_rounds, key, span);
             let prepared = match deadline {
                 None => prepared.await,
                 Some(deadline) => tokio::time::timeout_at(deadline, prepared)
@@ -512,6 +521,7 @@ impl<S: EventStore> CommandExecutor<S> {
         declared: &[StreamId],
         max_rounds: u32,
         key: Option<&IdempotencyKey>,
+        span: &tracing::Span,
     ) -> Result<Prepared<C>, ExecutionError<C::Error>> {
         if let Some(key) = key {
             let recorded = self.store.idempotent_result(key).await.map_err(|source| {
@@ -525,7 +535,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Ok(Prepared::Recorded(recorded));
             }
         }
-        self.decide(command, declared, max_rounds)
+        self.decide(command, declared, max_rounds, span)
             .await
             .map(Prepared::Decided)
     }
@@ -536,9 +546,11 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &C,
         declared: &[StreamId],
         max_rounds: u32,
+        span: &tracing::Span,
     ) -> Result<Decision<C>, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
-        let mut streams = declared.to_vec();
+        // Copied only if `handle` asks for more streams.
+        let mut streams = Cow::Borrowed(declared);
         if streams.is_empty() {
             return Err(ExecutionError::NoStreams { command: name });
         }
@@ -546,7 +558,7 @@ impl<S: EventStore> CommandExecutor<S> {
         let mut round = 0;
         loop {
             self.limits.check_streams(streams.len())?;
-            tracing::Span::current().record("streams", streams.len());
+            span.record("streams", streams.len());
             // Discovery rounds fold declared and discovered streams from the
             // start: snapshots cover the declared streams only.
             let Resumed {
@@ -582,7 +594,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 {
                     policy.encode(&state).ok().map(|state| Seed {
                         policy: policy.clone(),
-                        streams: streams.clone(),
+                        streams: streams.to_vec(),
                         state,
                         stored_reach,
                     })
@@ -610,7 +622,7 @@ impl<S: EventStore> CommandExecutor<S> {
             }
             round += 1;
             tracing::debug!(round, requested = %list_streams(&requested), "reading discovered streams");
-            streams.extend(requested);
+            streams.to_mut().extend(requested);
         }
     }
 

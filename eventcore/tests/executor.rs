@@ -1038,3 +1038,62 @@ async fn read_all_added(
         .collect();
     (added, read.version(stream))
 }
+
+/// A subscriber that keeps every span field recorded, as `name=value`.
+#[derive(Default, Clone)]
+struct SpanFields(Arc<Mutex<Vec<String>>>);
+
+impl tracing::field::Visit for SpanFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let recorded = format!("{}={value:?}", field.name());
+        self.0.lock().unwrap().push(recorded);
+    }
+}
+
+impl tracing::Subscriber for SpanFields {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        span.record(&mut self.clone());
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut self.clone());
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn the_execution_span_names_the_command_its_streams_and_attempts() {
+    let fields = SpanFields::default();
+    let _subscriber = tracing::subscriber::set_default(fields.clone());
+    let executor = CommandExecutor::new(InMemoryEventStore::new());
+    let add = Add {
+        target: id("span-target"),
+        watched: id("span-watched"),
+        amount: 1,
+    };
+    executor
+        .execute(&add, ExecutionOptions::default())
+        .await
+        .unwrap();
+    let recorded = fields.0.lock().unwrap().clone();
+    assert!(
+        recorded
+            .iter()
+            .any(|f| f.starts_with("command=") && f.ends_with("Add\"")),
+        "{recorded:?}"
+    );
+    assert!(recorded.contains(&"streams=2".to_owned()), "{recorded:?}");
+    assert!(recorded.contains(&"attempt=1".to_owned()), "{recorded:?}");
+}
