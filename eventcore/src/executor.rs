@@ -769,36 +769,38 @@ impl<S: EventStore> CommandExecutor<S> {
             });
         }
         // One entry per stream read, in stream order, expecting the version read.
-        let mut appends: Vec<(StreamVersion, StreamAppend)> = decision
+        let mut appends: Vec<StreamAppend> = decision
             .versions
             .into_iter()
             .map(|(stream_id, read)| {
-                let append = StreamAppend::new(stream_id, ExpectedVersion::Exact(read), Vec::new());
-                (read, append)
+                StreamAppend::new(stream_id, ExpectedVersion::Exact(read), Vec::new())
             })
             .collect();
         let mut own = Vec::new();
         for (stream_id, event) in decision.writes.into_events() {
-            let Ok(index) = appends.binary_search_by(|(_, a)| a.stream_id.cmp(&stream_id)) else {
+            let Ok(index) = appends.binary_search_by(|a| a.stream_id.cmp(&stream_id)) else {
                 return Err(ExecutionError::UndeclaredStream {
                     command: name,
                     stream_id,
                 });
             };
             let event = NewEvent::from_event(&event, metadata.clone())?;
-            let (read, target) = &mut appends[index];
+            let target = &mut appends[index];
             if decision.seed.is_some() {
+                let read = match target.expected {
+                    ExpectedVersion::Exact(read) => read.value(),
+                    ExpectedVersion::Any | ExpectedVersion::NoStream => 0,
+                };
                 own.push(Own {
                     stream_id,
-                    version: StreamVersion::new(read.value() + target.events.len() as u64 + 1),
+                    version: StreamVersion::new(read + target.events.len() as u64 + 1),
                     event_type: event.event_type().clone(),
                     payload: event.payload().clone(),
                 });
             }
             target.events.push(event);
         }
-        let streams = appends.into_iter().map(|(_, append)| append);
-        let request = AppendRequest::new(streams.collect::<Vec<_>>()).map_err(|_| {
+        let request = AppendRequest::new(appends).map_err(|_| {
             // The versions map is non-empty and keyed by stream, so this cannot happen.
             ExecutionError::NoStreams { command: name }
         })?;
