@@ -566,7 +566,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 read,
                 base,
                 seen_before,
-                stored_reach,
+                mut stored_reach,
             } = match (&policy, round) {
                 (Some(policy), 0) => self.read_from_snapshot::<C>(policy, &streams).await?,
                 _ => Resumed::from_start(self.read(name, &streams).await?),
@@ -582,6 +582,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 // Encoded before awaiting: the state need not be `Sync`.
                 if let Some(snapshot) = snapshot_of(policy, &streams, &state, &read.versions, base)
                 {
+                    stored_reach = snapshot.reach();
                     self.save_snapshot(Arc::new(snapshot)).await;
                 }
             }

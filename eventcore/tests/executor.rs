@@ -201,6 +201,7 @@ struct Wrapped {
     conflicts_to_inject: Arc<AtomicU32>,
     appends: Arc<AtomicU32>,
     reads: Arc<AtomicU32>,
+    snapshot_saves: Arc<AtomicU32>,
     move_before_first_append: Arc<Mutex<Option<(StreamId, Ev)>>>,
     read_delay: Option<Duration>,
     /// Appends that are written but answered with an unknown outcome, as
@@ -296,6 +297,7 @@ impl EventStore for Wrapped {
     }
 
     async fn save_snapshot(&self, snapshot: &eventcore::Snapshot) -> Result<(), StoreError> {
+        self.snapshot_saves.fetch_add(1, Ordering::SeqCst);
         self.inner.save_snapshot(snapshot).await
     }
 }
@@ -1096,4 +1098,36 @@ async fn the_execution_span_names_the_command_its_streams_and_attempts() {
     );
     assert!(recorded.contains(&"streams=2".to_owned()), "{recorded:?}");
     assert!(recorded.contains(&"attempt=1".to_owned()), "{recorded:?}");
+}
+
+#[tokio::test]
+async fn a_command_that_saves_a_snapshot_saves_it_once() {
+    let store = Wrapped::default();
+    let counter = id("long-tally");
+    let events = (0..1_000)
+        .map(|n| NewEvent::from_event(&Ev::Added(n), EventMetadata::default()).unwrap())
+        .collect();
+    store
+        .inner
+        .append(AppendRequest::single(
+            counter.clone(),
+            ExpectedVersion::NoStream,
+            events,
+        ))
+        .await
+        .unwrap();
+    let executor = CommandExecutor::new(store.clone());
+    let tally = Tally {
+        counter,
+        keep_after_appends: true,
+        folded: Arc::default(),
+    };
+    executor
+        .execute(&tally, ExecutionOptions::default())
+        .await
+        .unwrap();
+    // Folding 1,000 events (the policy's `every`) saves a snapshot; the
+    // state kept after the append is one event beyond it, not worth another.
+    assert_eq!(store.snapshot_saves.load(Ordering::SeqCst), 1);
+    assert_eq!(tally.folded.load(Ordering::SeqCst), 1_001);
 }
