@@ -251,6 +251,14 @@ struct Cached {
     stored_reach: u64,
 }
 
+impl Cached {
+    /// A key seen, with no snapshot kept.
+    const SEEN: Self = Self {
+        snapshot: None,
+        stored_reach: 0,
+    };
+}
+
 /// What the cache knows of a key.
 #[derive(Debug)]
 pub(crate) enum Lookup {
@@ -301,11 +309,7 @@ impl SnapshotCache {
                 stored_reach: cached.stored_reach,
             },
             None => {
-                let seen = Cached {
-                    snapshot: None,
-                    stored_reach: 0,
-                };
-                self.entries.insert(key.clone(), seen);
+                self.entries.insert(key.clone(), Cached::SEEN);
                 Lookup::New
             }
         }
@@ -314,16 +318,12 @@ impl SnapshotCache {
     /// Keeps a snapshot that was saved to or loaded from the store.
     pub(crate) fn put_stored(&self, snapshot: Arc<Snapshot>) {
         let reach = snapshot.reach();
-        self.insert(snapshot, reach);
+        self.put_derived(snapshot, reach);
     }
 
-    /// Keeps a snapshot the store does not have, derived from one that
+    /// Keeps a snapshot the store may not have, derived from one that
     /// reached `stored_reach` in the store (as far as the executor knew).
     pub(crate) fn put_derived(&self, snapshot: Arc<Snapshot>, stored_reach: u64) {
-        self.insert(snapshot, stored_reach);
-    }
-
-    fn insert(&self, snapshot: Arc<Snapshot>, stored_reach: u64) {
         let key = snapshot.key.clone();
         let cached = Cached {
             snapshot: Some(snapshot),
@@ -334,11 +334,7 @@ impl SnapshotCache {
 
     /// Drops the snapshot kept under `key`; the key stays seen.
     pub(crate) fn forget(&self, key: &SnapshotKey) {
-        let seen = Cached {
-            snapshot: None,
-            stored_reach: 0,
-        };
-        self.entries.insert(key.clone(), seen);
+        self.entries.insert(key.clone(), Cached::SEEN);
     }
 }
 
