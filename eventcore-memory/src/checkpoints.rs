@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use eventcore::{Checkpoint, CheckpointStore, StoreError};
+use eventcore::{Checkpoint, CheckpointStore, FencingToken, StoreError};
 
 /// A [`CheckpointStore`] in memory; clones share the checkpoints.
 ///
@@ -35,11 +35,51 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.with(|saved| saved.insert(checkpoint.name.clone(), checkpoint.clone()));
-        Ok(())
+        self.with(|saved| {
+            let stored = saved.get(&checkpoint.name).and_then(|c| c.fence);
+            if !checkpoint.may_replace(stored) {
+                return Err(fenced(checkpoint, stored));
+            }
+            let mut replacement = checkpoint.clone();
+            // An unfenced save keeps the fence a leader claimed.
+            replacement.fence = checkpoint.fence.or(stored);
+            saved.insert(checkpoint.name.clone(), replacement);
+            Ok(())
+        })
+    }
+
+    async fn claim(
+        &self,
+        name: &str,
+        fence: Option<FencingToken>,
+    ) -> Result<Checkpoint, StoreError> {
+        self.with(|saved| {
+            let mut checkpoint = saved
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| Checkpoint::initial(name));
+            let Some(fence) = fence else {
+                return Ok(checkpoint);
+            };
+            let stored = checkpoint.fence;
+            checkpoint.fence = Some(fence);
+            if !checkpoint.may_replace(stored) {
+                return Err(fenced(&checkpoint, stored));
+            }
+            saved.insert(name.to_owned(), checkpoint.clone());
+            Ok(checkpoint)
+        })
     }
 
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
         Ok(self.with(|saved| saved.values().cloned().collect()))
+    }
+}
+
+fn fenced(checkpoint: &Checkpoint, stored: Option<FencingToken>) -> StoreError {
+    StoreError::Fenced {
+        name: checkpoint.name.clone(),
+        stored: stored.unwrap_or(FencingToken::new(0)),
+        offered: checkpoint.fence.unwrap_or(FencingToken::new(0)),
     }
 }

@@ -1,15 +1,16 @@
 //! Projection leadership among runners in one process.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, PoisonError},
 };
 
-use eventcore::{Leadership, StoreError};
+use eventcore::{FencingToken, Leadership, StoreError};
 use tokio::sync::Notify;
 
 /// A [`Leadership`] for runners in one process: one lease per projection
-/// name; clones share the leases.
+/// name; clones share the leases. Each lease's fencing token is one more
+/// than the previous lease's of the same name.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryLeadership {
     shared: Arc<Shared>,
@@ -17,14 +18,21 @@ pub struct InMemoryLeadership {
 
 #[derive(Debug, Default)]
 struct Shared {
-    held: Mutex<BTreeSet<String>>,
+    held: Mutex<Held>,
     released: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    names: BTreeSet<String>,
+    generations: BTreeMap<String, u64>,
 }
 
 /// Leadership of one projection name; dropping it hands leadership on.
 #[derive(Debug)]
 pub struct InMemoryLease {
     name: String,
+    fence: FencingToken,
     shared: Arc<Shared>,
 }
 
@@ -34,6 +42,7 @@ impl Drop for InMemoryLease {
             .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .names
             .remove(&self.name);
         self.shared.released.notify_waiters();
     }
@@ -46,14 +55,19 @@ impl InMemoryLeadership {
     }
 
     fn take(&self, name: &str) -> Option<InMemoryLease> {
-        let acquired = self
+        let mut held = self
             .shared
             .held
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_owned());
-        acquired.then(|| InMemoryLease {
+            .unwrap_or_else(PoisonError::into_inner);
+        if !held.names.insert(name.to_owned()) {
+            return None;
+        }
+        let generation = held.generations.entry(name.to_owned()).or_default();
+        *generation += 1;
+        Some(InMemoryLease {
             name: name.to_owned(),
+            fence: FencingToken::new(*generation),
             shared: self.shared.clone(),
         })
     }
@@ -80,5 +94,9 @@ impl Leadership for InMemoryLeadership {
     async fn holds(&self, _lease: &mut InMemoryLease) -> bool {
         // In one process a lease ends only when it is dropped.
         true
+    }
+
+    fn fence(&self, lease: &InMemoryLease) -> Option<FencingToken> {
+        Some(lease.fence)
     }
 }

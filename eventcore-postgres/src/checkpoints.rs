@@ -1,8 +1,11 @@
 //! Projection checkpoints in PostgreSQL, and the operator's report on them.
 
 use chrono::{DateTime, Utc};
-use eventcore::{Checkpoint, CheckpointStore, GlobalPosition, ProjectionState, StoreError};
+use eventcore::{
+    Checkpoint, CheckpointStore, EventId, FencingToken, GlobalPosition, ProjectionState, StoreError,
+};
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
 
 use crate::{SchemaName, error};
 
@@ -18,6 +21,7 @@ pub struct PostgresCheckpointStore {
 struct Queries {
     load: String,
     save: String,
+    claim: String,
     list: String,
     report: String,
 }
@@ -36,21 +40,42 @@ impl PostgresCheckpointStore {
     pub(crate) fn new(pool: PgPool, schema: &SchemaName) -> Self {
         let s = schema.quoted();
         let columns = "projection, transaction_id::text AS transaction_text, sequence, \
-                       events_processed, status, last_error, updated_at";
+                       events_processed, status, last_error, updated_at, fence, last_event_id, \
+                       last_processed_at";
         Self {
             pool,
             queries: std::sync::Arc::new(Queries {
                 load: format!(
                     "SELECT {columns} FROM {s}.eventcore_checkpoints WHERE projection = $1"
                 ),
+                // Fenced in the statement that writes: a save offering an
+                // older fence than the stored one changes nothing and returns
+                // no row. An unfenced save keeps the stored fence.
                 save: format!(
-                    "INSERT INTO {s}.eventcore_checkpoints \
-                     (projection, transaction_id, sequence, events_processed, status, last_error, updated_at) \
-                     VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7) \
+                    "INSERT INTO {s}.eventcore_checkpoints AS c \
+                     (projection, transaction_id, sequence, events_processed, status, last_error, \
+                      updated_at, fence, last_event_id, last_processed_at) \
+                     VALUES ($1, $2::text::xid8, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (projection) DO UPDATE SET \
                      transaction_id = excluded.transaction_id, sequence = excluded.sequence, \
                      events_processed = excluded.events_processed, status = excluded.status, \
-                     last_error = excluded.last_error, updated_at = excluded.updated_at"
+                     last_error = excluded.last_error, updated_at = excluded.updated_at, \
+                     fence = coalesce(excluded.fence, c.fence), \
+                     last_event_id = excluded.last_event_id, \
+                     last_processed_at = excluded.last_processed_at \
+                     WHERE c.fence IS NULL OR excluded.fence IS NULL OR c.fence <= excluded.fence \
+                     RETURNING 1"
+                ),
+                // A new leader's takeover: raises the fence (creating an
+                // initial checkpoint when none is saved) and returns the
+                // checkpoint, unless a newer fence is stored (no row).
+                claim: format!(
+                    "INSERT INTO {s}.eventcore_checkpoints AS c \
+                     (projection, transaction_id, sequence, events_processed, status, updated_at, fence) \
+                     VALUES ($1, '0'::xid8, 0, 0, 'running', clock_timestamp(), $2) \
+                     ON CONFLICT (projection) DO UPDATE SET fence = excluded.fence \
+                     WHERE c.fence IS NULL OR c.fence <= excluded.fence \
+                     RETURNING {columns}"
                 ),
                 list: format!(
                     "SELECT {columns} FROM {s}.eventcore_checkpoints ORDER BY projection"
@@ -58,7 +83,8 @@ impl PostgresCheckpointStore {
                 // The monitoring query: per projection, how many deliverable events lie beyond it.
                 report: format!(
                     "SELECT c.projection, c.transaction_id::text AS transaction_text, c.sequence, \
-                            c.events_processed, c.status, c.last_error, c.updated_at, \
+                            c.events_processed, c.status, c.last_error, c.updated_at, c.fence, \
+                            c.last_event_id, c.last_processed_at, \
                             (SELECT count(*) FROM {s}.eventcore_events e \
                               WHERE (e.transaction_id, e.sequence) > (c.transaction_id, c.sequence) \
                                 AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())) AS lag \
@@ -83,7 +109,7 @@ impl PostgresCheckpointStore {
             .map(|row| {
                 let lag: i64 = row.try_get("lag").map_err(error::to_store_error)?;
                 Ok(ProjectionReport {
-                    checkpoint: checkpoint(row)?,
+                    checkpoint: checkpoint_from(row)?,
                     lag: u64::try_from(lag).unwrap_or(0),
                 })
             })
@@ -91,7 +117,7 @@ impl PostgresCheckpointStore {
     }
 }
 
-fn checkpoint(row: &PgRow) -> Result<Checkpoint, StoreError> {
+fn checkpoint_from(row: &PgRow) -> Result<Checkpoint, StoreError> {
     let get = error::to_store_error;
     let name: String = row.try_get("projection").map_err(get)?;
     let transaction: String = row.try_get("transaction_text").map_err(get)?;
@@ -100,6 +126,9 @@ fn checkpoint(row: &PgRow) -> Result<Checkpoint, StoreError> {
     let status: String = row.try_get("status").map_err(get)?;
     let last_error: Option<String> = row.try_get("last_error").map_err(get)?;
     let updated_at: DateTime<Utc> = row.try_get("updated_at").map_err(get)?;
+    let fence: Option<i64> = row.try_get("fence").map_err(get)?;
+    let last_event_id: Option<Uuid> = row.try_get("last_event_id").map_err(get)?;
+    let last_processed_at: Option<DateTime<Utc>> = row.try_get("last_processed_at").map_err(get)?;
     let corrupt = |what: String| StoreError::Backend {
         reason: format!("checkpoint of projection {name:?} is not valid: {what}"),
         source: None,
@@ -114,6 +143,9 @@ fn checkpoint(row: &PgRow) -> Result<Checkpoint, StoreError> {
         events_processed: u64::try_from(processed).unwrap_or(0),
         state,
         last_error,
+        last_event_id: last_event_id.map(EventId::from_uuid),
+        last_processed_at,
+        fence: fence.map(|f| FencingToken::new(u64::try_from(f).unwrap_or(0))),
         updated_at,
         name,
     })
@@ -132,11 +164,15 @@ impl PostgresCheckpointStore {
         connection: &mut PgConnection,
         checkpoint: &Checkpoint,
     ) -> Result<(), StoreError> {
-        self.save_query(checkpoint)
-            .execute(connection)
+        let saved = self
+            .save_query(checkpoint)
+            .fetch_optional(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
-        Ok(())
+        match saved {
+            Some(_) => Ok(()),
+            None => Err(self.fenced(connection, checkpoint).await),
+        }
     }
 
     fn save_query<'q>(
@@ -151,7 +187,32 @@ impl PostgresCheckpointStore {
             .bind(checkpoint.state.as_str())
             .bind(checkpoint.last_error.as_deref())
             .bind(checkpoint.updated_at)
+            .bind(checkpoint.fence.map(fence_value))
+            .bind(checkpoint.last_event_id.map(|id| *id.as_uuid()))
+            .bind(checkpoint.last_processed_at)
     }
+
+    /// The refusal of a fenced save, naming the fence that refused it.
+    async fn fenced(&self, connection: &mut PgConnection, checkpoint: &Checkpoint) -> StoreError {
+        let stored = match sqlx::query(&self.queries.load)
+            .bind(&checkpoint.name)
+            .fetch_optional(connection)
+            .await
+        {
+            Ok(Some(row)) => checkpoint_from(&row).ok().and_then(|c| c.fence),
+            _ => None,
+        };
+        StoreError::Fenced {
+            name: checkpoint.name.clone(),
+            stored: stored.unwrap_or(FencingToken::new(0)),
+            offered: checkpoint.fence.unwrap_or(FencingToken::new(0)),
+        }
+    }
+}
+
+/// A fence as stored: generations stay far below `i64::MAX`.
+fn fence_value(fence: FencingToken) -> i64 {
+    i64::try_from(fence.value()).unwrap_or(i64::MAX)
 }
 
 impl CheckpointStore for PostgresCheckpointStore {
@@ -161,15 +222,40 @@ impl CheckpointStore for PostgresCheckpointStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(error::to_store_error)?;
-        row.as_ref().map(checkpoint).transpose()
+        row.as_ref().map(checkpoint_from).transpose()
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.save_query(checkpoint)
-            .execute(&self.pool)
+        let mut connection = self.pool.acquire().await.map_err(error::to_store_error)?;
+        self.save_in(&mut connection, checkpoint).await
+    }
+
+    async fn claim(
+        &self,
+        name: &str,
+        fence: Option<FencingToken>,
+    ) -> Result<Checkpoint, StoreError> {
+        let Some(fence) = fence else {
+            return Ok(self
+                .load(name)
+                .await?
+                .unwrap_or_else(|| Checkpoint::initial(name)));
+        };
+        let row = sqlx::query(&self.queries.claim)
+            .bind(name)
+            .bind(fence_value(fence))
+            .fetch_optional(&self.pool)
             .await
             .map_err(error::to_store_error)?;
-        Ok(())
+        match row {
+            Some(row) => checkpoint_from(&row),
+            None => {
+                let mut offered = Checkpoint::initial(name);
+                offered.fence = Some(fence);
+                let mut connection = self.pool.acquire().await.map_err(error::to_store_error)?;
+                Err(self.fenced(&mut connection, &offered).await)
+            }
+        }
     }
 
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
@@ -177,6 +263,6 @@ impl CheckpointStore for PostgresCheckpointStore {
             .fetch_all(&self.pool)
             .await
             .map_err(error::to_store_error)?;
-        rows.iter().map(checkpoint).collect()
+        rows.iter().map(checkpoint_from).collect()
     }
 }

@@ -1,8 +1,9 @@
-//! Projection leadership across processes: a session advisory lock.
+//! Projection leadership across processes: a session advisory lock, fenced
+//! by a generation raised by every new holder.
 
 use std::time::Duration;
 
-use eventcore::{Leadership, StoreError};
+use eventcore::{FencingToken, Leadership, StoreError};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::{SchemaName, error};
@@ -16,22 +17,58 @@ const TRY_LOCK: &str =
 /// its holder stops, crashes or loses the connection. Runners in standby
 /// try the lock every `poll` interval, which bounds how long a takeover
 /// waits.
+///
+/// Each new holder raises the projection's generation in
+/// `eventcore_projection_leases` on the lock's connection; that generation
+/// is the lease's [`FencingToken`]. [`holds`](Leadership::holds) reads it
+/// back on the same connection: a dead connection or a newer generation
+/// means the lease is gone.
+///
+/// Connections: every runner using this leadership, leader or standby,
+/// holds one connection of its own (taken out of the store's read pool,
+/// which opens a replacement), so `n` runners add `n` connections to the
+/// store's budget.
 #[derive(Debug, Clone)]
 pub struct PostgresLeadership {
     pool: PgPool,
     schema: SchemaName,
     poll: Duration,
+    queries: std::sync::Arc<Queries>,
+}
+
+#[derive(Debug)]
+struct Queries {
+    raise_generation: String,
+    generation: String,
 }
 
 /// Leadership of one projection: the connection holding its advisory lock.
 #[derive(Debug)]
 pub struct PostgresLease {
     connection: PgConnection,
+    name: String,
+    generation: i64,
 }
 
 impl PostgresLeadership {
     pub(crate) fn new(pool: PgPool, schema: SchemaName, poll: Duration) -> Self {
-        Self { pool, schema, poll }
+        let s = schema.quoted();
+        let queries = Queries {
+            raise_generation: format!(
+                "INSERT INTO {s}.eventcore_projection_leases AS l (projection, generation) \
+                 VALUES ($1, 1) ON CONFLICT (projection) DO UPDATE \
+                 SET generation = l.generation + 1, acquired_at = now() RETURNING generation"
+            ),
+            generation: format!(
+                "SELECT generation FROM {s}.eventcore_projection_leases WHERE projection = $1"
+            ),
+        };
+        Self {
+            pool,
+            schema,
+            poll,
+            queries: std::sync::Arc::new(queries),
+        }
     }
 
     /// A connection of its own, out of the pool: the lock lives and dies with it.
@@ -44,17 +81,27 @@ impl PostgresLeadership {
             .detach())
     }
 
+    /// Takes the lock if it is free, and with it the next generation.
     async fn try_lock(
         &self,
         connection: &mut PgConnection,
         name: &str,
-    ) -> Result<bool, StoreError> {
-        sqlx::query_scalar(TRY_LOCK)
+    ) -> Result<Option<i64>, StoreError> {
+        let locked: bool = sqlx::query_scalar(TRY_LOCK)
             .bind(self.schema.as_str())
             .bind(name)
-            .fetch_one(connection)
+            .fetch_one(&mut *connection)
             .await
-            .map_err(error::to_store_error)
+            .map_err(error::to_store_error)?;
+        if !locked {
+            return Ok(None);
+        }
+        let generation: i64 = sqlx::query_scalar(&self.queries.raise_generation)
+            .bind(name)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(Some(generation))
     }
 }
 
@@ -64,8 +111,12 @@ impl Leadership for PostgresLeadership {
     async fn acquire(&self, name: &str) -> Result<PostgresLease, StoreError> {
         let mut connection = self.lock_connection().await?;
         loop {
-            if self.try_lock(&mut connection, name).await? {
-                return Ok(PostgresLease { connection });
+            if let Some(generation) = self.try_lock(&mut connection, name).await? {
+                return Ok(PostgresLease {
+                    connection,
+                    name: name.to_owned(),
+                    generation,
+                });
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -73,16 +124,33 @@ impl Leadership for PostgresLeadership {
 
     async fn try_acquire(&self, name: &str) -> Result<Option<PostgresLease>, StoreError> {
         let mut connection = self.lock_connection().await?;
-        if self.try_lock(&mut connection, name).await? {
-            Ok(Some(PostgresLease { connection }))
-        } else {
-            let _ = connection.close().await;
-            Ok(None)
+        match self.try_lock(&mut connection, name).await? {
+            Some(generation) => Ok(Some(PostgresLease {
+                connection,
+                name: name.to_owned(),
+                generation,
+            })),
+            None => {
+                let _ = connection.close().await;
+                Ok(None)
+            }
         }
     }
 
     async fn holds(&self, lease: &mut PostgresLease) -> bool {
-        // A session lock lasts as long as its session: a live connection still holds it.
-        lease.connection.ping().await.is_ok()
+        // A session lock lasts as long as its session: an answer on the
+        // lock's own connection proves it is held, and the generation proves
+        // no one took over meanwhile.
+        let current: Result<Option<i64>, _> = sqlx::query_scalar(&self.queries.generation)
+            .bind(&lease.name)
+            .fetch_optional(&mut lease.connection)
+            .await;
+        matches!(current, Ok(Some(generation)) if generation == lease.generation)
+    }
+
+    fn fence(&self, lease: &PostgresLease) -> Option<FencingToken> {
+        Some(FencingToken::new(
+            u64::try_from(lease.generation).unwrap_or(0),
+        ))
     }
 }

@@ -39,6 +39,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         sql: include_str!("migrations/0007_lean_append.sql"),
     },
+    Migration {
+        version: 8,
+        sql: include_str!("migrations/0008_projection_leases.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

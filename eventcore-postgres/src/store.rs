@@ -19,7 +19,7 @@ use crate::{
     ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, PostgresLeadership,
     SchemaName,
     error::{self, Failure},
-    notify::PgNotifier,
+    notify::{ListenerHub, PgNotifier},
     schema,
 };
 
@@ -50,6 +50,8 @@ pub struct PostgresEventStore {
 struct Shared {
     schema: SchemaName,
     channel: String,
+    /// The one LISTEN connection all subscriptions of this store share.
+    listener: Arc<ListenerHub>,
     poll_interval: Duration,
     in_flight_wait: Duration,
     queries: Queries,
@@ -287,11 +289,17 @@ impl PostgresEventStore {
     }
 
     fn build(pool: PgPool, writer: PgPool, settings: Settings) -> Self {
+        let channel = format!("eventcore_{}", settings.schema.as_str());
+        let listener = Arc::new(ListenerHub::new(
+            pool.connect_options().as_ref().clone(),
+            channel.clone(),
+        ));
         Self {
             pool,
             writer,
             shared: Arc::new(Shared {
-                channel: format!("eventcore_{}", settings.schema.as_str()),
+                channel,
+                listener,
                 queries: Queries::new(&settings.schema),
                 schema: settings.schema,
                 poll_interval: settings.poll_interval,
@@ -720,30 +728,51 @@ fn snapshot_versions(
         .collect()
 }
 
+/// A stored event, or [`StoreError::Undecodable`] naming its position when
+/// the row holds something EventCore cannot read.
 fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let get = |e: sqlx::Error| error::to_store_error(e);
-    let id: Uuid = row.try_get("event_id").map_err(get)?;
-    let stream: String = row.try_get("stream_id").map_err(get)?;
-    let version: i64 = row.try_get("stream_version").map_err(get)?;
     let transaction: String = row.try_get("transaction_text").map_err(get)?;
     let sequence: i64 = row.try_get("sequence").map_err(get)?;
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(get)?;
-    let event_type: String = row.try_get("event_type").map_err(get)?;
-    let payload: String = row.try_get("payload").map_err(get)?;
-    let Json(metadata): Json<serde_json::Value> = row.try_get("metadata").map_err(get)?;
+    let position = position(&transaction, sequence)?;
+    let undecodable = |reason: String| StoreError::Undecodable { position, reason };
+    let column = |e: sqlx::Error| undecodable(e.to_string());
+    let id: Uuid = row.try_get("event_id").map_err(column)?;
+    let stream: String = row.try_get("stream_id").map_err(column)?;
+    let version: i64 = row.try_get("stream_version").map_err(column)?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(column)?;
+    let event_type: String = row.try_get("event_type").map_err(column)?;
+    let payload: String = row.try_get("payload").map_err(column)?;
+    let Json(metadata): Json<serde_json::Value> = row.try_get("metadata").map_err(column)?;
     let metadata: EventMetadata = serde_json::from_value(metadata)
-        .map_err(|e| corrupt(format!("metadata of event {id}: {e}")))?;
+        .map_err(|e| undecodable(format!("metadata of event {id}: {e}")))?;
     Ok(RecordedEvent {
         id: EventId::from_uuid(id),
-        stream_id: stream_id(&stream)?,
+        stream_id: StreamId::try_new(stream.as_str())
+            .map_err(|e| undecodable(format!("stream id {stream:?} of event {id}: {e}")))?,
         version: to_version(version),
-        position: position(&transaction, sequence)?,
+        position,
         recorded_at,
         event_type: EventType::try_new(event_type.as_str())
-            .map_err(|e| corrupt(format!("event type of event {id}: {e}")))?,
+            .map_err(|e| undecodable(format!("event type of event {id}: {e}")))?,
         payload: Payload::from_stored(payload),
         metadata,
     })
+}
+
+/// The events of a page of the global order up to the first row that
+/// cannot be read; that row's error only when it comes first, so a reader
+/// gets every good event before it and then the error at its position.
+fn readable_prefix(rows: &[PgRow]) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        match recorded_event(row) {
+            Ok(event) => events.push(event),
+            Err(error) if events.is_empty() => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(events)
 }
 
 impl EventStore for PostgresEventStore {
@@ -893,7 +922,7 @@ impl EventStore for PostgresEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(error::to_store_error)?;
-        rows.iter().map(recorded_event).collect()
+        readable_prefix(&rows)
     }
 
     async fn idempotent_result(
@@ -904,11 +933,7 @@ impl EventStore for PostgresEventStore {
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {
-        let notifier = PgNotifier::new(
-            self.pool.clone(),
-            self.shared.channel.clone(),
-            self.shared.poll_interval,
-        );
+        let notifier = PgNotifier::new(self.shared.listener.clone(), self.shared.poll_interval);
         Subscription::follow(self.clone(), query, notifier)
     }
 }

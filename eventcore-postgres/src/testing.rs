@@ -312,6 +312,21 @@ impl ThrowawayCluster {
             .await
     }
 
+    /// Kills the server the way a crash or power loss would
+    /// (`pg_ctl stop -m immediate`): no shutdown checkpoint, every client
+    /// cut off; the next start runs crash recovery.
+    ///
+    /// # Errors
+    /// [`TestServerError`] when `pg_ctl` fails.
+    pub async fn crash(&self) -> Result<(), TestServerError> {
+        let data_dir = self.data_dir_arg();
+        self.run(
+            "pg_ctl",
+            &["-D", &data_dir, "-m", "immediate", "-w", "stop"],
+        )
+        .await
+    }
+
     /// Starts the server again after [`stop`](Self::stop), on the same port.
     ///
     /// # Errors

@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 7] = [1, 2, 3, 4, 5, 6, 7];
+const ALL_MIGRATIONS: [i32; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
@@ -132,6 +132,11 @@ async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
              ADD CONSTRAINT eventcore_streams_pkey PRIMARY KEY (stream_id)"
         ),
         format!("DROP TABLE \"{schema}\".eventcore_snapshots"),
+        format!("DROP TABLE \"{schema}\".eventcore_projection_leases"),
+        format!(
+            "ALTER TABLE \"{schema}\".eventcore_checkpoints DROP COLUMN fence, \
+             DROP COLUMN last_event_id, DROP COLUMN last_processed_at"
+        ),
         format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 4"),
     ] {
         sqlx::query(&statement).execute(store.pool()).await.unwrap();

@@ -423,6 +423,37 @@ pub enum StoreError {
         #[source]
         source: Option<BoxError>,
     },
+    /// A stored row at `position` cannot be turned into an event (its
+    /// metadata, event type or stream id is not valid EventCore data; the
+    /// database accepted it from a hand-written INSERT or another tool).
+    /// Everything before it was delivered; readers of the global order can
+    /// go on after it ([`ReadAllQuery::after`], [`Subscription::skip_past`](crate::Subscription::skip_past))
+    /// or repair the row.
+    #[error(
+        "the stored event at position {position} cannot be read: {reason}; repair the row, \
+         or skip it (ErrorPolicy::Skip, Subscription::skip_past)"
+    )]
+    Undecodable {
+        /// The row's place in the global order.
+        position: GlobalPosition,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A projection's checkpoint was claimed by a newer leader
+    /// ([`FencingToken`](crate::FencingToken)); this runner no longer leads
+    /// it, and nothing was saved.
+    #[error(
+        "the checkpoint of projection {name} belongs to a newer leader (fence {stored}, this \
+         runner's {offered}); nothing was saved"
+    )]
+    Fenced {
+        /// The projection's name.
+        name: String,
+        /// The fence stored with the checkpoint.
+        stored: crate::FencingToken,
+        /// The fence this save offered.
+        offered: crate::FencingToken,
+    },
     /// Any other failure of the storage backend.
     #[error("event store failure: {reason}")]
     Backend {
@@ -438,6 +469,15 @@ impl StoreError {
     /// Whether re-reading the streams and deciding again may succeed (conflicts and transient failures).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Conflict { .. } | Self::Transient { .. })
+    }
+
+    /// The position of the stored row that could not be read, if this is
+    /// [`StoreError::Undecodable`].
+    pub fn undecodable_position(&self) -> Option<GlobalPosition> {
+        match self {
+            Self::Undecodable { position, .. } => Some(*position),
+            _ => None,
+        }
     }
 
     /// The conflicting streams, if this is a version conflict.

@@ -5,22 +5,38 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
 use futures::{Stream, StreamExt, stream::BoxStream};
 
-use crate::{EventStore, ReadAllQuery, RecordedEvent, StoreError};
+use crate::{EventStore, GlobalPosition, ReadAllQuery, RecordedEvent, StoreError};
 
 /// A live, ordered stream of events from the global order.
 ///
 /// Yields every event after the starting position once and in order: first
 /// those already stored, then new ones as they are appended. A store error
 /// is yielded as an item; the subscription keeps going afterwards (after a
-/// pause), so the consumer decides whether to stop. Dropping it
-/// unsubscribes.
+/// pause), so the consumer decides whether to stop. A stored row that cannot
+/// be read ([`StoreError::Undecodable`]) comes after every event before it;
+/// the subscription reads it again (and fails again) until told to
+/// [`skip_past`](Self::skip_past) it. Dropping it unsubscribes.
 pub struct Subscription {
     inner: BoxStream<'static, Result<RecordedEvent, StoreError>>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// What a [`Subscription::follow`] subscription shares with its handle.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Where the next read should start, when the consumer skipped a row.
+    skip: Mutex<Option<GlobalPosition>>,
+    /// Whether everything the store had at the last read was delivered.
+    caught_up: AtomicBool,
 }
 
 impl fmt::Debug for Subscription {
@@ -36,6 +52,7 @@ impl Subscription {
     ) -> Self {
         Self {
             inner: stream.boxed(),
+            progress: None,
         }
     }
 
@@ -50,14 +67,39 @@ impl Subscription {
         S: EventStore + 'static,
         N: AppendNotifier,
     {
+        let progress = Arc::new(Progress::default());
         let state = Follow {
             store,
             query,
             notifier,
             buffer: VecDeque::new(),
             pause_before_read: false,
+            last_page_short: false,
+            progress: progress.clone(),
         };
-        Self::from_stream(futures::stream::unfold(state, Follow::next))
+        Self {
+            inner: futures::stream::unfold(state, Follow::next).boxed(),
+            progress: Some(progress),
+        }
+    }
+
+    /// Goes on after `position`: the next read starts past it, at once.
+    /// For a row that cannot be read ([`StoreError::undecodable_position`]);
+    /// a position behind the subscription changes nothing. Subscriptions an
+    /// adapter built with [`from_stream`](Self::from_stream) ignore it.
+    pub fn skip_past(&mut self, position: GlobalPosition) {
+        if let Some(progress) = &self.progress {
+            *progress.skip.lock().unwrap_or_else(PoisonError::into_inner) = Some(position);
+        }
+    }
+
+    /// Whether every event the store held at the subscription's last read
+    /// has been delivered: it is at the head. Always `false` for
+    /// subscriptions built with [`from_stream`](Self::from_stream).
+    pub fn is_caught_up(&self) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|p| p.caught_up.load(Ordering::Acquire))
     }
 
     /// The next event; `None` only if the underlying stream ends.
@@ -107,6 +149,9 @@ struct Follow<S, N> {
     notifier: N,
     buffer: VecDeque<RecordedEvent>,
     pause_before_read: bool,
+    /// The last read returned less than a page: the store had no more.
+    last_page_short: bool,
+    progress: Arc<Progress>,
 }
 
 type Step<S, N> = Option<(Result<RecordedEvent, StoreError>, Follow<S, N>)>;
@@ -116,16 +161,26 @@ impl<S: EventStore, N: AppendNotifier> Follow<S, N> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 self.query.after = event.position;
+                let caught_up = self.buffer.is_empty() && self.last_page_short;
+                self.progress.caught_up.store(caught_up, Ordering::Release);
                 return Some((Ok(event), self));
+            }
+            if self.take_skip() {
+                self.pause_before_read = false;
             }
             if self.pause_before_read {
                 // Caught up, or the last read failed: wait before asking again.
                 self.notifier.appended().await;
+                self.take_skip();
             }
             self.notifier.mark_seen();
             match self.store.read_all(&self.query).await {
                 Ok(page) => {
                     self.pause_before_read = page.is_empty();
+                    self.last_page_short = page.len() < self.query.limit.get();
+                    if page.is_empty() {
+                        self.progress.caught_up.store(true, Ordering::Release);
+                    }
                     self.buffer.extend(page);
                 }
                 Err(error) => {
@@ -133,6 +188,23 @@ impl<S: EventStore, N: AppendNotifier> Follow<S, N> {
                     return Some((Err(error), self));
                 }
             }
+        }
+    }
+
+    /// Moves the read position past a skipped row; whether there was one to skip.
+    fn take_skip(&mut self) -> bool {
+        let skip = self
+            .progress
+            .skip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match skip {
+            Some(position) if position > self.query.after => {
+                self.query.after = position;
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -257,6 +257,14 @@ impl Projection for PostgresBalances {
         Ok(())
     }
 
+    async fn resume_from(&mut self, _checkpoint: &Checkpoint) -> Result<(), BalancesError> {
+        // Whatever was batched since the last commit is applied again from
+        // the checkpoint: keeping it would count it twice.
+        self.pending.clear();
+        self.reset_pending = false;
+        Ok(())
+    }
+
     async fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<bool, BalancesError> {
         self.flush(checkpoint).await?;
         Ok(true)

@@ -27,6 +27,13 @@ use crate::{
     conformance::TestEvent,
 };
 
+mod faults;
+
+pub use faults::{
+    a_newer_leader_fences_out_the_old_one, a_runner_that_lost_its_lease_applies_nothing_more,
+    a_runner_waits_out_a_checkpoint_store_outage,
+};
+
 /// How long a case waits for a runner to reach a state before failing.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
@@ -46,6 +53,9 @@ macro_rules! projection_conformance_tests {
             the_retry_policy_applies_after_transient_failures,
             the_event_type_filter_delivers_only_wanted_types,
             lag_counts_the_events_not_yet_applied,
+            a_newer_leader_fences_out_the_old_one,
+            a_runner_waits_out_a_checkpoint_store_outage,
+            a_runner_that_lost_its_lease_applies_nothing_more,
         );
     };
 }
@@ -341,8 +351,21 @@ where
     let handle = recording(&store, &ledger, &checkpoints)
         .rebuild_from_zero()
         .start();
-    let status = processed(&handle, 20).await;
-    assert_eq!(status.state, ProjectionState::Rebuilding);
+    processed(&handle, 20).await;
+    wait_until(&handle, "the rebuild caught up with the head", |s| {
+        s.state == ProjectionState::Running
+    })
+    .await;
+    let saved = checkpoints
+        .load("conformance-recorder")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        saved.state,
+        ProjectionState::Running,
+        "saved once caught up"
+    );
     handle.stop().await.unwrap();
     let after = ledger.snapshot();
     assert_eq!(after.markers, before.markers);
@@ -392,6 +415,14 @@ where
     let ledger = Ledger::default();
     let recorder = Recorder::new(&ledger).refusing(6, u32::MAX);
     let handle = ProjectionRunner::new(store.clone(), recorder, checkpoints.clone()).start();
+    let failed = match tokio::time::timeout(WAIT_LIMIT, handle.wait_for(|s| s.state.is_terminal()))
+        .await
+        .expect("the runner stops on the error")
+    {
+        Ok(status) | Err(status) => status,
+    };
+    assert_eq!(failed.state, ProjectionState::Failed, "{failed:?}");
+    assert!(failed.last_error.is_some(), "{failed:?}");
     let error = tokio::time::timeout(WAIT_LIMIT, handle.join())
         .await
         .expect("the runner stops on the error")

@@ -1,0 +1,80 @@
+//! How a runner batches checkpoints and handles failures.
+
+use std::{num::NonZeroUsize, time::Duration};
+
+use crate::RetryPolicy;
+
+/// What the runner does when `apply` fails, or a stored event cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorPolicy {
+    /// Stop: save the checkpoint before the failing event, state `failed` (the default).
+    Stop,
+    /// Try the event again after the policy's delays; stop as above when they run out.
+    Retry(RetryPolicy),
+    /// Record the error in the checkpoint and go on with the next event.
+    Skip,
+}
+
+/// How a [`ProjectionRunner`](crate::ProjectionRunner) batches checkpoints and handles failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionOptions {
+    pub(super) checkpoint_every_events: u64,
+    pub(super) checkpoint_interval: Duration,
+    pub(super) on_error: ErrorPolicy,
+    pub(super) page_size: NonZeroUsize,
+    pub(super) wait_for_leadership: bool,
+}
+
+impl Default for ProjectionOptions {
+    /// A checkpoint every 100 events or 1 s, stop on error, pages of 1,000
+    /// events, wait in standby while another runner leads.
+    fn default() -> Self {
+        Self {
+            checkpoint_every_events: 100,
+            checkpoint_interval: Duration::from_secs(1),
+            on_error: ErrorPolicy::Stop,
+            page_size: crate::store::DEFAULT_PAGE_SIZE,
+            wait_for_leadership: true,
+        }
+    }
+}
+
+impl ProjectionOptions {
+    /// Saves the checkpoint after this many events (at least 1).
+    #[must_use]
+    pub fn checkpoint_every_events(mut self, events: u64) -> Self {
+        self.checkpoint_every_events = events.max(1);
+        self
+    }
+
+    /// Saves the checkpoint at least this often while events arrive.
+    #[must_use]
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// What to do when `apply` fails or a stored event cannot be read.
+    #[must_use]
+    pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
+        self.on_error = policy;
+        self
+    }
+
+    /// With `false`, a runner whose projection another runner leads ends at
+    /// once with [`ProjectionError::AnotherLeads`](crate::ProjectionError::AnotherLeads)
+    /// instead of waiting in standby.
+    #[must_use]
+    pub fn wait_for_leadership(mut self, wait: bool) -> Self {
+        self.wait_for_leadership = wait;
+        self
+    }
+
+    /// How many events to read per page while catching up; also the
+    /// largest batch applied after one lease check.
+    #[must_use]
+    pub fn page_size(mut self, size: NonZeroUsize) -> Self {
+        self.page_size = size;
+        self
+    }
+}

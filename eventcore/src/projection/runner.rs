@@ -1,0 +1,669 @@
+//! The runner: competes for leadership, then applies the global order as leader.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use chrono::Utc;
+use futures::{FutureExt, StreamExt};
+use tokio::{
+    sync::watch,
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::{
+    Checkpoint, CheckpointStore, ErrorPolicy, Leadership, Projection, ProjectionError,
+    ProjectionHandle, ProjectionOptions, ProjectionState, ProjectionStatus, SoleRunner,
+    handle::Control,
+};
+use crate::{EventStore, GlobalPosition, ReadAllQuery, RecordedEvent, StoreError, Subscription};
+
+/// The first pause in standby after the store failed; doubles up to [`STANDBY_MAX_PAUSE`].
+const STANDBY_MIN_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause in standby between two attempts on an unreachable store.
+const STANDBY_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs one [`Projection`] against a store; see the module docs.
+#[derive(Debug)]
+pub struct ProjectionRunner<S, P, K, L = SoleRunner> {
+    store: S,
+    projection: P,
+    checkpoints: K,
+    leadership: L,
+    options: ProjectionOptions,
+    rebuild: bool,
+}
+
+impl<S, P, K> ProjectionRunner<S, P, K>
+where
+    S: EventStore + 'static,
+    P: Projection,
+    K: CheckpointStore,
+{
+    /// A runner for `projection` on `store`, keeping its checkpoint in
+    /// `checkpoints`, and leading without coordination ([`SoleRunner`]).
+    pub fn new(store: S, projection: P, checkpoints: K) -> Self {
+        Self {
+            store,
+            projection,
+            checkpoints,
+            leadership: SoleRunner,
+            options: ProjectionOptions::default(),
+            rebuild: false,
+        }
+    }
+}
+
+/// How a spell of leadership ended.
+enum Led {
+    /// Asked to stop, the handle is gone, or the subscription ended: the runner ends.
+    Stopped,
+    /// The lease or the store was lost: back to standby, and compete again.
+    Interrupted(String),
+    /// The runner ends with this error.
+    Failed(ProjectionError),
+}
+
+/// What the subscription had ready: events, and the error that ended the batch.
+struct Batch {
+    events: Vec<RecordedEvent>,
+    error: Option<StoreError>,
+    ended: bool,
+}
+
+impl Batch {
+    /// `first` and whatever else the subscription yields without waiting, up to `limit` events.
+    fn collect(
+        first: Result<RecordedEvent, StoreError>,
+        subscription: &mut Subscription,
+        limit: usize,
+    ) -> Self {
+        let mut batch = Self {
+            events: Vec::new(),
+            error: None,
+            ended: false,
+        };
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Ok(event) => batch.events.push(event),
+                Err(error) => {
+                    batch.error = Some(error);
+                    break;
+                }
+            }
+            if batch.events.len() >= limit {
+                break;
+            }
+            // A read this starts stays in the subscription and goes on at its next poll.
+            match subscription.next().now_or_never() {
+                Some(Some(item)) => next = Some(item),
+                Some(None) => batch.ended = true,
+                None => {}
+            }
+        }
+        batch
+    }
+}
+
+/// Pauses between attempts on a store that failed: 100 ms doubling to 5 s, with jitter.
+fn standby_pauses() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(STANDBY_MIN_PAUSE)
+        .with_max_delay(STANDBY_MAX_PAUSE)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Resolves when a stop or an abort is requested; a dropped handle counts as a stop.
+async fn stop_requested(control: &mut watch::Receiver<Control>) -> Control {
+    match control
+        .wait_for(|c| matches!(c, Control::Stop | Control::Abort))
+        .await
+    {
+        Ok(requested) => *requested,
+        Err(_) => Control::Stop,
+    }
+}
+
+/// Sleeps for `pause` unless a stop or abort comes first, which it returns.
+async fn pause_unless_stopped(
+    control: &mut watch::Receiver<Control>,
+    pause: Duration,
+) -> Option<Control> {
+    tokio::select! {
+        requested = stop_requested(control) => Some(requested),
+        () = tokio::time::sleep(pause) => None,
+    }
+}
+
+/// Waits for the lease, or (told not to wait) tries once: `None` if another leads.
+async fn attempt_lease<L: Leadership>(
+    leadership: &L,
+    name: &str,
+    wait: bool,
+) -> Result<Option<L::Lease>, StoreError> {
+    if wait {
+        leadership.acquire(name).await.map(Some)
+    } else {
+        leadership.try_acquire(name).await
+    }
+}
+
+/// The error of a runner that was aborted.
+fn aborted(name: &str) -> ProjectionError {
+    ProjectionError::Aborted {
+        name: name.to_owned(),
+        reason: "aborted".to_owned(),
+    }
+}
+
+impl<S, P, K, L> ProjectionRunner<S, P, K, L>
+where
+    S: EventStore + 'static,
+    P: Projection,
+    K: CheckpointStore,
+    L: Leadership,
+{
+    /// Runs only while holding `leadership`'s lease for the projection's
+    /// name: a second runner of the same name waits in state `standby`
+    /// and takes over when the leader stops, dies or loses its lease.
+    pub fn with_leadership<L2: Leadership>(self, leadership: L2) -> ProjectionRunner<S, P, K, L2> {
+        ProjectionRunner {
+            store: self.store,
+            projection: self.projection,
+            checkpoints: self.checkpoints,
+            leadership,
+            options: self.options,
+            rebuild: self.rebuild,
+        }
+    }
+
+    /// Sets checkpoint batching and the error policy.
+    #[must_use]
+    pub fn with_options(mut self, options: ProjectionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Starts from zero: calls the projection's `reset`, then applies the
+    /// whole global order, with the checkpoint in state `rebuilding` until
+    /// it has caught up with the head, then `running`.
+    #[must_use]
+    pub fn rebuild_from_zero(mut self) -> Self {
+        self.rebuild = true;
+        self
+    }
+
+    /// Spawns the runner on the current tokio runtime.
+    pub fn start(self) -> ProjectionHandle<P> {
+        let name = self.projection.name().to_owned();
+        let (control, control_rx) = watch::channel(Control::Run);
+        let (status_tx, status) = watch::channel(ProjectionStatus {
+            name: name.clone(),
+            state: ProjectionState::Standby,
+            position: GlobalPosition::START,
+            events_processed: 0,
+            events_skipped: 0,
+            last_processed_at: None,
+            last_error: None,
+        });
+        let task = tokio::spawn(self.run(control_rx, status_tx));
+        ProjectionHandle {
+            name,
+            control,
+            status,
+            task,
+        }
+    }
+
+    /// Competes and leads until the runner ends, then publishes how it ended.
+    async fn run(
+        mut self,
+        mut control: watch::Receiver<Control>,
+        status: watch::Sender<ProjectionStatus>,
+    ) -> Result<P, ProjectionError> {
+        let outcome = self.compete_and_lead(&mut control, &status).await;
+        match &outcome {
+            Ok(()) => status.send_modify(|s| s.state = ProjectionState::Stopped),
+            Err(error) => status.send_modify(|s| {
+                s.state = ProjectionState::Failed;
+                s.last_error = Some(error.to_string());
+            }),
+        }
+        outcome.map(|()| self.projection)
+    }
+
+    /// Standby, lead, and back to standby after every interruption.
+    async fn compete_and_lead(
+        &mut self,
+        control: &mut watch::Receiver<Control>,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), ProjectionError> {
+        let name = self.projection.name().to_owned();
+        let mut pauses = standby_pauses();
+        loop {
+            status.send_modify(|s| s.state = ProjectionState::Standby);
+            let Some(lease) = self.compete(&name, control, status, &mut pauses).await? else {
+                return Ok(());
+            };
+            match self.lead(lease, control, status, &mut pauses).await {
+                Led::Stopped => return Ok(()),
+                Led::Failed(error) => return Err(error),
+                Led::Interrupted(reason) => {
+                    tracing::warn!(projection = %name, %reason, "stopped applying; back to standby");
+                    status.send_modify(|s| {
+                        s.state = ProjectionState::Standby;
+                        s.last_error = Some(reason);
+                    });
+                    let pause = pauses.next().unwrap_or(STANDBY_MAX_PAUSE);
+                    match pause_unless_stopped(control, pause).await {
+                        Some(Control::Abort) => return Err(aborted(&name)),
+                        Some(_) => return Ok(()),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the lease, through store failures; `None` when asked to stop first.
+    async fn compete(
+        &mut self,
+        name: &str,
+        control: &mut watch::Receiver<Control>,
+        status: &watch::Sender<ProjectionStatus>,
+        pauses: &mut ExponentialBackoff,
+    ) -> Result<Option<L::Lease>, ProjectionError> {
+        loop {
+            let attempt = tokio::select! {
+                biased;
+                requested = stop_requested(control) => {
+                    return match requested {
+                        Control::Abort => Err(aborted(name)),
+                        _ => Ok(None),
+                    };
+                }
+                attempt = attempt_lease(&self.leadership, name, self.options.wait_for_leadership) => attempt,
+            };
+            match attempt {
+                Ok(Some(lease)) => return Ok(Some(lease)),
+                Ok(None) => {
+                    return Err(ProjectionError::AnotherLeads {
+                        name: name.to_owned(),
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(projection = %name, %error, "could not compete for leadership; trying again");
+                    status.send_modify(|s| s.last_error = Some(error.to_string()));
+                    let pause = pauses.next().unwrap_or(STANDBY_MAX_PAUSE);
+                    match pause_unless_stopped(control, pause).await {
+                        Some(Control::Abort) => return Err(aborted(name)),
+                        Some(_) => return Ok(None),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs as the projection's leader until stopped, failed or interrupted.
+    async fn lead(
+        &mut self,
+        mut lease: L::Lease,
+        control: &mut watch::Receiver<Control>,
+        status: &watch::Sender<ProjectionStatus>,
+        pauses: &mut ExponentialBackoff,
+    ) -> Led {
+        let mut live = match self.take_over(&mut lease, status).await {
+            Ok(live) => live,
+            Err(led) => return led,
+        };
+        // A successful takeover ends the spell of failures.
+        *pauses = standby_pauses();
+        let name = live.checkpoint.name.clone();
+        let mut query =
+            ReadAllQuery::after(live.checkpoint.position).page_size(self.options.page_size);
+        if let Some(types) = self.projection.event_types() {
+            query = query.event_types(types);
+        }
+        let mut subscription = self.store.subscribe(query);
+        let mut tick = tokio::time::interval_at(
+            Instant::now() + self.options.checkpoint_interval,
+            self.options.checkpoint_interval,
+        );
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+        loop {
+            let requested = *control.borrow_and_update();
+            match requested {
+                Control::Stop => return self.finish(&mut lease, &mut live, status).await,
+                Control::Abort => return Led::Failed(aborted(&name)),
+                Control::Pause => {
+                    let resume_as = live.checkpoint.state;
+                    live.checkpoint.state = ProjectionState::Paused;
+                    if let Err(led) = self.save(&mut lease, &mut live, status).await {
+                        return led;
+                    }
+                    // Wait for resume or stop; the subscription is not polled meanwhile.
+                    let resumed = control.wait_for(|c| *c != Control::Pause).await.map(|c| *c);
+                    match resumed {
+                        Ok(Control::Abort) => return Led::Failed(aborted(&name)),
+                        // The handle is gone: stay stopped.
+                        Err(_) => return self.finish(&mut lease, &mut live, status).await,
+                        Ok(_) => {
+                            live.checkpoint.state = resume_as;
+                            status.send_replace(live.status());
+                            continue;
+                        }
+                    }
+                }
+                Control::Run => {}
+            }
+            let step = tokio::select! {
+                biased;
+                changed = control.changed() => match changed {
+                    // The handle is gone: stop as if asked to.
+                    Err(_) => return self.finish(&mut lease, &mut live, status).await,
+                    Ok(()) => Ok(()),
+                },
+                _ = tick.tick() => {
+                    if live.unsaved > 0 {
+                        self.save(&mut lease, &mut live, status).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                item = subscription.next() => match item {
+                    None => return self.finish(&mut lease, &mut live, status).await,
+                    Some(first) => {
+                        let batch = Batch::collect(first, &mut subscription, self.options.page_size.get());
+                        self.apply_batch(&mut lease, batch, &mut live, status, &mut subscription).await
+                    }
+                }
+            };
+            if let Err(led) = step {
+                return led;
+            }
+        }
+    }
+
+    /// Claims the checkpoint with the lease's fence, tells the projection
+    /// where it resumes, resets it for a rebuild, and saves the state it leads in.
+    async fn take_over(
+        &mut self,
+        lease: &mut L::Lease,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<Live, Led> {
+        let name = self.projection.name().to_owned();
+        let fence = self.leadership.fence(lease);
+        let mut checkpoint = self
+            .checkpoints
+            .claim(&name, fence)
+            .await
+            .map_err(|e| Led::Interrupted(format!("could not claim the checkpoint: {e}")))?;
+        self.projection
+            .resume_from(&checkpoint)
+            .await
+            .map_err(|e| {
+                Led::Failed(ProjectionError::Apply {
+                    name: name.clone(),
+                    position: checkpoint.position,
+                    source: Box::new(e),
+                })
+            })?;
+        if self.rebuild {
+            self.projection.reset().await.map_err(|e| {
+                Led::Failed(ProjectionError::Apply {
+                    name: name.clone(),
+                    position: GlobalPosition::START,
+                    source: Box::new(e),
+                })
+            })?;
+            checkpoint = Checkpoint::initial(&name);
+            checkpoint.state = ProjectionState::Rebuilding;
+        } else if checkpoint.state != ProjectionState::Rebuilding {
+            checkpoint.state = ProjectionState::Running;
+        }
+        checkpoint.fence = fence;
+        let mut live = Live::new(checkpoint);
+        // Saved at once, so the stored state says who leads and how.
+        self.save(lease, &mut live, status).await?;
+        self.rebuild = false;
+        Ok(live)
+    }
+
+    /// Checks the lease, applies the batch's events, then handles the error that ended it.
+    async fn apply_batch(
+        &mut self,
+        lease: &mut L::Lease,
+        batch: Batch,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+        subscription: &mut Subscription,
+    ) -> Result<(), Led> {
+        if !batch.events.is_empty() {
+            if !self.leadership.holds(lease).await {
+                return Err(Led::Interrupted(
+                    "the lease was lost; nothing more is applied".to_owned(),
+                ));
+            }
+            for event in &batch.events {
+                self.handle_event(lease, event, live, status).await?;
+                if live.unsaved >= self.options.checkpoint_every_events {
+                    self.save(lease, live, status).await?;
+                }
+            }
+        }
+        if let Some(error) = batch.error {
+            self.handle_read_error(lease, error, live, status, subscription)
+                .await?;
+        }
+        if batch.ended {
+            return Err(self.finish(lease, live, status).await);
+        }
+        if live.checkpoint.state == ProjectionState::Rebuilding && subscription.is_caught_up() {
+            live.checkpoint.state = ProjectionState::Running;
+            return self.save(lease, live, status).await;
+        }
+        if live.unsaved >= self.options.checkpoint_every_events {
+            // A skipped unreadable event counts too.
+            self.save(lease, live, status).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one event under the error policy, then advances the position.
+    async fn handle_event(
+        &mut self,
+        lease: &mut L::Lease,
+        event: &RecordedEvent,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), Led> {
+        let mut delays = match self.options.on_error {
+            ErrorPolicy::Retry(policy) => Some(policy.delays()),
+            _ => None,
+        };
+        loop {
+            match self.projection.apply(event).await {
+                Ok(()) => {
+                    live.checkpoint.events_processed += 1;
+                    live.checkpoint.last_event_id = Some(event.id);
+                    live.checkpoint.last_processed_at = Some(Utc::now());
+                    break;
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    tracing::warn!(projection = %live.checkpoint.name, event = %event.id, error = %message, "projection apply failed");
+                    live.checkpoint.last_error = Some(message);
+                    if self.options.on_error == ErrorPolicy::Skip {
+                        live.skipped += 1;
+                        break;
+                    }
+                    if let Some(delay) = delays.as_mut().and_then(Iterator::next) {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    live.checkpoint.state = ProjectionState::Failed;
+                    // The error ends the runner whether or not the save succeeds.
+                    let _ = self.save(lease, live, status).await;
+                    return Err(Led::Failed(ProjectionError::Apply {
+                        name: live.checkpoint.name.clone(),
+                        position: live.checkpoint.position,
+                        source: Box::new(error),
+                    }));
+                }
+            }
+        }
+        live.checkpoint.position = event.position;
+        live.unsaved += 1;
+        status.send_replace(live.status());
+        Ok(())
+    }
+
+    /// A read that failed: an unreadable stored event goes through the error
+    /// policy; anything else is waited out while the lease holds.
+    async fn handle_read_error(
+        &mut self,
+        lease: &mut L::Lease,
+        error: StoreError,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+        subscription: &mut Subscription,
+    ) -> Result<(), Led> {
+        let name = live.checkpoint.name.clone();
+        tracing::warn!(projection = %name, %error, "reading the global order failed");
+        live.checkpoint.last_error = Some(error.to_string());
+        status.send_replace(live.status());
+        let Some(position) = error.undecodable_position() else {
+            // The subscription pauses and reads again by itself.
+            if !self.leadership.holds(lease).await {
+                return Err(Led::Interrupted(format!(
+                    "the lease was lost while reading failed: {error}"
+                )));
+            }
+            return Ok(());
+        };
+        let retry = match self.options.on_error {
+            ErrorPolicy::Skip => {
+                live.skipped += 1;
+                live.checkpoint.position = position;
+                live.unsaved += 1;
+                live.unreadable = None;
+                subscription.skip_past(position);
+                status.send_replace(live.status());
+                return Ok(());
+            }
+            ErrorPolicy::Retry(policy) => {
+                let (at, delays) = live
+                    .unreadable
+                    .get_or_insert_with(|| (position, Box::new(policy.delays())));
+                if *at != position {
+                    *at = position;
+                    *delays = Box::new(policy.delays());
+                }
+                delays.next()
+            }
+            ErrorPolicy::Stop => None,
+        };
+        if let Some(delay) = retry {
+            // The subscription reads the event again after its own pause.
+            tokio::time::sleep(delay).await;
+            return Ok(());
+        }
+        live.unreadable = None;
+        live.checkpoint.state = ProjectionState::Failed;
+        // The error ends the runner whether or not the save succeeds.
+        let _ = self.save(lease, live, status).await;
+        Err(Led::Failed(ProjectionError::Unreadable {
+            name,
+            position,
+            source: error,
+        }))
+    }
+
+    /// A graceful end: saves the checkpoint as stopped (if the store lets it).
+    async fn finish(
+        &mut self,
+        lease: &mut L::Lease,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Led {
+        live.checkpoint.state = ProjectionState::Stopped;
+        if let Err(Led::Interrupted(reason)) = self.save(lease, live, status).await {
+            // Ending anyway: the events since the last saved checkpoint are
+            // applied again by whoever runs the projection next.
+            tracing::warn!(projection = %live.checkpoint.name, %reason, "stopped without saving the checkpoint");
+        }
+        Led::Stopped
+    }
+
+    /// Saves the checkpoint (through the projection, when it keeps it with
+    /// its read model) and publishes the status; refuses once the lease is
+    /// lost. A failure interrupts the leadership.
+    async fn save(
+        &mut self,
+        lease: &mut L::Lease,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), Led> {
+        if !self.leadership.holds(lease).await {
+            return Err(Led::Interrupted(
+                "the lease was lost before a checkpoint save".to_owned(),
+            ));
+        }
+        live.checkpoint.updated_at = Utc::now();
+        let saved_with_read_model = self
+            .projection
+            .save_checkpoint(&live.checkpoint)
+            .await
+            .map_err(|e| {
+                Led::Interrupted(format!("the projection could not save its checkpoint: {e}"))
+            })?;
+        if !saved_with_read_model {
+            self.checkpoints
+                .save(&live.checkpoint)
+                .await
+                .map_err(|e| Led::Interrupted(format!("the checkpoint save failed: {e}")))?;
+        }
+        live.unsaved = 0;
+        status.send_replace(live.status());
+        Ok(())
+    }
+}
+
+/// Delays left for retrying an unreadable event, and its position.
+type UnreadableRetries = (GlobalPosition, Box<dyn Iterator<Item = Duration> + Send>);
+
+/// The runner's working state while it leads.
+struct Live {
+    checkpoint: Checkpoint,
+    skipped: u64,
+    unsaved: u64,
+    unreadable: Option<UnreadableRetries>,
+}
+
+impl Live {
+    fn new(checkpoint: Checkpoint) -> Self {
+        Self {
+            checkpoint,
+            skipped: 0,
+            unsaved: 0,
+            unreadable: None,
+        }
+    }
+
+    fn status(&self) -> ProjectionStatus {
+        ProjectionStatus {
+            name: self.checkpoint.name.clone(),
+            state: self.checkpoint.state,
+            position: self.checkpoint.position,
+            events_processed: self.checkpoint.events_processed,
+            events_skipped: self.skipped,
+            last_processed_at: self.checkpoint.last_processed_at,
+            last_error: self.checkpoint.last_error.clone(),
+        }
+    }
+}
