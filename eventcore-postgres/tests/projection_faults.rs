@@ -64,12 +64,24 @@ async fn wait_status<P>(
     }
 }
 
-/// Every event in the store, in global order.
+/// Every event in the store, in global order; reads that fail while the
+/// server restarts (a pooled connection it cut) are tried again.
 async fn everything(store: &impl EventStore) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     let mut query = ReadAllQuery::from_start();
+    let deadline = Instant::now() + WAIT;
     loop {
-        let page = store.read_all(&query).await.unwrap();
+        let page = match store.read_all(&query).await {
+            Ok(page) => page,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the store stays unreadable: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let Some(last) = page.last() else {
             return all;
         };
