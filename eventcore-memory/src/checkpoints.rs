@@ -5,7 +5,10 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use eventcore::{Checkpoint, CheckpointStore, FencingToken, StoreError};
+use chrono::Utc;
+use eventcore::{
+    Checkpoint, CheckpointStore, FencingToken, PendingRequest, ProjectionRequest, StoreError,
+};
 
 /// A [`CheckpointStore`] in memory; clones share the checkpoints.
 ///
@@ -13,7 +16,13 @@ use eventcore::{Checkpoint, CheckpointStore, FencingToken, StoreError};
 /// as the process: for tests, prototypes and the memory demo.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCheckpointStore {
-    saved: Arc<Mutex<BTreeMap<String, Checkpoint>>>,
+    saved: Arc<Mutex<Saved>>,
+}
+
+#[derive(Debug, Default)]
+struct Saved {
+    checkpoints: BTreeMap<String, Checkpoint>,
+    requests: BTreeMap<String, PendingRequest>,
 }
 
 impl InMemoryCheckpointStore {
@@ -24,6 +33,11 @@ impl InMemoryCheckpointStore {
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Checkpoint>) -> T) -> T {
         // A panic elsewhere cannot leave a half-written map: every change is one insert.
+        let mut saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut saved.checkpoints)
+    }
+
+    fn with_requests<T>(&self, f: impl FnOnce(&mut Saved) -> T) -> T {
         let mut saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut saved)
     }
@@ -73,6 +87,36 @@ impl CheckpointStore for InMemoryCheckpointStore {
 
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
         Ok(self.with(|saved| saved.values().cloned().collect()))
+    }
+
+    async fn request(&self, name: &str, request: ProjectionRequest) -> Result<(), StoreError> {
+        self.with_requests(|saved| {
+            saved
+                .checkpoints
+                .entry(name.to_owned())
+                .or_insert_with(|| Checkpoint::initial(name));
+            saved.requests.insert(
+                name.to_owned(),
+                PendingRequest {
+                    request,
+                    requested_at: Utc::now(),
+                },
+            );
+        });
+        Ok(())
+    }
+
+    async fn pending_request(&self, name: &str) -> Result<Option<PendingRequest>, StoreError> {
+        Ok(self.with_requests(|saved| saved.requests.get(name).copied()))
+    }
+
+    async fn clear_request(&self, name: &str, pending: &PendingRequest) -> Result<(), StoreError> {
+        self.with_requests(|saved| {
+            if saved.requests.get(name) == Some(pending) {
+                saved.requests.remove(name);
+            }
+        });
+        Ok(())
     }
 }
 

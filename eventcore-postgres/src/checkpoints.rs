@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use eventcore::{
-    Checkpoint, CheckpointStore, EventId, FencingToken, GlobalPosition, ProjectionState, StoreError,
+    Checkpoint, CheckpointStore, EventId, FencingToken, GlobalPosition, PendingRequest,
+    ProjectionRequest, ProjectionState, StoreError,
 };
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
@@ -24,6 +25,9 @@ struct Queries {
     claim: String,
     list: String,
     report: String,
+    request: String,
+    pending_request: String,
+    clear_request: String,
 }
 
 /// One projection as an operator sees it: from
@@ -76,6 +80,22 @@ impl PostgresCheckpointStore {
                      ON CONFLICT (projection) DO UPDATE SET fence = excluded.fence \
                      WHERE c.fence IS NULL OR c.fence <= excluded.fence \
                      RETURNING {columns}"
+                ),
+                request: format!(
+                    "INSERT INTO {s}.eventcore_checkpoints AS c \
+                     (projection, transaction_id, sequence, events_processed, status, updated_at, \
+                      request, requested_at) \
+                     VALUES ($1, '0'::xid8, 0, 0, 'running', clock_timestamp(), $2, clock_timestamp()) \
+                     ON CONFLICT (projection) DO UPDATE \
+                     SET request = excluded.request, requested_at = excluded.requested_at"
+                ),
+                pending_request: format!(
+                    "SELECT request, requested_at FROM {s}.eventcore_checkpoints \
+                     WHERE projection = $1 AND request IS NOT NULL"
+                ),
+                clear_request: format!(
+                    "UPDATE {s}.eventcore_checkpoints SET request = NULL, requested_at = NULL \
+                     WHERE projection = $1 AND request = $2 AND requested_at = $3"
                 ),
                 list: format!(
                     "SELECT {columns} FROM {s}.eventcore_checkpoints ORDER BY projection"
@@ -264,5 +284,45 @@ impl CheckpointStore for PostgresCheckpointStore {
             .await
             .map_err(error::to_store_error)?;
         rows.iter().map(checkpoint_from).collect()
+    }
+
+    async fn request(&self, name: &str, request: ProjectionRequest) -> Result<(), StoreError> {
+        sqlx::query(&self.queries.request)
+            .bind(name)
+            .bind(request.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(())
+    }
+
+    async fn pending_request(&self, name: &str) -> Result<Option<PendingRequest>, StoreError> {
+        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(&self.queries.pending_request)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        let Some((request, requested_at)) = row else {
+            return Ok(None);
+        };
+        let request = ProjectionRequest::parse(&request).ok_or_else(|| StoreError::Backend {
+            reason: format!("projection {name:?} has an unknown request {request:?}"),
+            source: None,
+        })?;
+        Ok(Some(PendingRequest {
+            request,
+            requested_at,
+        }))
+    }
+
+    async fn clear_request(&self, name: &str, pending: &PendingRequest) -> Result<(), StoreError> {
+        sqlx::query(&self.queries.clear_request)
+            .bind(name)
+            .bind(pending.request.as_str())
+            .bind(pending.requested_at)
+            .execute(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(())
     }
 }

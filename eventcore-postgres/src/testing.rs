@@ -347,6 +347,44 @@ impl ThrowawayCluster {
         .await
     }
 
+    /// Runs `sql` with the cluster's own `psql`, in another process, on
+    /// database `postgres`: what an operator's session does. Returns what
+    /// it printed.
+    ///
+    /// # Errors
+    /// [`TestServerError`] when `psql` cannot run or the statement fails.
+    pub async fn psql(&self, sql: &str) -> Result<String, TestServerError> {
+        let path = self.bin_dir.join("psql");
+        let output = Command::new(&path)
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(),
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| TestServerError::Spawn {
+                program: path.to_string_lossy().into_owned(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(TestServerError::Program {
+                program: "psql -c".to_owned(),
+                output: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+
     fn data_dir_arg(&self) -> String {
         self.data_dir.to_string_lossy().into_owned()
     }

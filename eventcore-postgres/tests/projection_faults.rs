@@ -465,7 +465,13 @@ async fn insert_poison_row(store: &PostgresEventStore) {
 
 /// Counts what it applied; never fails.
 #[derive(Debug)]
-struct Counting(Arc<Mutex<Vec<u64>>>);
+struct Counting(Arc<Mutex<Vec<u64>>>, Arc<AtomicU64>);
+
+impl Counting {
+    fn new(seen: &Arc<Mutex<Vec<u64>>>) -> Self {
+        Self(seen.clone(), Arc::default())
+    }
+}
 
 impl Projection for Counting {
     type Error = std::convert::Infallible;
@@ -479,6 +485,7 @@ impl Projection for Counting {
     }
     async fn reset(&mut self) -> Result<(), Self::Error> {
         self.0.lock().unwrap().clear();
+        self.1.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -501,7 +508,7 @@ async fn a_poison_row_is_an_error_at_its_position_after_the_good_events_before_i
     // Stop: the three good events, then failed with the position named.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handle =
-        ProjectionRunner::new(store.clone(), Counting(seen.clone()), store.checkpoints()).start();
+        ProjectionRunner::new(store.clone(), Counting::new(&seen), store.checkpoints()).start();
     let error = tokio::time::timeout(WAIT, handle.join())
         .await
         .expect("the Stop policy ends the runner")
@@ -518,7 +525,7 @@ async fn a_poison_row_is_an_error_at_its_position_after_the_good_events_before_i
     assert!(last_error.contains("cannot be read"), "{last_error}");
 
     // Skip: restarted with the skip policy, it passes the row and applies the rest.
-    let handle = ProjectionRunner::new(store.clone(), Counting(seen.clone()), store.checkpoints())
+    let handle = ProjectionRunner::new(store.clone(), Counting::new(&seen), store.checkpoints())
         .with_options(ProjectionOptions::default().on_error(ErrorPolicy::Skip))
         .start();
     let status = wait_status(&handle, "the rest applied", |s| s.events_processed >= 6).await;
@@ -620,4 +627,90 @@ async fn three_subscriptions_and_commands_share_a_pool_of_one() {
     println!("commands ok {ok}, failed {failed}; delivered per subscription {delivered:?}");
     assert_eq!(failed, 0);
     assert_eq!(delivered, [commands; 3]);
+}
+
+/// (e) Pause, resume and rebuild asked from another process (`psql`, as an
+/// operator would) are carried out by the running leader; prints how long each took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_steers_the_leader_from_another_process() {
+    let cluster = ThrowawayCluster::start().await.unwrap();
+    let store = initialized(config(&cluster)).await;
+    let poll = Duration::from_millis(200);
+    for n in 0..10 {
+        append_one(&store, "steered", n).await.unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let projection = Counting::new(&seen);
+    let resets = projection.1.clone();
+    let handle = ProjectionRunner::new(store.clone(), projection, store.checkpoints())
+        .with_leadership(store.leadership(Duration::from_millis(100)))
+        .with_options(ProjectionOptions::default().poll_requests_every(poll))
+        .start();
+    wait_status(&handle, "caught up", |s| s.events_processed >= 10).await;
+    let table = format!("\"{}\".eventcore_checkpoints", store.schema().as_str());
+    let ask = |request: &str| {
+        format!(
+            "UPDATE {table} SET request = '{request}', requested_at = now() \
+             WHERE projection = 'counting'"
+        )
+    };
+
+    let asked = Instant::now();
+    cluster.psql(&ask("pause")).await.unwrap();
+    wait_status(&handle, "paused", |s| s.state == ProjectionState::Paused).await;
+    let pause_took = asked.elapsed();
+    for n in 10..15 {
+        append_one(&store, "steered", n).await.unwrap();
+    }
+    let stored = cluster
+        .psql(&format!(
+            "SELECT status, request IS NULL FROM {table} WHERE projection = 'counting'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.trim(),
+        "paused|t",
+        "the pause is stored and the request cleared"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 10);
+
+    let asked = Instant::now();
+    cluster.psql(&ask("resume")).await.unwrap();
+    wait_status(&handle, "resumed", |s| s.events_processed >= 15).await;
+    let resume_took = asked.elapsed();
+
+    let asked = Instant::now();
+    cluster.psql(&ask("rebuild")).await.unwrap();
+    let rebuilt = async {
+        while store
+            .checkpoints()
+            .pending_request("counting")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, rebuilt)
+        .await
+        .expect("the rebuild starts");
+    wait_status(&handle, "rebuilt", |s| {
+        s.state == ProjectionState::Running && s.events_processed == 15
+    })
+    .await;
+    let rebuild_took = asked.elapsed();
+    handle.stop().await.unwrap();
+    let applied = seen.lock().unwrap().clone();
+    println!(
+        "request poll {poll:?}: pause carried out after {pause_took:?}, resume after \
+         {resume_took:?}, rebuild (15 events) done after {rebuild_took:?}; applied {applied:?}"
+    );
+    assert_eq!(
+        resets.load(Ordering::SeqCst),
+        1,
+        "the rebuild reset the read model"
+    );
+    assert_eq!(applied, (0..15).collect::<Vec<_>>());
 }

@@ -135,7 +135,8 @@ async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
         format!("DROP TABLE \"{schema}\".eventcore_projection_leases"),
         format!(
             "ALTER TABLE \"{schema}\".eventcore_checkpoints DROP COLUMN fence, \
-             DROP COLUMN last_event_id, DROP COLUMN last_processed_at"
+             DROP COLUMN last_event_id, DROP COLUMN last_processed_at, DROP COLUMN request, \
+             DROP COLUMN requested_at"
         ),
         format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 4"),
     ] {

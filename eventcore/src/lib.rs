@@ -149,9 +149,9 @@ pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, Use
 pub use payload::{MAX_JSON_DEPTH, Payload};
 pub use position::{GlobalPosition, InvalidGlobalPosition};
 pub use projection::{
-    Checkpoint, CheckpointStore, ErrorPolicy, FencingToken, Leadership, Projection,
-    ProjectionError, ProjectionHandle, ProjectionOptions, ProjectionRunner, ProjectionState,
-    ProjectionStatus, SoleRunner,
+    Checkpoint, CheckpointStore, ErrorPolicy, FencingToken, Leadership, PendingRequest, Projection,
+    ProjectionError, ProjectionHandle, ProjectionOptions, ProjectionRequest, ProjectionRunner,
+    ProjectionState, ProjectionStatus, SoleRunner,
 };
 pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
 pub use retry::RetryPolicy;

@@ -6,7 +6,15 @@
 ALTER TABLE __SCHEMA__.eventcore_checkpoints
     ADD COLUMN fence bigint,
     ADD COLUMN last_event_id uuid,
-    ADD COLUMN last_processed_at timestamptz;
+    ADD COLUMN last_processed_at timestamptz,
+    -- An operator's request to the running leader, from any process:
+    --   UPDATE eventcore_checkpoints SET request = 'pause', requested_at = now()
+    --    WHERE projection = 'name';
+    -- The leader carries it out and sets both back to NULL.
+    ADD COLUMN request text CHECK (request IN ('pause', 'resume', 'rebuild')),
+    ADD COLUMN requested_at timestamptz,
+    ADD CONSTRAINT eventcore_checkpoints_request_time
+        CHECK ((request IS NULL) = (requested_at IS NULL));
 
 -- One row per projection led through PostgresLeadership: the generation is
 -- raised by every new holder of the projection's advisory lock, on the lock's

@@ -4,7 +4,7 @@ use std::{fmt, future::Future};
 
 use chrono::{DateTime, Utc};
 
-use super::ProjectionState;
+use super::{PendingRequest, ProjectionRequest, ProjectionState};
 use crate::{EventId, GlobalPosition, StoreError};
 
 /// The generation of a projection's leadership: every new leader gets a
@@ -125,4 +125,26 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// Every saved checkpoint, by name: what an operator looks at.
     fn list(&self) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
+
+    /// Asks the leader of projection `name` (in whatever process it runs)
+    /// to pause, resume or rebuild; replaces a request not yet carried out.
+    /// A projection never run yet gets an initial checkpoint holding it.
+    fn request(
+        &self,
+        name: &str,
+        request: ProjectionRequest,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The request waiting for projection `name`'s leader, if any.
+    fn pending_request(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<PendingRequest>, StoreError>> + Send;
+
+    /// Marks `pending` as carried out, unless a newer request replaced it.
+    fn clear_request(
+        &self,
+        name: &str,
+        pending: &PendingRequest,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -80,6 +80,18 @@
 //! [`ProjectionHandle::status`] says when the task has ended: a runner that
 //! ended is never reported as running.
 //!
+//! # Steering a running projection
+//!
+//! Operators pause, resume and rebuild a projection from any process
+//! through its checkpoint store ([`CheckpointStore::request`], or on
+//! PostgreSQL an `UPDATE` of the checkpoint row); the leader looks for a
+//! request every [`ProjectionOptions::poll_requests_every`] (1 s by
+//! default) and carries it out after the batch in hand, so within that
+//! interval plus one batch. A pause is saved in the checkpoint and outlives
+//! restarts and leadership changes until a resume. The handle's
+//! [`pause`](ProjectionHandle::pause) and [`resume`](ProjectionHandle::resume)
+//! act on the runner in hand at once.
+//!
 //! A stored row the store cannot turn into an event (see
 //! [`StoreError::Undecodable`](crate::StoreError::Undecodable)) reaches the
 //! runner after every good event before it, and the error policy decides,
@@ -92,6 +104,7 @@ mod error;
 mod handle;
 mod leadership;
 mod options;
+mod request;
 mod runner;
 mod state;
 
@@ -102,6 +115,7 @@ pub use error::ProjectionError;
 pub use handle::{ProjectionHandle, ProjectionStatus};
 pub use leadership::{Leadership, SoleRunner};
 pub use options::{ErrorPolicy, ProjectionOptions};
+pub use request::{PendingRequest, ProjectionRequest};
 pub use runner::ProjectionRunner;
 pub use state::ProjectionState;
 

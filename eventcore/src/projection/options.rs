@@ -23,11 +23,13 @@ pub struct ProjectionOptions {
     pub(super) on_error: ErrorPolicy,
     pub(super) page_size: NonZeroUsize,
     pub(super) wait_for_leadership: bool,
+    pub(super) poll_requests_every: Duration,
 }
 
 impl Default for ProjectionOptions {
     /// A checkpoint every 100 events or 1 s, stop on error, pages of 1,000
-    /// events, wait in standby while another runner leads.
+    /// events, wait in standby while another runner leads, look for
+    /// operators' requests every second.
     fn default() -> Self {
         Self {
             checkpoint_every_events: 100,
@@ -35,6 +37,7 @@ impl Default for ProjectionOptions {
             on_error: ErrorPolicy::Stop,
             page_size: crate::store::DEFAULT_PAGE_SIZE,
             wait_for_leadership: true,
+            poll_requests_every: Duration::from_secs(1),
         }
     }
 }
@@ -67,6 +70,16 @@ impl ProjectionOptions {
     #[must_use]
     pub fn wait_for_leadership(mut self, wait: bool) -> Self {
         self.wait_for_leadership = wait;
+        self
+    }
+
+    /// How often the leader looks for an operator's request
+    /// ([`CheckpointStore::request`](crate::CheckpointStore::request)): the
+    /// bound on how long one waits, plus the batch in hand. One checkpoint
+    /// store read per interval.
+    #[must_use]
+    pub fn poll_requests_every(mut self, interval: Duration) -> Self {
+        self.poll_requests_every = interval.max(Duration::from_millis(1));
         self
     }
 

@@ -11,9 +11,9 @@ use tokio::{
 };
 
 use super::{
-    Checkpoint, CheckpointStore, ErrorPolicy, Leadership, Projection, ProjectionError,
-    ProjectionHandle, ProjectionOptions, ProjectionState, ProjectionStatus, SoleRunner,
-    handle::Control,
+    Checkpoint, CheckpointStore, ErrorPolicy, Leadership, PendingRequest, Projection,
+    ProjectionError, ProjectionHandle, ProjectionOptions, ProjectionRequest, ProjectionState,
+    ProjectionStatus, SoleRunner, handle::Control,
 };
 use crate::{EventStore, GlobalPosition, ReadAllQuery, RecordedEvent, StoreError, Subscription};
 
@@ -31,6 +31,8 @@ pub struct ProjectionRunner<S, P, K, L = SoleRunner> {
     leadership: L,
     options: ProjectionOptions,
     rebuild: bool,
+    /// The operator's rebuild request being carried out, cleared once the reset is saved.
+    rebuild_request: Option<PendingRequest>,
 }
 
 impl<S, P, K> ProjectionRunner<S, P, K>
@@ -49,6 +51,7 @@ where
             leadership: SoleRunner,
             options: ProjectionOptions::default(),
             rebuild: false,
+            rebuild_request: None,
         }
     }
 }
@@ -61,6 +64,8 @@ enum Led {
     Interrupted(String),
     /// The runner ends with this error.
     Failed(ProjectionError),
+    /// An operator asked for a rebuild: start over under the same lease.
+    Rebuild(PendingRequest),
 }
 
 /// What the subscription had ready: events, and the error that ended the batch.
@@ -114,6 +119,13 @@ fn standby_pauses() -> ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+/// A timer that first fires after `period`, then every `period`, never catching up on missed ticks.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
 }
 
 /// Resolves when a stop or an abort is requested; a dropped handle counts as a stop.
@@ -177,6 +189,7 @@ where
             leadership,
             options: self.options,
             rebuild: self.rebuild,
+            rebuild_request: self.rebuild_request,
         }
     }
 
@@ -249,7 +262,7 @@ where
                 return Ok(());
             };
             match self.lead(lease, control, status, &mut pauses).await {
-                Led::Stopped => return Ok(()),
+                Led::Stopped | Led::Rebuild(_) => return Ok(()),
                 Led::Failed(error) => return Err(error),
                 Led::Interrupted(reason) => {
                     tracing::warn!(projection = %name, %reason, "stopped applying; back to standby");
@@ -308,7 +321,8 @@ where
         }
     }
 
-    /// Runs as the projection's leader until stopped, failed or interrupted.
+    /// Runs as the projection's leader until stopped, failed or interrupted;
+    /// a rebuild an operator asked for starts over under the same lease.
     async fn lead(
         &mut self,
         mut lease: L::Lease,
@@ -316,7 +330,26 @@ where
         status: &watch::Sender<ProjectionStatus>,
         pauses: &mut ExponentialBackoff,
     ) -> Led {
-        let mut live = match self.take_over(&mut lease, status).await {
+        loop {
+            match self.lead_once(&mut lease, control, status, pauses).await {
+                Led::Rebuild(request) => {
+                    self.rebuild = true;
+                    self.rebuild_request = Some(request);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One spell of leadership, from the claimed checkpoint on.
+    async fn lead_once(
+        &mut self,
+        lease: &mut L::Lease,
+        control: &mut watch::Receiver<Control>,
+        status: &watch::Sender<ProjectionStatus>,
+        pauses: &mut ExponentialBackoff,
+    ) -> Led {
+        let mut live = match self.take_over(lease, status).await {
             Ok(live) => live,
             Err(led) => return led,
         };
@@ -329,57 +362,59 @@ where
             query = query.event_types(types);
         }
         let mut subscription = self.store.subscribe(query);
-        let mut tick = tokio::time::interval_at(
-            Instant::now() + self.options.checkpoint_interval,
-            self.options.checkpoint_interval,
-        );
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut tick = every(self.options.checkpoint_interval);
+        let mut requests = every(self.options.poll_requests_every);
+        // The handle's controls act when they change; a stored request can
+        // undo one (a stored resume after a handle's pause), so the runner
+        // keeps its own pause state.
+        let mut seen = Control::Run;
 
         loop {
-            let requested = *control.borrow_and_update();
-            match requested {
-                Control::Stop => return self.finish(&mut lease, &mut live, status).await,
-                Control::Abort => return Led::Failed(aborted(&name)),
-                Control::Pause => {
-                    let resume_as = live.checkpoint.state;
-                    live.checkpoint.state = ProjectionState::Paused;
-                    if let Err(led) = self.save(&mut lease, &mut live, status).await {
-                        return led;
-                    }
-                    // Wait for resume or stop; the subscription is not polled meanwhile.
-                    let resumed = control.wait_for(|c| *c != Control::Pause).await.map(|c| *c);
-                    match resumed {
-                        Ok(Control::Abort) => return Led::Failed(aborted(&name)),
-                        // The handle is gone: stay stopped.
-                        Err(_) => return self.finish(&mut lease, &mut live, status).await,
-                        Ok(_) => {
-                            live.checkpoint.state = resume_as;
-                            status.send_replace(live.status());
-                            continue;
+            let current = *control.borrow_and_update();
+            if current != seen {
+                seen = current;
+                let steered = match current {
+                    Control::Stop => return self.finish(lease, &mut live, status).await,
+                    Control::Abort => return Led::Failed(aborted(&name)),
+                    Control::Pause => self.pause(lease, &mut live, status).await,
+                    Control::Run => self.resume(&mut live, status),
+                };
+                if let Err(led) = steered {
+                    return led;
+                }
+            }
+            let step = if live.paused_from.is_some() {
+                // The subscription is not polled while paused.
+                tokio::select! {
+                    biased;
+                    changed = control.changed() => match changed {
+                        // The handle is gone: stop as if asked to.
+                        Err(_) => return self.finish(lease, &mut live, status).await,
+                        Ok(()) => Ok(()),
+                    },
+                    _ = requests.tick() => self.carry_out_request(lease, &mut live, status).await,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    changed = control.changed() => match changed {
+                        Err(_) => return self.finish(lease, &mut live, status).await,
+                        Ok(()) => Ok(()),
+                    },
+                    _ = requests.tick() => self.carry_out_request(lease, &mut live, status).await,
+                    _ = tick.tick() => {
+                        if live.unsaved > 0 {
+                            self.save(lease, &mut live, status).await
+                        } else {
+                            Ok(())
                         }
                     }
-                }
-                Control::Run => {}
-            }
-            let step = tokio::select! {
-                biased;
-                changed = control.changed() => match changed {
-                    // The handle is gone: stop as if asked to.
-                    Err(_) => return self.finish(&mut lease, &mut live, status).await,
-                    Ok(()) => Ok(()),
-                },
-                _ = tick.tick() => {
-                    if live.unsaved > 0 {
-                        self.save(&mut lease, &mut live, status).await
-                    } else {
-                        Ok(())
-                    }
-                }
-                item = subscription.next() => match item {
-                    None => return self.finish(&mut lease, &mut live, status).await,
-                    Some(first) => {
-                        let batch = Batch::collect(first, &mut subscription, self.options.page_size.get());
-                        self.apply_batch(&mut lease, batch, &mut live, status, &mut subscription).await
+                    item = subscription.next() => match item {
+                        None => return self.finish(lease, &mut live, status).await,
+                        Some(first) => {
+                            let batch = Batch::collect(first, &mut subscription, self.options.page_size.get());
+                            self.apply_batch(lease, batch, &mut live, status, &mut subscription).await
+                        }
                     }
                 }
             };
@@ -387,6 +422,69 @@ where
                 return led;
             }
         }
+    }
+
+    /// Stops applying and saves the checkpoint as paused.
+    async fn pause(
+        &mut self,
+        lease: &mut L::Lease,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), Led> {
+        if live.paused_from.is_some() {
+            return Ok(());
+        }
+        live.paused_from = Some(live.checkpoint.state);
+        live.checkpoint.state = ProjectionState::Paused;
+        self.save(lease, live, status).await
+    }
+
+    /// Leaves a pause in the state it interrupted (saved with the next checkpoint).
+    fn resume(
+        &mut self,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), Led> {
+        if let Some(state) = live.paused_from.take() {
+            live.checkpoint.state = state;
+            live.unsaved = live.unsaved.max(1);
+            status.send_replace(live.status());
+        }
+        Ok(())
+    }
+
+    /// Looks for an operator's request and carries it out; a rebuild ends
+    /// this spell of leadership to start over.
+    async fn carry_out_request(
+        &mut self,
+        lease: &mut L::Lease,
+        live: &mut Live,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), Led> {
+        let name = live.checkpoint.name.clone();
+        let pending = self
+            .checkpoints
+            .pending_request(&name)
+            .await
+            .map_err(|e| Led::Interrupted(format!("could not look for requests: {e}")))?;
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        tracing::info!(projection = %name, request = %pending.request, "carrying out an operator's request");
+        match pending.request {
+            ProjectionRequest::Pause => self.pause(lease, live, status).await?,
+            ProjectionRequest::Resume => {
+                self.resume(live, status)?;
+                self.save(lease, live, status).await?;
+            }
+            // Cleared once the reset checkpoint is saved, so a crash in
+            // between leaves the request for the next leader.
+            ProjectionRequest::Rebuild => return Err(Led::Rebuild(pending)),
+        }
+        self.checkpoints
+            .clear_request(&name, &pending)
+            .await
+            .map_err(|e| Led::Interrupted(format!("could not clear the request: {e}")))
     }
 
     /// Claims the checkpoint with the lease's fence, tells the projection
@@ -423,14 +521,27 @@ where
             })?;
             checkpoint = Checkpoint::initial(&name);
             checkpoint.state = ProjectionState::Rebuilding;
-        } else if checkpoint.state != ProjectionState::Rebuilding {
+        } else if !matches!(
+            checkpoint.state,
+            ProjectionState::Rebuilding | ProjectionState::Paused
+        ) {
             checkpoint.state = ProjectionState::Running;
         }
         checkpoint.fence = fence;
         let mut live = Live::new(checkpoint);
+        if live.checkpoint.state == ProjectionState::Paused {
+            // An operator's pause outlives the runner that carried it out.
+            live.paused_from = Some(ProjectionState::Running);
+        }
         // Saved at once, so the stored state says who leads and how.
         self.save(lease, &mut live, status).await?;
         self.rebuild = false;
+        if let Some(request) = self.rebuild_request.take() {
+            self.checkpoints
+                .clear_request(&name, &request)
+                .await
+                .map_err(|e| Led::Interrupted(format!("could not clear the request: {e}")))?;
+        }
         Ok(live)
     }
 
@@ -643,6 +754,8 @@ struct Live {
     skipped: u64,
     unsaved: u64,
     unreadable: Option<UnreadableRetries>,
+    /// While paused: the state to go back to.
+    paused_from: Option<ProjectionState>,
 }
 
 impl Live {
@@ -652,6 +765,7 @@ impl Live {
             skipped: 0,
             unsaved: 0,
             unreadable: None,
+            paused_from: None,
         }
     }
 

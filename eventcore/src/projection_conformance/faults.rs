@@ -12,7 +12,7 @@ use std::{
 use super::{Ledger, Recorder, append_markers, by_count, processed, wait_until};
 use crate::{
     Checkpoint, CheckpointStore, EventStore, FencingToken, GlobalPosition, Leadership,
-    ProjectionRunner, ProjectionState, StoreError,
+    PendingRequest, ProjectionRequest, ProjectionRunner, ProjectionState, StoreError,
 };
 
 const NAME: &str = "conformance-recorder";
@@ -118,6 +118,21 @@ impl<K: CheckpointStore> CheckpointStore for Flaky<K> {
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
         self.check()?;
         self.inner.list().await
+    }
+
+    async fn request(&self, name: &str, request: ProjectionRequest) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.request(name, request).await
+    }
+
+    async fn pending_request(&self, name: &str) -> Result<Option<PendingRequest>, StoreError> {
+        self.check()?;
+        self.inner.pending_request(name).await
+    }
+
+    async fn clear_request(&self, name: &str, pending: &PendingRequest) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.clear_request(name, pending).await
     }
 }
 
@@ -322,4 +337,84 @@ where
         (saved.fence, saved.events_processed, saved.state),
         (Some(FencingToken::new(3)), 20, ProjectionState::Stopped)
     );
+}
+
+/// Pause, resume and rebuild asked through the checkpoint store, as another
+/// process would: the leader carries each out; a pause outlives a crash.
+pub async fn an_operator_steers_a_projection_through_the_checkpoint_store<S, K>(
+    store: S,
+    checkpoints: K,
+) where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore + Clone,
+{
+    let ledger = Ledger::default();
+    let options = by_count(1000).poll_requests_every(Duration::from_millis(10));
+    let start = || {
+        ProjectionRunner::new(store.clone(), Recorder::new(&ledger), checkpoints.clone())
+            .with_options(options.clone())
+            .start()
+    };
+    append_markers(&store, 0..5).await;
+    let handle = start();
+    processed(&handle, 5).await;
+
+    checkpoints
+        .request(NAME, ProjectionRequest::Pause)
+        .await
+        .unwrap();
+    wait_until(&handle, "paused by request", |s| {
+        s.state == ProjectionState::Paused
+    })
+    .await;
+    let saved = checkpoints.load(NAME).await.unwrap().unwrap();
+    assert_eq!(saved.state, ProjectionState::Paused);
+    wait_for_no_request(&checkpoints).await;
+    append_markers(&store, 5..8).await;
+
+    // A crash while paused: the next runner starts paused.
+    handle.abort();
+    let handle = start();
+    let status = wait_until(&handle, "paused after a restart", |s| {
+        s.state == ProjectionState::Paused
+    })
+    .await;
+    assert_eq!(status.events_processed, 5);
+    checkpoints
+        .request(NAME, ProjectionRequest::Resume)
+        .await
+        .unwrap();
+    processed(&handle, 8).await;
+    wait_for_no_request(&checkpoints).await;
+    assert_eq!(ledger.snapshot().markers, (0..8).collect::<Vec<_>>());
+
+    checkpoints
+        .request(NAME, ProjectionRequest::Rebuild)
+        .await
+        .unwrap();
+    // Cleared once the reset checkpoint is saved: the rebuild has begun.
+    wait_for_no_request(&checkpoints).await;
+    wait_until(&handle, "the rebuild caught up", |s| {
+        s.state == ProjectionState::Running && s.events_processed == 8
+    })
+    .await;
+    handle.stop().await.unwrap();
+    let state = ledger.snapshot();
+    assert_eq!(state.markers, (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        state.applications, 8,
+        "the rebuild reset the read model first"
+    );
+}
+
+/// Waits until the leader has cleared the pending request.
+async fn wait_for_no_request<K: CheckpointStore>(checkpoints: &K) {
+    let cleared = async {
+        while checkpoints.pending_request(NAME).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(super::WAIT_LIMIT, cleared)
+        .await
+        .expect("the request is carried out and cleared");
 }

@@ -32,6 +32,7 @@ mod faults;
 pub use faults::{
     a_newer_leader_fences_out_the_old_one, a_runner_that_lost_its_lease_applies_nothing_more,
     a_runner_waits_out_a_checkpoint_store_outage,
+    an_operator_steers_a_projection_through_the_checkpoint_store,
 };
 
 /// How long a case waits for a runner to reach a state before failing.
@@ -56,6 +57,7 @@ macro_rules! projection_conformance_tests {
             a_newer_leader_fences_out_the_old_one,
             a_runner_waits_out_a_checkpoint_store_outage,
             a_runner_that_lost_its_lease_applies_nothing_more,
+            an_operator_steers_a_projection_through_the_checkpoint_store,
         );
     };
 }
