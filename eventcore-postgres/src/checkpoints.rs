@@ -12,6 +12,17 @@ use crate::{SchemaName, error};
 
 /// A [`CheckpointStore`] in the `eventcore_checkpoints` table of a store's
 /// schema; get one from [`PostgresEventStore::checkpoints`](crate::PostgresEventStore::checkpoints).
+///
+/// Saves are fenced in the statement that writes them (a save offering an
+/// older leadership generation than the stored `fence` changes nothing).
+/// An operator steers a running projection from any session, and its
+/// leader carries the request out within its `poll_requests_every` (1 s by
+/// default), then sets `request` back to NULL:
+///
+/// ```sql
+/// UPDATE eventcore_checkpoints SET request = 'pause', requested_at = now()
+///  WHERE projection = 'bank-balances';   -- or 'resume', 'rebuild'
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresCheckpointStore {
     pool: PgPool,
@@ -30,15 +41,58 @@ struct Queries {
     clear_request: String,
 }
 
+/// The most events [`PostgresCheckpointStore::report`] counts for one
+/// figure: beyond it, the figure says "at least this many", so the report
+/// costs the same whatever the backlog (an index-only range of at most this
+/// many entries per projection).
+pub const REPORT_COUNT_LIMIT: u64 = 100_000;
+
 /// One projection as an operator sees it: from
 /// [`PostgresCheckpointStore::report`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionReport {
     /// The projection's saved checkpoint.
     pub checkpoint: Checkpoint,
-    /// Events in the deliverable global order after its position.
+    /// Events deliverable now after its position (of every type), counted
+    /// up to [`REPORT_COUNT_LIMIT`].
     pub lag: u64,
+    /// Events committed but not deliverable yet because an older
+    /// transaction is still running (the same for every projection of the
+    /// schema), counted up to [`REPORT_COUNT_LIMIT`]. They add to the lag as
+    /// soon as that transaction ends.
+    pub held_back: u64,
+    /// Whether `lag` or `held_back` reached [`REPORT_COUNT_LIMIT`] and is a lower bound.
+    pub counts_capped: bool,
+    /// The oldest transaction still running on the server, which holds
+    /// delivery back, when `held_back` is not zero.
+    pub holder: Option<TransactionHolder>,
 }
+
+/// A running transaction that holds the delivery watermark back: from
+/// `pg_stat_activity`, without its query text (which may hold data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionHolder {
+    /// The backend's process id (`pg_terminate_backend(pid)` ends it).
+    pub pid: i32,
+    /// How long its transaction has been open.
+    pub age: std::time::Duration,
+    /// The backend's state (`active`, `idle in transaction`, ...).
+    pub state: String,
+    /// The client's `application_name`, often empty.
+    pub application_name: String,
+    /// The database it is connected to (any database of the server holds delivery back).
+    pub database: String,
+}
+
+/// The oldest transaction with an id, server-wide: the one whose id is the
+/// delivery watermark. Prepared transactions (`pg_prepared_xacts`) hold it
+/// back as well and are not listed.
+const OLDEST_TRANSACTION: &str = "SELECT pid, \
+        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds, \
+        coalesce(state, '') AS state, coalesce(application_name, '') AS application_name, \
+        coalesce(datname, '') AS database \
+    FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+    ORDER BY age(backend_xid) DESC LIMIT 1";
 
 impl PostgresCheckpointStore {
     pub(crate) fn new(pool: PgPool, schema: &SchemaName) -> Self {
@@ -100,41 +154,92 @@ impl PostgresCheckpointStore {
                 list: format!(
                     "SELECT {columns} FROM {s}.eventcore_checkpoints ORDER BY projection"
                 ),
-                // The monitoring query: per projection, how many deliverable events lie beyond it.
+                // The monitoring query: per projection, how many deliverable
+                // events lie beyond it, and how many are held back, each
+                // counted up to a limit so the cost does not grow with the backlog.
                 report: format!(
-                    "SELECT c.projection, c.transaction_id::text AS transaction_text, c.sequence, \
+                    "WITH horizon AS MATERIALIZED ( \
+                         SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin \
+                     ), held AS MATERIALIZED ( \
+                         SELECT count(*) AS held_back FROM ( \
+                             SELECT 1 FROM {s}.eventcore_events e, horizon h \
+                             WHERE e.transaction_id >= h.xmin LIMIT $1) x \
+                     ) \
+                     SELECT c.projection, c.transaction_id::text AS transaction_text, c.sequence, \
                             c.events_processed, c.status, c.last_error, c.updated_at, c.fence, \
-                            c.last_event_id, c.last_processed_at, \
-                            (SELECT count(*) FROM {s}.eventcore_events e \
-                              WHERE (e.transaction_id, e.sequence) > (c.transaction_id, c.sequence) \
-                                AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())) AS lag \
-                     FROM {s}.eventcore_checkpoints c ORDER BY c.projection"
+                            c.last_event_id, c.last_processed_at, held.held_back, \
+                            (SELECT count(*) FROM ( \
+                                SELECT 1 FROM {s}.eventcore_events e, horizon h \
+                                WHERE (e.transaction_id, e.sequence) > (c.transaction_id, c.sequence) \
+                                  AND e.transaction_id < h.xmin LIMIT $1) x) AS lag \
+                     FROM {s}.eventcore_checkpoints c, held ORDER BY c.projection"
                 ),
             }),
         }
     }
 
-    /// Every projection's checkpoint with its lag, in one query: what an
-    /// operator's dashboard shows. The lag counts events of every type, so a
+    /// Every projection's checkpoint with its lag and the events held back
+    /// by an old transaction (with that transaction's pid and age): what an
+    /// operator's dashboard shows, in two queries of bounded cost
+    /// ([`REPORT_COUNT_LIMIT`]). The lag counts events of every type, so a
     /// projection that filters types can show more lag than it will apply.
     ///
     /// # Errors
     /// [`StoreError`] if the database cannot be asked.
     pub async fn report(&self) -> Result<Vec<ProjectionReport>, StoreError> {
+        let limit = i64::try_from(REPORT_COUNT_LIMIT).unwrap_or(i64::MAX);
         let rows = sqlx::query(&self.queries.report)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(error::to_store_error)?;
+        let held_back = match rows.first() {
+            Some(row) => count(row, "held_back")?,
+            None => return Ok(Vec::new()),
+        };
+        let holder = if held_back > 0 {
+            self.oldest_transaction().await?
+        } else {
+            None
+        };
         rows.iter()
             .map(|row| {
-                let lag: i64 = row.try_get("lag").map_err(error::to_store_error)?;
+                let lag = count(row, "lag")?;
                 Ok(ProjectionReport {
                     checkpoint: checkpoint_from(row)?,
-                    lag: u64::try_from(lag).unwrap_or(0),
+                    lag,
+                    held_back,
+                    counts_capped: lag >= REPORT_COUNT_LIMIT || held_back >= REPORT_COUNT_LIMIT,
+                    holder: holder.clone(),
                 })
             })
             .collect()
     }
+
+    /// The oldest transaction running on the server, if any.
+    async fn oldest_transaction(&self) -> Result<Option<TransactionHolder>, StoreError> {
+        let row: Option<(i32, Option<f64>, String, String, String)> =
+            sqlx::query_as(OLDEST_TRANSACTION)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+        Ok(row.map(
+            |(pid, age, state, application_name, database)| TransactionHolder {
+                pid,
+                age: std::time::Duration::try_from_secs_f64(age.unwrap_or(0.0).max(0.0))
+                    .unwrap_or_default(),
+                state,
+                application_name,
+                database,
+            },
+        ))
+    }
+}
+
+/// A count column, as a `u64`.
+fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
+    let n: i64 = row.try_get(column).map_err(error::to_store_error)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 fn checkpoint_from(row: &PgRow) -> Result<Checkpoint, StoreError> {

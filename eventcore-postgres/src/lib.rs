@@ -39,10 +39,38 @@
 //!   running when it was called, so it returns everything committed before
 //!   the call, your own appends included.
 //! - **Subscriptions** page through that order and wait on LISTEN/NOTIFY,
-//!   polling as a fallback.
+//!   polling as a fallback. All subscriptions of a store share one
+//!   listening connection of its own (never one of the pools), reconnected
+//!   with backoff when it drops; they poll meanwhile.
+//! - **Unreadable rows** (metadata, event type or stream id that a
+//!   hand-written INSERT got past the schema) are
+//!   [`StoreError::Undecodable`](eventcore::StoreError::Undecodable) at
+//!   their position, after every good event before them.
+//! - **Projections**: checkpoints in `eventcore_checkpoints`, fenced by the
+//!   leadership generation in `eventcore_projection_leases`
+//!   ([`PostgresLeadership`]); operators steer a running projection with an
+//!   `UPDATE` of its checkpoint row (see [`PostgresCheckpointStore`]) and
+//!   watch it with [`PostgresCheckpointStore::report`].
 //! - Stream ids, event types, payloads and metadata are always bound
 //!   parameters; the only name written into SQL is the configured schema,
 //!   validated as a plain identifier and quoted.
+//!
+//! # Connections
+//!
+//! What one store (with all its clones) opens at most:
+//!
+//! | what | connections |
+//! |---|---|
+//! | read pool: reads, `read_all`, checkpoints, snapshots, stream rows, key lookups | `max_connections` |
+//! | writer pool: appends | `max_connections` |
+//! | listener, shared by every subscription and projection runner of the store, open while any subscription waits | 1 |
+//! | each projection runner with [`PostgresEventStore::leadership`], leading or in standby | 1 each |
+//!
+//! So `2 × max_connections + 1 + runners`. Subscriptions take a read-pool
+//! connection only for the moment of each page read, so even
+//! `max_connections(1)` serves commands and any number of subscriptions.
+//! Two stores made with [`PostgresEventStore::new`] each have their own
+//! pools and listener; clone a store to share them.
 //!
 //! # Long transactions
 //!
@@ -81,7 +109,9 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use checkpoints::{PostgresCheckpointStore, ProjectionReport};
+pub use checkpoints::{
+    PostgresCheckpointStore, ProjectionReport, REPORT_COUNT_LIMIT, TransactionHolder,
+};
 pub use config::{ConfigError, PostgresConfig, SchemaName};
 pub use leadership::{PostgresLeadership, PostgresLease};
 pub use schema::InitializeError;

@@ -714,3 +714,52 @@ async fn an_operator_steers_the_leader_from_another_process() {
     );
     assert_eq!(applied, (0..15).collect::<Vec<_>>());
 }
+
+/// The report tells the truth while a transaction left open holds delivery
+/// back: the new events show as held back (not as lag 0 and nothing else),
+/// with the holder's pid and age; once it ends they are lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_shows_events_held_back_and_the_transaction_holding_them() {
+    let cluster = ThrowawayCluster::start().await.unwrap();
+    let store = initialized(config(&cluster)).await;
+    for n in 0..3 {
+        append_one(&store, "reported", n).await.unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handle =
+        ProjectionRunner::new(store.clone(), Counting::new(&seen), store.checkpoints()).start();
+    wait_status(&handle, "caught up", |s| s.events_processed >= 3).await;
+    handle.pause();
+    wait_status(&handle, "paused", |s| s.state == ProjectionState::Paused).await;
+
+    // A transaction left open, holding an id: the watermark stops below it.
+    let mut holder = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *holder).await.unwrap();
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    for n in 3..7 {
+        append_one(&store, "reported", n).await.unwrap();
+    }
+    let report = store.checkpoints().report().await.unwrap();
+    println!("while held: {report:?}");
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].lag, 0, "nothing deliverable yet");
+    assert_eq!(report[0].held_back, 4);
+    assert!(!report[0].counts_capped);
+    let holding = report[0].holder.clone().expect("names the holder");
+    assert_eq!(holding.pid, holder_pid);
+    assert_eq!(holding.state, "idle in transaction");
+
+    sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    let report = store.checkpoints().report().await.unwrap();
+    println!("after the holder ended: {report:?}");
+    assert_eq!((report[0].lag, report[0].held_back), (4, 0));
+    assert_eq!(report[0].holder, None);
+    handle.stop().await.unwrap();
+}
