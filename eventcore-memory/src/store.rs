@@ -18,6 +18,12 @@ use uuid::{ContextV7, Timestamp, Uuid};
 ///
 /// All state sits behind one mutex that is never held across an `.await`,
 /// so every call is atomic and linearizable.
+///
+/// It keeps events as checked values, not rows, so it never holds one that
+/// cannot be read back: [`StoreError::Undecodable`](eventcore::StoreError::Undecodable)
+/// comes only from adapters over a database someone can write to by hand.
+/// Test a runner's handling of such rows with a wrapping store that yields
+/// the error (as `eventcore`'s own tests do).
 #[derive(Debug, Clone)]
 pub struct InMemoryEventStore {
     shared: Arc<Shared>,
