@@ -8,8 +8,9 @@
 use std::str::FromStr;
 
 use eventcore::{
-    EventId, EventMetadata, EventType, GlobalPosition, IdempotencyKey, MAX_JSON_DEPTH, NewEvent,
-    Payload, RecordedEvent, StreamId, StreamVersion, conformance::TestEvent,
+    EncodeError, Event, EventId, EventMetadata, EventType, GlobalPosition, IdempotencyKey,
+    MAX_JSON_DEPTH, NewEvent, Payload, RecordedEvent, StreamId, StreamVersion,
+    conformance::TestEvent,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -65,6 +66,32 @@ fn has_nul(value: &Value) -> bool {
         Value::Array(items) => items.iter().any(has_nul),
         Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
         _ => false,
+    }
+}
+
+/// Any `f64`, NaN and the infinities often.
+fn any_float() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(-0.0),
+    ]
+}
+
+/// A domain event with floats in several places.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Reading {
+    Measured {
+        celsius: f64,
+        history: Vec<Option<f32>>,
+    },
+}
+
+impl Event for Reading {
+    fn event_type(&self) -> &'static str {
+        "Measured"
     }
 }
 
@@ -126,6 +153,30 @@ proptest! {
         );
         let storable = !has_nul(&payload) && depth(&payload) <= MAX_JSON_DEPTH;
         prop_assert_eq!(made.is_ok(), storable);
+    }
+
+    #[test]
+    fn new_events_refuse_exactly_the_floats_json_cannot_hold(
+        celsius in any_float(),
+        history in prop::collection::vec(prop::option::of(any_float()), 0..4),
+    ) {
+        let history: Vec<Option<f32>> = history.into_iter().map(|h| h.map(|f| f as f32)).collect();
+        let finite = celsius.is_finite() && history.iter().flatten().all(|f| f.is_finite());
+        let reading = Reading::Measured { celsius, history };
+        let made = NewEvent::from_event(&reading, EventMetadata::default());
+        match made {
+            Ok(event) => {
+                prop_assert!(finite, "stored {} for {reading:?}", event.payload());
+                // Stored as it was: it decodes to the same numbers.
+                let Reading::Measured { celsius: back, .. } = event.payload().decode().unwrap_or_else(|_| unreachable!());
+                prop_assert_eq!(back, celsius);
+            }
+            Err(EncodeError::NonFinite { part, .. }) => {
+                prop_assert!(!finite);
+                prop_assert_eq!(part, "payload");
+            }
+            Err(other) => prop_assert!(false, "{other}"),
+        }
     }
 
     #[test]

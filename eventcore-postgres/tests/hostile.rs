@@ -195,3 +195,85 @@ async fn a_row_edited_to_garbage_is_a_typed_error_and_harms_nothing_else() {
         json!({ "n": 2 })
     );
 }
+
+/// A reading of a sensor; its number may be anything a float can be.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Measured {
+    celsius: f64,
+}
+
+impl eventcore::Event for Measured {
+    fn event_type(&self) -> &'static str {
+        "Measured"
+    }
+}
+
+#[derive(eventcore::Command)]
+struct Measure {
+    #[stream]
+    sensor: StreamId,
+    celsius: f64,
+}
+
+impl eventcore::CommandLogic for Measure {
+    type State = ();
+    type Event = Measured;
+    type Error = std::convert::Infallible;
+
+    fn apply(&self, _: &mut (), _: &eventcore::StoredEvent<Measured>) {}
+
+    fn handle(
+        &self,
+        _: (),
+        _: &mut eventcore::HandleContext<'_, Self>,
+    ) -> Result<eventcore::Writes<Self>, Self::Error> {
+        Ok(eventcore::Writes::new().emit(
+            self.sensor_stream(),
+            Measured {
+                celsius: self.celsius,
+            },
+        ))
+    }
+}
+
+/// NaN and the infinities would be stored as `null` and poison the stream
+/// for every later reader: the command is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_emitting_nan_or_infinity_writes_nothing() {
+    let store = support::fresh_store().await;
+    let executor = eventcore::CommandExecutor::new(store.clone());
+    let sensor = StreamId::try_new("sensor").unwrap();
+    for celsius in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let command = Measure {
+            sensor: sensor.clone(),
+            celsius,
+        };
+        let error = executor
+            .execute(&command, eventcore::ExecutionOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                eventcore::ExecutionError::Encode(EncodeError::NonFinite { .. })
+            ),
+            "{error:?}"
+        );
+    }
+    let read = store
+        .read_streams(std::slice::from_ref(&sensor))
+        .await
+        .unwrap();
+    assert!(read.events.is_empty(), "nothing written");
+    let fine = Measure {
+        sensor: sensor.clone(),
+        celsius: -40.0,
+    };
+    executor
+        .execute(&fine, eventcore::ExecutionOptions::default())
+        .await
+        .unwrap();
+    let read = store.read_streams(&[sensor]).await.unwrap();
+    let stored: Measured = read.events[0].decode().unwrap().payload;
+    assert_eq!(stored.celsius, -40.0);
+}

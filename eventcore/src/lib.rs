@@ -70,6 +70,7 @@ mod command;
 mod coordination;
 mod event;
 mod executor;
+mod finite;
 mod idempotency;
 mod limits;
 mod metadata;

@@ -43,15 +43,23 @@ pub(crate) enum JsonProblem {
     Nul,
     /// Arrays and objects nest deeper than [`MAX_JSON_DEPTH`].
     TooDeep,
+    /// A float is NaN or infinite, which JSON would write as `null`.
+    NonFinite,
 }
 
 impl Payload {
-    /// Serializes `value` to compact JSON and checks it can be stored.
+    /// Serializes `value` to compact JSON and checks it can be stored as
+    /// it is: no NUL, no nesting past [`MAX_JSON_DEPTH`], no float written
+    /// as `null` because it is NaN or infinite.
     pub(crate) fn encode<T: Serialize + ?Sized>(
         value: &T,
     ) -> Result<Result<Self, JsonProblem>, serde_json::Error> {
         let text = serde_json::to_string(value)?;
-        Ok(check_json_text(&text).map(|()| Self(Arc::from(text))))
+        Ok(match check_json_text(&text) {
+            Ok(Nulls::Some) if crate::finite::has_non_finite(value) => Err(JsonProblem::NonFinite),
+            Ok(_) => Ok(Self(Arc::from(text))),
+            Err(problem) => Err(problem),
+        })
     }
 
     /// The payload of text a store wrote from a `Payload` and reads back.
@@ -115,6 +123,7 @@ impl<'de> Deserialize<'de> for Payload {
                 serde::de::Error::custom(match problem {
                     JsonProblem::Nul => "a payload string holds U+0000",
                     JsonProblem::TooDeep => "a payload nests JSON too deep",
+                    JsonProblem::NonFinite => "a payload holds a NaN or infinite number",
                 })
             })
     }
@@ -145,13 +154,23 @@ pub(crate) fn check_json(value: &serde_json::Value, depth: usize) -> Result<(), 
     Ok(())
 }
 
+/// Whether JSON text holds a `null`: the only trace a NaN or infinite
+/// float leaves once serde_json has written it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nulls {
+    None,
+    Some,
+}
+
 /// The same checks as [`check_json`] on JSON text serde_json wrote: one pass
 /// over the bytes, tracking strings and escapes, counting nesting outside
-/// strings. serde_json writes U+0000 as the escape `\u0000`.
-fn check_json_text(text: &str) -> Result<(), JsonProblem> {
+/// strings. serde_json writes U+0000 as the escape `\u0000`. Also tells
+/// whether a `null` appears (outside strings, only `null` starts with `n`).
+fn check_json_text(text: &str) -> Result<Nulls, JsonProblem> {
     let bytes = text.as_bytes();
     let mut depth = 0_usize;
     let mut in_string = false;
+    let mut nulls = Nulls::None;
     let mut i = 0;
     while i < bytes.len() {
         match (in_string, bytes[i]) {
@@ -171,11 +190,12 @@ fn check_json_text(text: &str) -> Result<(), JsonProblem> {
                 }
             }
             (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            (false, b'n') => nulls = Nulls::Some,
             _ => {}
         }
         i += 1;
     }
-    Ok(())
+    Ok(nulls)
 }
 
 #[cfg(test)]
@@ -207,8 +227,28 @@ mod tests {
         ];
         for value in cases {
             let text = serde_json::to_string(&value).unwrap();
-            assert_eq!(check_json_text(&text), check_json(&value, 1), "{text}");
+            assert_eq!(
+                check_json_text(&text).map(|_| ()),
+                check_json(&value, 1),
+                "{text}"
+            );
         }
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused_and_nulls_are_not() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(
+                Payload::encode(&vec![Some(1.0), None, Some(value)]).unwrap(),
+                Err(JsonProblem::NonFinite)
+            );
+        }
+        assert!(Payload::encode(&vec![Some(1.0), None]).unwrap().is_ok());
+        assert!(
+            Payload::encode(&json!({"n": null, "s": "nan"}))
+                .unwrap()
+                .is_ok()
+        );
     }
 
     #[test]

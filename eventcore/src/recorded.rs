@@ -55,6 +55,18 @@ pub enum EncodeError {
         /// `"payload"` or `"metadata"`.
         part: &'static str,
     },
+    /// A float in the payload is NaN or infinite: JSON has no such number,
+    /// and would store it as `null`; every store refuses it alike.
+    #[error(
+        "the {part} of a {event_type} event holds a NaN or infinite number, which JSON cannot \
+         store (it would be written as null); use a finite value or an Option"
+    )]
+    NonFinite {
+        /// The event's type name.
+        event_type: String,
+        /// `"payload"`.
+        part: &'static str,
+    },
     /// serde could not serialize the payload to JSON.
     #[error("could not serialize a {event_type} event to JSON: {source}")]
     Serialize {
@@ -84,6 +96,16 @@ impl NewEvent {
     /// # impl Event for Named { fn event_type(&self) -> &'static str { "Named" } }
     /// let nul = Named { name: "a\0b".into() };
     /// assert!(NewEvent::from_event(&nul, EventMetadata::default()).is_err());
+    ///
+    /// // JSON has no NaN: it would be stored as null, so it is refused.
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Measured { celsius: f64 }
+    /// # impl Event for Measured { fn event_type(&self) -> &'static str { "Measured" } }
+    /// let nan = Measured { celsius: f64::NAN };
+    /// assert!(matches!(
+    ///     NewEvent::from_event(&nan, EventMetadata::default()),
+    ///     Err(eventcore::EncodeError::NonFinite { .. })
+    /// ));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_event<E: Event>(event: &E, metadata: EventMetadata) -> Result<Self, EncodeError> {
@@ -101,7 +123,8 @@ impl NewEvent {
     /// # Errors
     /// [`EncodeError::NulCharacter`] if a string in the payload or metadata
     /// holds U+0000; [`EncodeError::TooDeep`] if either nests deeper than
-    /// [`MAX_JSON_DEPTH`].
+    /// [`MAX_JSON_DEPTH`]. (A `serde_json::Value` cannot hold a NaN or an
+    /// infinity, so neither can metadata values.)
     pub fn from_parts(
         event_type: EventType,
         payload: serde_json::Value,
@@ -166,6 +189,7 @@ fn refusal(problem: JsonProblem, event_type: &EventType, part: &'static str) -> 
     match problem {
         JsonProblem::Nul => EncodeError::NulCharacter { event_type, part },
         JsonProblem::TooDeep => EncodeError::TooDeep { event_type, part },
+        JsonProblem::NonFinite => EncodeError::NonFinite { event_type, part },
     }
 }
 

@@ -160,10 +160,37 @@ impl<S: Serialize + DeserializeOwned> SnapshotPolicy<S> {
             state_version,
             every: DEFAULT_SNAPSHOT_EVERY,
             after_appends: true,
-            encode: |state| serde_json::to_value(state),
+            encode: encode_state,
             decode: |state| S::deserialize(state),
         }
     }
+}
+
+/// A state as JSON, refused when a float in it is NaN or infinite (JSON
+/// would hold `null` there, and the snapshot would not decode again).
+fn encode_state<S: Serialize>(state: &S) -> Result<serde_json::Value, serde_json::Error> {
+    let value = serde_json::to_value(state)?;
+    if holds_null(&value) && crate::finite::has_non_finite(state) {
+        return Err(serde::ser::Error::custom(
+            "the state holds a NaN or infinite number, which JSON cannot store",
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether a JSON value has a `null` anywhere: the trace of a non-finite float.
+fn holds_null(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Null => return true,
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => pending.extend(map.values()),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl<S> SnapshotPolicy<S> {
@@ -352,5 +379,15 @@ mod tests {
         // The format stores already hold: a change would orphan their snapshots.
         let expected = serde_json::json!(["name \u{1}", ["a\"b", "ünï\\c"]]).to_string();
         assert_eq!(key.as_str(), expected);
+    }
+
+    #[test]
+    fn states_with_nan_or_infinity_are_not_encoded() {
+        assert!(super::encode_state(&(1_u8, f64::NAN)).is_err());
+        assert!(super::encode_state(&vec![Some(f32::NEG_INFINITY)]).is_err());
+        assert_eq!(
+            super::encode_state(&(Some(2.5_f64), None::<f64>)).unwrap(),
+            serde_json::json!([2.5, null])
+        );
     }
 }
