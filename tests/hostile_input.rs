@@ -9,9 +9,10 @@ use std::str::FromStr;
 
 use eventcore::{
     EncodeError, Event, EventId, EventMetadata, EventType, GlobalPosition, IdempotencyKey,
-    MAX_JSON_DEPTH, NewEvent, Payload, RecordedEvent, StreamId, StreamVersion,
+    MAX_JSON_DEPTH, NewEvent, Payload, RecordedEvent, StreamId, StreamVersion, UserId,
     conformance::TestEvent,
 };
+use eventcore_postgres::PostgresConfig;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -177,6 +178,33 @@ proptest! {
             }
             Err(other) => prop_assert!(false, "{other}"),
         }
+    }
+
+    #[test]
+    fn user_ids_accept_exactly_what_the_rules_allow(raw in hostile_string()) {
+        let trimmed = raw.trim();
+        let valid = !trimmed.is_empty()
+            && trimmed.chars().count() <= 255
+            && !trimmed.chars().any(char::is_control);
+        prop_assert_eq!(UserId::try_new(raw.as_str()).is_ok(), valid);
+    }
+
+    #[test]
+    fn no_form_of_database_url_prints_its_password(
+        password in "[A-Za-z0-9!*()~._-]{6,24}",
+        form in 0usize..6,
+    ) {
+        let url = match form {
+            0 => format!("postgres://app:{password}@db.internal:5432/bank"),
+            1 => format!("postgresql://app@db.internal/bank?password={password}"),
+            2 => format!("postgres://db.internal/bank?user=app&password={password}&sslmode=require"),
+            3 => format!("postgres://app@db.internal/bank?sslmode=require&Password={password}#x"),
+            4 => format!("postgres://app:{password}@db.internal/bank?password={password}"),
+            _ => format!("postgres://app:{password}@[::1]:5432/bank?application_name=a@b"),
+        };
+        let printed = format!("{:?}", PostgresConfig::new(url.clone()));
+        prop_assert!(!printed.contains(&password), "{printed}");
+        prop_assert!(printed.contains("bank"), "still says where it connects: {printed}");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use sqlx::{
 ///     .acquire_timeout(Duration::from_secs(3))
 ///     .schema("bank")?;
 /// assert!(!format!("{config:?}").contains("secret"), "the password is never printed");
+/// // Nor in the query string, in any spelling sqlx accepts.
+/// let config = PostgresConfig::new("postgresql://db/bank?user=app&password=secret");
+/// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), eventcore_postgres::ConfigError>(())
 /// ```
 #[derive(Clone)]
@@ -64,6 +67,16 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The URL has a query parameter named like a password that PostgreSQL
+    /// does not know (only `password` is); its value is not repeated.
+    #[error(
+        "the database URL has a parameter {key:?} that PostgreSQL does not know: pass the \
+         password as `password=` or in the user part"
+    )]
+    UnknownSecretParameter {
+        /// The parameter's name.
+        key: String,
+    },
     /// The database URL does not parse (the URL itself is not repeated, it may hold a password).
     #[error("the database URL is invalid: {source}")]
     InvalidUrl {
@@ -74,7 +87,9 @@ pub enum ConfigError {
 }
 
 /// A PostgreSQL schema name EventCore may use: 1 to 63 ASCII letters, digits
-/// or underscores, not starting with a digit. It is always written quoted.
+/// or underscores, not starting with a digit, and not a system schema
+/// (`information_schema`, or a name starting with `pg_`, which PostgreSQL
+/// reserves). It is always written quoted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SchemaName(String);
 
@@ -99,7 +114,26 @@ impl SchemaName {
                 "only ASCII letters, digits and underscores are allowed",
             ));
         }
+        if name == "information_schema" || name.starts_with("pg_") {
+            return Err(invalid(
+                "it is a system schema (information_schema, pg_*): choose a schema of your own",
+            ));
+        }
         Ok(Self(name.to_owned()))
+    }
+
+    /// The LISTEN/NOTIFY channel of this schema's appends. PostgreSQL
+    /// truncates identifiers at 63 bytes and refuses longer channel names in
+    /// `pg_notify`, so a name that would not fit keeps a prefix and adds a
+    /// hash of the whole name: every valid schema has a channel of its own.
+    pub(crate) fn channel(&self) -> String {
+        const PREFIX: &str = "eventcore_";
+        const MAX_IDENTIFIER_BYTES: usize = 63;
+        if PREFIX.len() + self.0.len() <= MAX_IDENTIFIER_BYTES {
+            return format!("{PREFIX}{}", self.0);
+        }
+        let head = self.0.get(..32).unwrap_or(&self.0);
+        format!("{PREFIX}{head}_{:016x}", fnv1a(self.0.as_bytes()))
     }
 
     /// The name as given.
@@ -111,6 +145,14 @@ impl SchemaName {
     pub(crate) fn quoted(&self) -> String {
         format!("\"{}\"", self.0)
     }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across Rust releases and
+/// processes, as a channel name shared by every process must.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Default for SchemaName {
@@ -142,19 +184,34 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// The URL with any password replaced, for logs and debug output.
+/// The URL with every password replaced, for logs and debug output: the
+/// one in the user part and any query parameter whose name holds
+/// `password` (`?password=`, `?sslpassword=`, in any case). The fragment is
+/// dropped. A URL that does not parse is not printed at all, since there
+/// is no telling where its password is.
 pub(crate) fn redact(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparsed database url>".to_owned();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<database url that does not parse, not shown>".to_owned();
     };
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://{credentials}@{host}"),
-        },
-        None => format!("{scheme}://{rest}"),
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+        return "<database url, not shown>".to_owned();
     }
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(key, value)| {
+            let secret = key.to_ascii_lowercase().contains("password");
+            let value = if secret { "***".into() } else { value };
+            (key.into_owned(), value.into_owned())
+        })
+        .collect();
+    if pairs.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.set_fragment(None);
+    // `***` is percent-encoded in the user part; show it as written.
+    parsed.to_string().replace("%2A%2A%2A", "***")
 }
 
 impl PostgresConfig {
@@ -293,7 +350,7 @@ impl PostgresConfig {
 
     /// The sqlx connect and pool options these settings describe.
     pub(crate) fn pool_options(&self) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
-        let mut connect = PgConnectOptions::from_str(&self.url)
+        let mut connect = PgConnectOptions::from_str(&password_parameters_checked(&self.url)?)
             .map_err(|source| ConfigError::InvalidUrl { source })?;
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
@@ -307,6 +364,37 @@ impl PostgresConfig {
             .before_acquire(check_idle(self.check_idle_after));
         Ok((pool, connect))
     }
+}
+
+/// The URL with a `password` query parameter spelled in any case renamed
+/// to `password`, which sqlx understands; any other parameter named like a
+/// password is refused. sqlx logs a parameter it does not know, value
+/// included, so neither may reach it.
+fn password_parameters_checked(url: &str) -> Result<String, ConfigError> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // sqlx reports the malformed URL without repeating it.
+        return Ok(url.to_owned());
+    };
+    let mut renamed = false;
+    let mut pairs = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        let lower = key.to_ascii_lowercase();
+        if lower == "password" && key != "password" {
+            renamed = true;
+            pairs.push(("password".to_owned(), value.into_owned()));
+        } else if lower.contains("password") && key != "password" {
+            return Err(ConfigError::UnknownSecretParameter {
+                key: key.into_owned(),
+            });
+        } else {
+            pairs.push((key.into_owned(), value.into_owned()));
+        }
+    }
+    if !renamed {
+        return Ok(url.to_owned());
+    }
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    Ok(parsed.into())
 }
 
 /// What a `before_acquire` hook returns: whether to hand the connection out.
@@ -358,5 +446,29 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redact("postgresql://h/db?user=u&password=s3cr3t&sslmode=require#frag"),
+            "postgresql://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://u:a@h/db?SSLPassword=b&application_name=x%40y"),
+            "postgres://u:***@h/db?SSLPassword=***&application_name=x%40y"
+        );
+        assert!(!redact("postgres://u:s3cr3t@[::1/db").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn every_schema_has_a_channel_postgres_accepts() {
+        let short = SchemaName::new("bank").unwrap();
+        assert_eq!(
+            short.channel(),
+            "eventcore_bank",
+            "short names keep their channel"
+        );
+        let long_a = SchemaName::new(&"a".repeat(63)).unwrap();
+        let long_b = SchemaName::new(&format!("{}b", "a".repeat(62))).unwrap();
+        assert!(long_a.channel().len() <= 63);
+        assert_ne!(long_a.channel(), long_b.channel());
+        assert_eq!(long_a.channel(), long_a.channel());
     }
 }

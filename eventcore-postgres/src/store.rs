@@ -289,7 +289,7 @@ impl PostgresEventStore {
     }
 
     fn build(pool: PgPool, writer: PgPool, settings: Settings) -> Self {
-        let channel = format!("eventcore_{}", settings.schema.as_str());
+        let channel = settings.schema.channel();
         let listener = Arc::new(ListenerHub::new(
             pool.connect_options().as_ref().clone(),
             channel.clone(),

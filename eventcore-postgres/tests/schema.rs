@@ -9,7 +9,7 @@ use eventcore::{
     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
     StoreError, StreamId, StreamVersion,
 };
-use eventcore_postgres::{ConfigError, PostgresConfig, PostgresEventStore, testing};
+use eventcore_postgres::{ConfigError, PostgresConfig, PostgresEventStore, SchemaName, testing};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -272,4 +272,62 @@ async fn an_unreachable_server_is_a_typed_error() {
         .acquire_timeout(std::time::Duration::from_secs(2));
     let error = PostgresEventStore::new(config).await.unwrap_err();
     assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+/// A schema name of 63 characters, the most PostgreSQL allows, works for
+/// everything: initialize, append (which notifies subscribers) and a live
+/// subscription woken by that notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_valid_schema_name_works_end_to_end() {
+    let mut name = eventcore_postgres::testing::fresh_schema_name();
+    while name.len() < 63 {
+        name.push('x');
+    }
+    let config = support::fresh_config()
+        .await
+        .schema(&name)
+        .unwrap()
+        // Only the notification, not polling, delivers within the test.
+        .poll_interval(std::time::Duration::from_secs(3600));
+    let store = eventcore_postgres::testing::store_with(config)
+        .await
+        .unwrap();
+    store.append(one_event("long")).await.unwrap();
+    let mut subscription = store.subscribe(eventcore::ReadAllQuery::from_start());
+    let first = subscription.next_event().await.unwrap().unwrap();
+    assert_eq!(first.stream_id, stream("long"));
+    // The subscription now waits on the notification channel.
+    let appended = tokio::spawn({
+        let store = store.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            store.append(one_event("long")).await.unwrap();
+        }
+    });
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        subscription.next_event(),
+    )
+    .await
+    .expect("woken by the append's notification")
+    .unwrap()
+    .unwrap();
+    assert_eq!(second.version, StreamVersion::new(2));
+    appended.await.unwrap();
+}
+
+#[test]
+fn system_schemas_are_refused() {
+    for name in [
+        "information_schema",
+        "pg_catalog",
+        "pg_toast",
+        "pg_temp_3",
+        "pg_mine",
+    ] {
+        let error = SchemaName::new(name).unwrap_err();
+        assert!(error.to_string().contains("system"), "{name}: {error}");
+    }
+    assert!(SchemaName::new("pgx").is_ok());
+    assert!(SchemaName::new("my_information_schema").is_ok());
 }

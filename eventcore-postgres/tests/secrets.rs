@@ -103,7 +103,15 @@ async fn no_password_in_logs_or_errors() {
         format!("postgres://someone:{PASSWORD}@127.0.0.1:{port}/db"),
         url_with_password(Some("no_such_database_here")).await,
         format!("postgres://someone:{PASSWORD}@[::1/db"),
+        format!("postgres://someone@127.0.0.1:{port}/db?password={PASSWORD}"),
+        format!(
+            "postgresql://127.0.0.1:{port}/db?user=someone&password={PASSWORD}&sslmode=disable"
+        ),
+        format!("postgres://someone@127.0.0.1:{port}/db?sslmode=disable&password={PASSWORD}#frag"),
+        format!("postgres://someone:{PASSWORD}@127.0.0.1:{port}/db?password={PASSWORD}"),
+        format!("postgres://someone@127.0.0.1:{port}/db?PassWord={PASSWORD}"),
     ] {
+        messages.push(format!("{:?}", PostgresConfig::new(bad.clone())));
         let config = PostgresConfig::new(bad).acquire_timeout(Duration::from_secs(2));
         let error = PostgresEventStore::new(config).await.unwrap_err();
         messages.push(format!("{error} {error:?}"));

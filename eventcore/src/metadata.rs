@@ -69,9 +69,19 @@ pub enum InvalidUserId {
         /// Characters in the trimmed input.
         chars: usize,
     },
+    /// A control character (a newline, an escape sequence's ESC, NUL, ...),
+    /// which would reach logs and terminals as something else.
+    #[error("a user id must not contain control characters (found {found:?})")]
+    ControlCharacter {
+        /// The first one found.
+        found: char,
+    },
 }
 
 fn validate_user_id(value: &str) -> Result<(), InvalidUserId> {
+    if let Some(found) = value.chars().find(|c| c.is_control()) {
+        return Err(InvalidUserId::ControlCharacter { found });
+    }
     let chars = value.chars().count();
     match chars {
         0 => Err(InvalidUserId::Empty),
@@ -80,7 +90,8 @@ fn validate_user_id(value: &str) -> Result<(), InvalidUserId> {
     }
 }
 
-/// The user on whose behalf events were written: trimmed, 1 to 255 characters.
+/// The user on whose behalf events were written: trimmed, 1 to 255
+/// characters, no control characters.
 #[nutype(
     sanitize(trim),
     validate(with = validate_user_id, error = InvalidUserId),

@@ -275,3 +275,41 @@ async fn a_subscription_goes_on_after_being_told_to_skip() {
     assert_eq!(delivered, [0, 1, 2, 4, 5]);
     assert!(subscription.is_caught_up());
 }
+
+/// A name that no checkpoint store can keep (NUL, control characters,
+/// nothing) ends the runner at once with a typed error, before it touches a store.
+#[tokio::test]
+async fn a_projection_name_that_cannot_be_stored_is_refused_at_start() {
+    #[derive(Debug)]
+    struct Named(&'static str);
+    impl Projection for Named {
+        type Error = Infallible;
+        fn name(&self) -> &str {
+            self.0
+        }
+        async fn apply(&mut self, _: &RecordedEvent) -> Result<(), Infallible> {
+            Ok(())
+        }
+        async fn reset(&mut self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+    for name in ["with\0nul", "", "line\nbreak", "\u{1b}[31mred"] {
+        let checkpoints = InMemoryCheckpointStore::new();
+        let handle =
+            ProjectionRunner::new(InMemoryEventStore::new(), Named(name), checkpoints.clone())
+                .start();
+        let error = tokio::time::timeout(WAIT, handle.join())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(error, ProjectionError::InvalidName { .. }),
+            "{name:?}: {error:?}"
+        );
+        assert!(
+            checkpoints.list().await.unwrap().is_empty(),
+            "nothing saved"
+        );
+    }
+}

@@ -29,6 +29,16 @@ pub enum ProjectionError {
         #[source]
         source: StoreError,
     },
+    /// The projection's name cannot be a checkpoint's key: it is empty,
+    /// longer than 255 characters, or holds a control character (NUL
+    /// included). The runner ends before it touches a store.
+    #[error("projection name {name:?} cannot be used: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Another runner leads this projection and the runner was told not to wait
     /// ([`ProjectionOptions::wait_for_leadership`](crate::ProjectionOptions::wait_for_leadership)).
     #[error("projection {name}: another runner leads it")]

@@ -120,6 +120,30 @@ async fn attempt_lease<L: Leadership>(
     }
 }
 
+/// The most characters a projection name may have.
+const PROJECTION_NAME_MAX_CHARS: usize = 255;
+
+/// Whether every checkpoint store can key a checkpoint by `name`
+/// (PostgreSQL's text cannot hold NUL; logs should not hold control characters).
+fn check_name(name: &str) -> Result<(), ProjectionError> {
+    let invalid = |reason| ProjectionError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.chars().count() > PROJECTION_NAME_MAX_CHARS {
+        return Err(invalid("it has more than 255 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(
+            "it holds a control character (NUL, newline, escape, ...)",
+        ));
+    }
+    Ok(())
+}
+
 /// The error of a runner that was aborted.
 fn aborted(name: &str) -> ProjectionError {
     ProjectionError::Aborted {
@@ -212,6 +236,7 @@ where
         status: &watch::Sender<ProjectionStatus>,
     ) -> Result<(), ProjectionError> {
         let name = self.projection.name().to_owned();
+        check_name(&name)?;
         let mut pauses = standby_pauses();
         loop {
             status.send_modify(|s| s.state = ProjectionState::Standby);
