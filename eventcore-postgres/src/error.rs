@@ -97,6 +97,12 @@ pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
 pub(crate) fn commit_failure(error: sqlx::Error) -> Failure {
     if error.as_database_error().is_some() {
         classify(error)
+    } else if matches!(error, sqlx::Error::Encode(_)) {
+        // Encoding the arguments fails before anything is sent.
+        Failure::Other(StoreError::Backend {
+            reason: "the append could not be encoded; nothing was sent".to_owned(),
+            source: Some(Box::new(error)),
+        })
     } else {
         Failure::Other(StoreError::UnknownOutcome {
             source: Box::new(error),

@@ -145,7 +145,7 @@ pub use executor::{
     ExecutionResult,
 };
 pub use idempotency::{IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, InvalidIdempotencyKey};
-pub use limits::{LimitExceeded, Limits};
+pub use limits::{DEFAULT_MAX_APPEND_BYTES, LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use payload::{MAX_JSON_DEPTH, Payload};
 pub use position::{GlobalPosition, InvalidGlobalPosition};

@@ -17,15 +17,28 @@ use crate::{AppendRequest, EventType, StreamId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     max_payload_bytes: usize,
+    max_append_bytes: usize,
     max_events_per_append: usize,
     max_streams_per_command: usize,
 }
 
+/// The default [`Limits::max_append_bytes`]: 32 MiB.
+///
+/// Far below what PostgreSQL could take (1 GiB per field, and the whole
+/// append's payloads travel as one array parameter), because of what an
+/// append costs while it runs: the server holds several copies of it (the
+/// bound text, the parsed `jsonb`, the rows) and the stream rows stay locked
+/// until it commits. 32 MiB still fits 32 events at the default payload limit,
+/// or a 10,000-event import of 3 KiB events.
+pub const DEFAULT_MAX_APPEND_BYTES: usize = 32 * 1024 * 1024;
+
 impl Default for Limits {
-    /// 1 MiB per payload, 10,000 events per append, 1,000 streams per command.
+    /// 1 MiB per payload, 32 MiB per append ([`DEFAULT_MAX_APPEND_BYTES`]),
+    /// 10,000 events per append, 1,000 streams per command.
     fn default() -> Self {
         Self {
             max_payload_bytes: 1024 * 1024,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_events_per_append: 10_000,
             max_streams_per_command: 1_000,
         }
@@ -46,6 +59,18 @@ pub enum LimitExceeded {
         /// The event's type.
         event_type: EventType,
         /// The payload's size in bytes, as JSON.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// All the append's payloads and custom metadata together, as JSON, are
+    /// larger than allowed.
+    #[error(
+        "the command's append holds {size} bytes of payloads and metadata; the limit is {limit} \
+         bytes per append: split it into several commands or raise Limits::with_max_append_bytes"
+    )]
+    AppendTooLarge {
+        /// The append's size in bytes, as JSON.
         size: usize,
         /// The configured limit.
         limit: usize,
@@ -76,6 +101,14 @@ impl Limits {
         self
     }
 
+    /// Largest append, in bytes of JSON (payloads and custom metadata of all
+    /// its events), checked before anything is sent (at least 1).
+    #[must_use]
+    pub fn with_max_append_bytes(mut self, bytes: usize) -> Self {
+        self.max_append_bytes = bytes.max(1);
+        self
+    }
+
     /// Most events one append may write, over all its streams (at least 1).
     #[must_use]
     pub fn with_max_events_per_append(mut self, events: usize) -> Self {
@@ -93,6 +126,11 @@ impl Limits {
     /// The payload limit in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.max_payload_bytes
+    }
+
+    /// The per-append byte limit.
+    pub fn max_append_bytes(&self) -> usize {
+        self.max_append_bytes
     }
 
     /// The per-append event limit.
@@ -131,6 +169,7 @@ impl Limits {
                 limit: self.max_events_per_append,
             });
         }
+        let mut total = 0_usize;
         for stream in request.streams() {
             for event in &stream.events {
                 let size = event.payload().as_json().len();
@@ -142,10 +181,29 @@ impl Limits {
                         limit: self.max_payload_bytes,
                     });
                 }
+                total = total
+                    .saturating_add(size)
+                    .saturating_add(custom_metadata_bytes(event));
             }
+        }
+        if total > self.max_append_bytes {
+            return Err(LimitExceeded::AppendTooLarge {
+                size: total,
+                limit: self.max_append_bytes,
+            });
         }
         Ok(())
     }
+}
+
+/// The JSON size of an event's custom metadata entries, the part of its
+/// metadata a user can make large (ids and the user id are bounded).
+fn custom_metadata_bytes(event: &crate::NewEvent) -> usize {
+    let custom = &event.metadata().custom;
+    if custom.is_empty() {
+        return 0;
+    }
+    serde_json::to_string(custom).map_or(0, |text| text.len())
 }
 
 #[cfg(test)]
@@ -179,6 +237,43 @@ mod tests {
                 .check_append(&request),
             Err(LimitExceeded::PayloadTooLarge { size: s, .. }) if s == size
         ));
+    }
+
+    #[test]
+    fn an_append_is_bounded_by_its_payloads_and_custom_metadata_together() {
+        let event = |custom: bool| {
+            let mut metadata = crate::EventMetadata::default();
+            if custom {
+                metadata = metadata.with_entry("note", "x".repeat(100));
+            }
+            crate::NewEvent::from_parts(
+                crate::EventType::try_new("Sized").unwrap(),
+                serde_json::json!("y".repeat(98)),
+                metadata,
+            )
+            .unwrap()
+        };
+        // 100 bytes of payload each; the custom entry adds 111 bytes of JSON.
+        let request = |custom| {
+            AppendRequest::single(
+                crate::StreamId::try_new("limits").unwrap(),
+                crate::ExpectedVersion::Any,
+                vec![event(custom), event(custom), event(custom)],
+            )
+        };
+        let limits = Limits::default().with_max_append_bytes(300);
+        assert!(limits.check_append(&request(false)).is_ok());
+        assert!(matches!(
+            limits.check_append(&request(true)),
+            Err(LimitExceeded::AppendTooLarge { size: 633, limit: 300 })
+        ));
+        assert!(matches!(
+            Limits::default()
+                .with_max_append_bytes(299)
+                .check_append(&request(false)),
+            Err(LimitExceeded::AppendTooLarge { size: 300, .. })
+        ));
+        assert_eq!(Limits::default().max_append_bytes(), DEFAULT_MAX_APPEND_BYTES);
     }
 
     #[test]
