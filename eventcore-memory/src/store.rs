@@ -182,36 +182,40 @@ impl Log {
             recorded_at.timestamp_subsec_nanos(),
         );
         let mut result = AppendResult::default();
-        for stream in request.into_streams() {
+        let (streams, events) = request.into_events_in_order();
+        for (stream_index, event) in events {
+            let Some(stream) = streams.get(stream_index) else {
+                continue;
+            };
             let indexes = self.streams.entry(stream.stream_id.clone()).or_default();
-            for event in stream.events {
-                let (event_type, payload, metadata) = event.into_parts();
-                let index = self.events.len();
-                indexes.push(index);
-                let written = WrittenEvent {
-                    id: EventId::from_uuid(Uuid::new_v7(Timestamp::from_unix(
-                        &self.ids.0,
-                        seconds,
-                        nanos,
-                    ))),
-                    stream_id: stream.stream_id.clone(),
-                    version: StreamVersion::new(indexes.len() as u64),
-                    position: GlobalPosition::new(self.appends, index as u64 + 1),
-                    recorded_at,
-                };
-                self.events.push(Arc::new(RecordedEvent {
-                    id: written.id,
-                    stream_id: written.stream_id.clone(),
-                    version: written.version,
-                    position: written.position,
-                    recorded_at,
-                    event_type,
-                    payload,
-                    metadata,
-                }));
-                result.events.push(written);
-            }
-            let version = StreamVersion::new(indexes.len() as u64);
+            let (event_type, payload, metadata) = event.into_parts();
+            let index = self.events.len();
+            indexes.push(index);
+            let written = WrittenEvent {
+                id: EventId::from_uuid(Uuid::new_v7(Timestamp::from_unix(
+                    &self.ids.0,
+                    seconds,
+                    nanos,
+                ))),
+                stream_id: stream.stream_id.clone(),
+                version: StreamVersion::new(indexes.len() as u64),
+                position: GlobalPosition::new(self.appends, index as u64 + 1),
+                recorded_at,
+            };
+            self.events.push(Arc::new(RecordedEvent {
+                id: written.id,
+                stream_id: written.stream_id.clone(),
+                version: written.version,
+                position: written.position,
+                recorded_at,
+                event_type,
+                payload,
+                metadata,
+            }));
+            result.events.push(written);
+        }
+        for stream in streams {
+            let version = self.version(&stream.stream_id);
             result.versions.insert(stream.stream_id, version);
         }
         if let Some(key) = key {

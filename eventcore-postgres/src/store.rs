@@ -594,23 +594,25 @@ impl<'a> AppendParams<'a> {
             payloads: Vec::with_capacity(events),
             metadata: Vec::with_capacity(events),
         };
-        for (index, stream) in request.streams().iter().enumerate() {
+        for stream in request.streams() {
             params.streams.push(stream.stream_id.as_ref());
             params.expected.push(match stream.expected {
                 ExpectedVersion::Any => None,
                 ExpectedVersion::NoStream => Some(0),
                 ExpectedVersion::Exact(v) => Some(i64::try_from(v.value()).unwrap_or(i64::MAX)),
             });
-            for event in &stream.events {
-                // PostgreSQL arrays are 1-based.
-                params
-                    .event_stream
-                    .push(i32::try_from(index + 1).unwrap_or(i32::MAX));
-                params.ids.push(*EventId::new_v7().as_uuid());
-                params.types.push(event.event_type().as_ref());
-                params.payloads.push(event.payload().as_json());
-                params.metadata.push(Json(event.metadata()));
-            }
+        }
+        // In the request's global order: the function inserts them in array
+        // order, which numbers their sequences in that order.
+        for (index, event) in request.events_in_order() {
+            // PostgreSQL arrays are 1-based.
+            params
+                .event_stream
+                .push(i32::try_from(index + 1).unwrap_or(i32::MAX));
+            params.ids.push(*EventId::new_v7().as_uuid());
+            params.types.push(event.event_type().as_ref());
+            params.payloads.push(event.payload().as_json());
+            params.metadata.push(Json(event.metadata()));
         }
         params
     }

@@ -778,6 +778,8 @@ impl<S: EventStore> CommandExecutor<S> {
             })
             .collect();
         let mut own = Vec::new();
+        // The emit order, kept across streams: the global order of the append.
+        let mut order = Vec::with_capacity(decision.writes.len());
         for (stream_id, event) in decision.writes.into_events() {
             let Ok(index) = appends.binary_search_by(|a| a.stream_id.cmp(&stream_id)) else {
                 return Err(ExecutionError::UndeclaredStream {
@@ -800,11 +802,15 @@ impl<S: EventStore> CommandExecutor<S> {
                 });
             }
             target.events.push(event);
+            order.push(index);
         }
-        let request = AppendRequest::new(appends).map_err(|_| {
-            // The versions map is non-empty and keyed by stream, so this cannot happen.
-            ExecutionError::NoStreams { command: name }
-        })?;
+        let request = AppendRequest::new(appends)
+            .and_then(|request| request.with_event_order(order))
+            .map_err(|_| {
+                // The versions map is non-empty and keyed by stream, and the
+                // order names each event's stream once, so this cannot happen.
+                ExecutionError::NoStreams { command: name }
+            })?;
         self.limits.check_append(&request)?;
         let request = match key {
             Some(key) => request.with_idempotency_key(key.clone()),

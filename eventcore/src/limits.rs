@@ -265,7 +265,10 @@ mod tests {
         assert!(limits.check_append(&request(false)).is_ok());
         assert!(matches!(
             limits.check_append(&request(true)),
-            Err(LimitExceeded::AppendTooLarge { size: 633, limit: 300 })
+            Err(LimitExceeded::AppendTooLarge {
+                size: 633,
+                limit: 300
+            })
         ));
         assert!(matches!(
             Limits::default()
@@ -273,7 +276,10 @@ mod tests {
                 .check_append(&request(false)),
             Err(LimitExceeded::AppendTooLarge { size: 300, .. })
         ));
-        assert_eq!(Limits::default().max_append_bytes(), DEFAULT_MAX_APPEND_BYTES);
+        assert_eq!(
+            Limits::default().max_append_bytes(),
+            DEFAULT_MAX_APPEND_BYTES
+        );
     }
 
     #[test]

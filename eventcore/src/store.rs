@@ -237,6 +237,13 @@ pub enum InvalidAppend {
         /// The repeated stream.
         stream_id: StreamId,
     },
+    /// An event order ([`AppendRequest::with_event_order`]) that does not
+    /// name each listed stream exactly as often as it has events.
+    #[error("the event order does not match the append's streams: {reason}")]
+    EventOrder {
+        /// What does not match.
+        reason: String,
+    },
 }
 
 /// A validated multi-stream append: at least one stream, each listed once.
@@ -261,6 +268,9 @@ pub enum InvalidAppend {
 pub struct AppendRequest {
     streams: Vec<StreamAppend>,
     idempotency_key: Option<IdempotencyKey>,
+    /// For each event in global order, the index of its stream; `None`:
+    /// stream by stream, as listed.
+    order: Option<Vec<u32>>,
 }
 
 impl AppendRequest {
@@ -292,6 +302,7 @@ impl AppendRequest {
         Ok(Self {
             streams,
             idempotency_key: None,
+            order: None,
         })
     }
 
@@ -300,7 +311,110 @@ impl AppendRequest {
         Self {
             streams: vec![StreamAppend::new(stream_id, expected, events)],
             idempotency_key: None,
+            order: None,
         }
+    }
+
+    /// Gives the events a global order across streams: `order[i]` is the
+    /// index (in [`streams`](Self::streams)) of the stream whose next event
+    /// comes `i`-th. Each stream's own events keep their order. Without it,
+    /// the events are written stream by stream, as listed.
+    ///
+    /// ```
+    /// use eventcore::{AppendRequest, EventMetadata, EventType, ExpectedVersion, NewEvent,
+    ///                 StreamAppend, StreamId};
+    /// let event = || NewEvent::from_parts(EventType::try_new("Moved")?, serde_json::json!({}),
+    ///                                     EventMetadata::default());
+    /// let request = AppendRequest::new([
+    ///     StreamAppend::new(StreamId::try_new("a")?, ExpectedVersion::Any, vec![event()?]),
+    ///     StreamAppend::new(StreamId::try_new("b")?, ExpectedVersion::Any, vec![event()?]),
+    /// ])?
+    /// .with_event_order(vec![1, 0])?; // b's event first
+    /// let order: Vec<&str> = request.events_in_order().map(|(i, _)| request.streams()[i].stream_id.as_ref()).collect();
+    /// assert_eq!(order, ["b", "a"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`InvalidAppend::EventOrder`] unless every stream is named exactly
+    /// as often as it has events.
+    pub fn with_event_order(mut self, order: Vec<usize>) -> Result<Self, InvalidAppend> {
+        let mut left: Vec<usize> = self.streams.iter().map(|s| s.events.len()).collect();
+        let invalid = |reason: String| InvalidAppend::EventOrder { reason };
+        let mut compact = Vec::with_capacity(order.len());
+        for &index in &order {
+            let Some(count) = left.get_mut(index) else {
+                return Err(invalid(format!("stream index {index} is not listed")));
+            };
+            if *count == 0 {
+                return Err(invalid(format!(
+                    "stream {} is named more often than it has events",
+                    self.streams[index].stream_id
+                )));
+            }
+            *count -= 1;
+            compact.push(u32::try_from(index).map_err(|_| invalid("too many streams".to_owned()))?);
+        }
+        if let Some(index) = left.iter().position(|&n| n > 0) {
+            return Err(invalid(format!(
+                "stream {} has events the order does not name",
+                self.streams[index].stream_id
+            )));
+        }
+        self.order = Some(compact);
+        Ok(self)
+    }
+
+    /// Every event with the index of its stream, in the global order the
+    /// store must give them.
+    pub fn events_in_order(&self) -> impl Iterator<Item = (usize, &NewEvent)> + '_ {
+        let mut next = vec![0_usize; self.streams.len()];
+        let listed = self
+            .streams
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.events.iter().map(move |e| (i, e)));
+        let ordered = self.order.iter().flatten().filter_map(move |&index| {
+            let index = index as usize;
+            let position = next.get_mut(index)?;
+            let event = self.streams.get(index)?.events.get(*position)?;
+            *position += 1;
+            Some((index, event))
+        });
+        // One of the two, without boxing.
+        let (listed, ordered) = match self.order {
+            Some(_) => (None, Some(ordered)),
+            None => (Some(listed), None),
+        };
+        listed
+            .into_iter()
+            .flatten()
+            .chain(ordered.into_iter().flatten())
+    }
+
+    /// Splits the request into its streams (without their events) and the
+    /// events with the index of their stream, in the global order.
+    pub fn into_events_in_order(self) -> (Vec<StreamAppend>, Vec<(usize, NewEvent)>) {
+        let mut streams = self.streams;
+        let mut queues: Vec<std::vec::IntoIter<NewEvent>> = streams
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.events).into_iter())
+            .collect();
+        let events = match self.order {
+            Some(order) => order
+                .into_iter()
+                .filter_map(|index| {
+                    let index = index as usize;
+                    Some((index, queues.get_mut(index)?.next()?))
+                })
+                .collect(),
+            None => queues
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(index, queue)| queue.map(move |event| (index, event)))
+                .collect(),
+        };
+        (streams, events)
     }
 
     /// Records `key` with this append: if an append with the same key was

@@ -27,6 +27,13 @@ use crate::{
     StreamAppend, StreamId, StreamVersion, UserId,
 };
 
+mod order;
+
+pub use order::{
+    a_commands_events_keep_the_order_it_emitted_them, an_event_order_must_match_the_streams_events,
+    one_appends_events_keep_the_order_they_were_given,
+};
+
 /// How long one case may take before it fails.
 pub const CASE_TIME_LIMIT: Duration = Duration::from_secs(120);
 
@@ -89,6 +96,9 @@ macro_rules! conformance_tests {
             snapshots_shorten_folds_without_changing_decisions,
             own_appends_keep_the_executors_snapshot_current,
             unusable_snapshots_are_ignored,
+            one_appends_events_keep_the_order_they_were_given,
+            an_event_order_must_match_the_streams_events,
+            a_commands_events_keep_the_order_it_emitted_them,
         );
     };
 }
