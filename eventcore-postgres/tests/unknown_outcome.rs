@@ -157,3 +157,241 @@ async fn a_connection_lost_during_an_append_is_an_unknown_outcome() {
     );
     assert_eq!(read.version(&s).value(), versions.len() as u64);
 }
+
+/// What a [`CommitDropper`] does once it has dropped a commit's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Afterwards {
+    /// Stops listening: connections are refused.
+    Refuse,
+    /// Accepts connections and never answers.
+    BlackHole,
+}
+
+/// A TCP relay that forwards the first `COMMIT` to the server, waits for the
+/// server's answer (so the commit happened), drops it, cuts every
+/// connection, and from then on refuses or swallows connections.
+struct CommitDropper {
+    port: u16,
+    tripped: watch::Receiver<bool>,
+}
+
+impl CommitDropper {
+    async fn to(target: (String, u16), afterwards: Afterwards) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (trip, tripped) = watch::channel(false);
+        let trip = std::sync::Arc::new(trip);
+        let mut seen = tripped.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((client, _)) = accepted else { return };
+                        tokio::spawn(relay_until_commit(client, target.clone(), trip.clone()));
+                    }
+                    _ = seen.wait_for(|t| *t) => break,
+                }
+            }
+            match afterwards {
+                Afterwards::Refuse => drop(listener),
+                Afterwards::BlackHole => {
+                    let mut swallowed = Vec::new();
+                    while let Ok((client, _)) = listener.accept().await {
+                        swallowed.push(client);
+                    }
+                }
+            }
+        });
+        Self { port, tripped }
+    }
+
+    fn url(&self, options: &sqlx::postgres::PgConnectOptions) -> String {
+        // Unencrypted, so the relay can see the COMMIT go by.
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}?sslmode=disable",
+            options.get_username(),
+            self.port,
+            options.get_database().unwrap_or("postgres")
+        )
+    }
+}
+
+/// Relays one connection; on the first COMMIT, forwards it, swallows the
+/// answer and trips the dropper.
+async fn relay_until_commit(
+    client: TcpStream,
+    target: (String, u16),
+    trip: std::sync::Arc<watch::Sender<bool>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = TcpStream::connect(target).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let committing = std::sync::atomic::AtomicBool::new(false);
+    let mut cut = trip.subscribe();
+    let upstream = async {
+        let mut buffer = vec![0_u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buffer[..n];
+            if !*trip.borrow() && chunk.windows(6).any(|w| w == b"COMMIT") {
+                committing.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async {
+        let mut buffer = vec![0_u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if committing.load(std::sync::atomic::Ordering::SeqCst) {
+                // The server answered the COMMIT: it is committed. The
+                // client never hears of it.
+                trip.send_replace(true);
+                return;
+            }
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+        _ = cut.wait_for(|t| *t) => {}
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Deposited {
+    cents: u64,
+}
+
+impl eventcore::Event for Deposited {
+    fn event_type(&self) -> &'static str {
+        "Deposited"
+    }
+}
+
+#[derive(eventcore::Command)]
+struct Deposit {
+    #[stream]
+    account: StreamId,
+}
+
+impl eventcore::CommandLogic for Deposit {
+    type State = ();
+    type Event = Deposited;
+    type Error = std::convert::Infallible;
+
+    fn apply(&self, _: &mut (), _: &eventcore::StoredEvent<Deposited>) {}
+
+    fn handle(
+        &self,
+        _: (),
+        _: &mut eventcore::HandleContext<'_, Self>,
+    ) -> Result<eventcore::Writes<Self>, Self::Error> {
+        Ok(eventcore::Writes::new().emit(self.account_stream(), Deposited { cents: 100 }))
+    }
+}
+
+/// A commit whose answer is lost, then: no attempts left, a store that
+/// refuses connections, or one that never answers until the timeout. Each
+/// time the execution says its outcome is unknown, and the same key run
+/// again directly finds the command written, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_is_reported_unknown_whatever_follows() {
+    use eventcore::{CommandExecutor, ExecutionOptions, IdempotencyKey, RetryPolicy};
+    let url = testing::test_database_url().await.unwrap();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let target = (options.get_host().to_owned(), options.get_port());
+    let direct = support::fresh_store().await;
+    let cases = [
+        ("no attempts left", Afterwards::Refuse, 1, None),
+        ("store unreachable", Afterwards::Refuse, 4, None),
+        (
+            "timeout",
+            Afterwards::BlackHole,
+            10,
+            Some(Duration::from_secs(3)),
+        ),
+    ];
+    for (case, afterwards, attempts, timeout) in cases {
+        let dropper = CommitDropper::to(target.clone(), afterwards).await;
+        let relayed = PostgresEventStore::new(
+            PostgresConfig::new(dropper.url(&options))
+                .max_connections(2)
+                // Refused connections are retried by the pool until this
+                // passes; a black hole must outlast the execution's timeout.
+                .acquire_timeout(match afterwards {
+                    Afterwards::Refuse => Duration::from_secs(1),
+                    Afterwards::BlackHole => Duration::from_secs(60),
+                })
+                .schema(direct.schema().as_str())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let account = StreamId::try_new(format!("account-{attempts}")).unwrap();
+        let command = Deposit {
+            account: account.clone(),
+        };
+        let key = IdempotencyKey::try_new(format!("deposit-{attempts}")).unwrap();
+        let policy = RetryPolicy::default()
+            .with_max_attempts(attempts)
+            .with_base_delay(Duration::from_millis(20))
+            .with_time_budget(None);
+        let mut execution = ExecutionOptions::default().with_idempotency_key(key.clone());
+        if let Some(timeout) = timeout {
+            execution = execution.with_timeout(timeout);
+        }
+        let error = tokio::time::timeout(
+            Duration::from_secs(90),
+            CommandExecutor::new(relayed)
+                .with_retry_policy(policy)
+                .execute(&command, execution),
+        )
+        .await
+        .expect("the execution ends")
+        .unwrap_err();
+        assert!(
+            *dropper.tripped.borrow(),
+            "{case}: the commit was never dropped: {error}"
+        );
+        println!("{case}: {error}");
+        assert!(error.is_unknown_outcome(), "{case}: {error:?}");
+        if timeout.is_some() {
+            assert!(
+                matches!(error, eventcore::ExecutionError::Timeout { .. }),
+                "{case}: {error:?}"
+            );
+        }
+
+        let found = CommandExecutor::new(direct.clone())
+            .execute(
+                &command,
+                ExecutionOptions::default().with_idempotency_key(key),
+            )
+            .await
+            .unwrap();
+        assert!(
+            found.replayed,
+            "{case}: the same key finds the command written"
+        );
+        let read = direct
+            .read_streams(std::slice::from_ref(&account))
+            .await
+            .unwrap();
+        assert_eq!(read.events.len(), 1, "{case}: written once");
+    }
+}

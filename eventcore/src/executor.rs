@@ -127,17 +127,28 @@ pub struct ExecutionResult {
     pub replayed: bool,
 }
 
-/// Why an execution failed. Whatever the variant, nothing was written,
-/// except after [`ExecutionError::Store`] holding [`StoreError::UnknownOutcome`].
+/// Why an execution failed.
+///
+/// Nothing was written, unless [`is_unknown_outcome`](Self::is_unknown_outcome)
+/// says otherwise: an attempt's append was lost in flight (a connection
+/// dropped during commit) and nothing the execution did afterwards proved
+/// whether it was written. That holds whatever variant ended the execution:
+/// [`Store`](Self::Store) with [`StoreError::UnknownOutcome`], or
+/// [`RetriesExhausted`](Self::RetriesExhausted), [`Timeout`](Self::Timeout)
+/// or [`Store`](Self::Store) after such an attempt (their `outcome_unknown`
+/// is `true`). Execute again with the same idempotency key to find out: a
+/// written command is found and replayed, an unwritten one runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutionError<E> {
     /// `handle` refused the command with a business error; never retried.
     #[error("command refused: {0}")]
     Rejected(#[source] E),
-    /// Every attempt ran into a conflict (or transient failure).
+    /// Every attempt ran into a conflict, a transient failure or an
+    /// unreachable store. Nothing was written unless `outcome_unknown`.
     #[error(
-        "{command} gave up after {attempts} attempts; conflicting streams: {}",
-        list_streams(.conflicting_streams)
+        "{command} gave up after {attempts} attempts; conflicting streams: {}{}",
+        list_streams(.conflicting_streams),
+        unknown_note(*.outcome_unknown)
     )]
     RetriesExhausted {
         /// The command's type name.
@@ -149,9 +160,15 @@ pub enum ExecutionError<E> {
         /// The last attempt's error.
         #[source]
         last_error: StoreError,
+        /// An earlier attempt's append may have been written (see the type's docs).
+        outcome_unknown: bool,
     },
-    /// The execution's timeout passed before it could complete.
-    #[error("{command} timed out after {elapsed:?} and {attempts} attempts")]
+    /// The execution's timeout passed before it could complete. Nothing was
+    /// written unless `outcome_unknown`.
+    #[error(
+        "{command} timed out after {elapsed:?} and {attempts} attempts{}",
+        unknown_note(*.outcome_unknown)
+    )]
     Timeout {
         /// The command's type name.
         command: &'static str,
@@ -159,6 +176,8 @@ pub enum ExecutionError<E> {
         attempts: u32,
         /// Time since the execution started.
         elapsed: Duration,
+        /// An earlier attempt's append may have been written (see the type's docs).
+        outcome_unknown: bool,
     },
     /// `handle` kept asking for more streams.
     #[error("{command} still asked for more streams after {rounds} discovery rounds: {}", list_streams(.requested))]
@@ -193,8 +212,10 @@ pub enum ExecutionError<E> {
     /// The command went beyond one of the executor's [`Limits`]; never retried.
     #[error(transparent)]
     LimitExceeded(#[from] LimitExceeded),
-    /// The store failed in a way retrying here cannot fix.
-    #[error("{command}: {source}")]
+    /// The store failed in a way retrying here cannot fix. Nothing was
+    /// written unless the source is [`StoreError::UnknownOutcome`] or
+    /// `outcome_unknown` is set.
+    #[error("{command}: {source}{}", unknown_note(*.outcome_unknown))]
     Store {
         /// The command's type name.
         command: &'static str,
@@ -202,19 +223,68 @@ pub enum ExecutionError<E> {
         /// append may have been written.
         #[source]
         source: StoreError,
+        /// An earlier attempt's append may have been written (see the type's docs).
+        outcome_unknown: bool,
     },
 }
 
 impl<E> ExecutionError<E> {
-    /// Whether the events may have been written after all (the store lost track of the commit).
+    /// Whether the command may have been written after all: an attempt's
+    /// append was lost in flight and nothing since proved whether it
+    /// committed. Execute again with the same idempotency key to find out.
     pub fn is_unknown_outcome(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::Store {
                 source: StoreError::UnknownOutcome { .. },
                 ..
+            } => true,
+            Self::Store {
+                outcome_unknown, ..
             }
-        )
+            | Self::RetriesExhausted {
+                outcome_unknown, ..
+            }
+            | Self::Timeout {
+                outcome_unknown, ..
+            } => *outcome_unknown,
+            _ => false,
+        }
+    }
+
+    /// Marks the error as following an attempt of unknown outcome.
+    fn after_unknown_outcome(mut self, unknown: bool) -> Self {
+        if let Self::Store {
+            outcome_unknown, ..
+        }
+        | Self::RetriesExhausted {
+            outcome_unknown, ..
+        }
+        | Self::Timeout {
+            outcome_unknown, ..
+        } = &mut self
+        {
+            *outcome_unknown |= unknown;
+        }
+        self
+    }
+}
+
+/// The store error of command `command`, with no unknown outcome before it.
+fn store_failure<E>(command: &'static str, source: StoreError) -> ExecutionError<E> {
+    ExecutionError::Store {
+        command,
+        source,
+        outcome_unknown: false,
+    }
+}
+
+/// What a message adds when an earlier attempt's outcome is unknown.
+fn unknown_note(unknown: bool) -> &'static str {
+    if unknown {
+        "; an earlier attempt's outcome is unknown: it may have been written (execute again \
+         with the same idempotency key to find out)"
+    } else {
+        ""
     }
 }
 
@@ -430,7 +500,11 @@ impl<S: EventStore> CommandExecutor<S> {
             command: name,
             attempts,
             elapsed: started.elapsed(),
+            outcome_unknown: false,
         };
+        // Set by an attempt whose append was lost in flight; cleared when a
+        // later attempt's key lookup proves it absent.
+        let mut outcome_unknown = false;
         let declared = command.declared_streams();
         // Held until the command returns, retries included.
         let _turn = match &self.turns {
@@ -456,14 +530,19 @@ impl<S: EventStore> CommandExecutor<S> {
                 None => prepared.await,
                 Some(deadline) => tokio::time::timeout_at(deadline, prepared)
                     .await
-                    .map_err(|_| timeout(attempts))?,
+                    .map_err(|_| timeout(attempts).after_unknown_outcome(outcome_unknown))?,
             };
-            let written = match prepared {
-                Ok(Prepared::Recorded(recorded)) => Ok(recorded),
+            let (written, appending) = match prepared {
+                Ok(Prepared::Recorded(recorded)) => (Ok(recorded), false),
                 Ok(Prepared::Decided(decision)) => {
-                    self.append(command, decision, &metadata, key).await
+                    // With a key, deciding means its lookup found nothing:
+                    // an earlier lost append is proven not written.
+                    if key.is_some() {
+                        outcome_unknown = false;
+                    }
+                    (self.append(command, decision, &metadata, key).await, true)
                 }
-                Err(error) => Err(error),
+                Err(error) => (Err(error), false),
             };
             let error = match written {
                 Ok(result) => {
@@ -484,8 +563,17 @@ impl<S: EventStore> CommandExecutor<S> {
                 ExecutionError::Store {
                     source: source @ StoreError::UnknownOutcome { .. },
                     ..
-                } if key.is_some() => source,
-                other => return Err(other),
+                } if key.is_some() => {
+                    outcome_unknown = true;
+                    source
+                }
+                // Unreachable before the append: nothing can have been
+                // written. During an append without a key the caller decides.
+                ExecutionError::Store {
+                    source: source @ StoreError::Unavailable { .. },
+                    ..
+                } if !appending || key.is_some() => source,
+                other => return Err(other.after_unknown_outcome(outcome_unknown)),
             };
             let conflicts = store_error.conflicts().unwrap_or_default();
             conflicting.extend(conflicts.iter().map(|c| c.stream_id.clone()));
@@ -495,6 +583,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 attempts,
                 conflicting_streams: conflicting.iter().cloned().collect(),
                 last_error: store_error,
+                outcome_unknown,
             };
             let Some(delay) = delays.next() else {
                 return Err(exhausted(store_error));
@@ -506,7 +595,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Err(exhausted(store_error));
             }
             if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
-                return Err(timeout(attempts));
+                return Err(timeout(attempts).after_unknown_outcome(outcome_unknown));
             }
             log_retry(attempts, delay, &store_error);
             tokio::time::sleep(delay).await;
@@ -524,12 +613,11 @@ impl<S: EventStore> CommandExecutor<S> {
         span: &tracing::Span,
     ) -> Result<Prepared<C>, ExecutionError<C::Error>> {
         if let Some(key) = key {
-            let recorded = self.store.idempotent_result(key).await.map_err(|source| {
-                ExecutionError::Store {
-                    command: std::any::type_name::<C>(),
-                    source,
-                }
-            })?;
+            let recorded = self
+                .store
+                .idempotent_result(key)
+                .await
+                .map_err(|source| store_failure(std::any::type_name::<C>(), source))?;
             if let Some(mut recorded) = recorded {
                 recorded.replayed = true;
                 return Ok(Prepared::Recorded(recorded));
@@ -635,10 +723,7 @@ impl<S: EventStore> CommandExecutor<S> {
         self.store
             .read_streams(streams)
             .await
-            .map_err(|source| ExecutionError::Store {
-                command: name,
-                source,
-            })
+            .map_err(|source| store_failure(name, source))
     }
 
     /// The newest usable snapshot's state and the events after it, or the
@@ -649,10 +734,7 @@ impl<S: EventStore> CommandExecutor<S> {
         streams: &[StreamId],
     ) -> Result<Resumed<C::State>, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
-        let store_error = |source| ExecutionError::Store {
-            command: name,
-            source,
-        };
+        let store_error = |source| store_failure(name, source);
         let key = SnapshotKey::new(policy.name(), streams);
         let (seen_before, kept, stored_reach) = match self.snapshots.look_up(&key) {
             Lookup::New => (false, None, 0),
@@ -820,10 +902,7 @@ impl<S: EventStore> CommandExecutor<S> {
             .store
             .append(request)
             .await
-            .map_err(|source| ExecutionError::Store {
-                command: name,
-                source,
-            })?;
+            .map_err(|source| store_failure(name, source))?;
         if let Some(seed) = decision.seed.filter(|_| !result.replayed) {
             self.remember_written(command, seed, own, &result, metadata)
                 .await;

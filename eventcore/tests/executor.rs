@@ -207,6 +207,28 @@ struct Wrapped {
     /// Appends that are written but answered with an unknown outcome, as
     /// when the connection drops during commit.
     lost_acknowledgements: Arc<AtomicU32>,
+    /// Reads (and key lookups) that fail as if the store were unreachable.
+    unreachable_reads: Arc<AtomicU32>,
+    /// Appends refused as if the store were unreachable (nothing written).
+    unreachable_appends: Arc<AtomicU32>,
+    /// Whether key lookups hang, as on a connection that never answers.
+    lookups_hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Appends answered with an unknown outcome without being written.
+    unwritten_unknowns: Arc<AtomicU32>,
+}
+
+/// Takes one from `counter` if it is above zero.
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn unreachable() -> StoreError {
+    StoreError::Unavailable {
+        reason: "connection refused by the test".to_owned(),
+        source: None,
+    }
 }
 
 impl Wrapped {
@@ -220,6 +242,9 @@ impl Wrapped {
 impl EventStore for Wrapped {
     async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if take_one(&self.unreachable_reads) {
+            return Err(unreachable());
+        }
         if let Some(delay) = self.read_delay {
             tokio::time::sleep(delay).await;
         }
@@ -228,6 +253,14 @@ impl EventStore for Wrapped {
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         self.appends.fetch_add(1, Ordering::SeqCst);
+        if take_one(&self.unreachable_appends) {
+            return Err(unreachable());
+        }
+        if take_one(&self.unwritten_unknowns) {
+            return Err(StoreError::UnknownOutcome {
+                source: "connection lost before the commit reached the server".into(),
+            });
+        }
         let moved = self.move_before_first_append.lock().unwrap().take();
         if let Some((stream, event)) = moved {
             let event = NewEvent::from_event(&event, EventMetadata::default()).unwrap();
@@ -278,6 +311,12 @@ impl EventStore for Wrapped {
         &self,
         key: &IdempotencyKey,
     ) -> Result<Option<AppendResult>, StoreError> {
+        if self.lookups_hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if take_one(&self.unreachable_reads) {
+            return Err(unreachable());
+        }
         self.inner.idempotent_result(key).await
     }
 
@@ -286,6 +325,9 @@ impl EventStore for Wrapped {
         after: &std::collections::BTreeMap<StreamId, StreamVersion>,
     ) -> Result<StreamsRead, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if take_one(&self.unreachable_reads) {
+            return Err(unreachable());
+        }
         self.inner.read_streams_after(after).await
     }
 
@@ -381,7 +423,9 @@ async fn constant_conflicts_exhaust_the_attempts_with_a_named_error() {
             attempts,
             conflicting_streams,
             last_error,
+            outcome_unknown,
         } => {
+            assert!(!outcome_unknown, "only conflicts: nothing was written");
             assert!(command.ends_with("Add"), "{command}");
             assert_eq!(*attempts, 5);
             assert_eq!(conflicting_streams, &vec![id("target")]);
@@ -1130,4 +1174,155 @@ async fn a_command_that_saves_a_snapshot_saves_it_once() {
     // state kept after the append is one event beyond it, not worth another.
     assert_eq!(store.snapshot_saves.load(Ordering::SeqCst), 1);
     assert_eq!(tally.folded.load(Ordering::SeqCst), 1_001);
+}
+
+/// Every way an execution can end after an attempt whose outcome is unknown
+/// reports it as unknown, until a later attempt proves what happened; a
+/// later execution with the same key finds the command written.
+#[tokio::test(start_paused = true)]
+async fn an_unknown_outcome_is_remembered_whatever_ends_the_execution() {
+    let options = || ExecutionOptions::default().with_idempotency_key(key("remembered"));
+
+    // No attempts left.
+    let store = Wrapped::default();
+    store.lost_acknowledgements.store(1, Ordering::SeqCst);
+    let executor =
+        CommandExecutor::new(store.clone()).with_retry_policy(exact_policy().with_max_attempts(1));
+    let error = executor.execute(&add(3), options()).await.unwrap_err();
+    println!("no attempts left: {error}");
+    assert!(error.is_unknown_outcome(), "{error:?}");
+    let again = executor.execute(&add(3), options()).await.unwrap();
+    assert!(again.replayed, "the same key finds the command written");
+
+    // The store unreachable for every retry.
+    let store = Wrapped::default();
+    store.lost_acknowledgements.store(1, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let command = add(3);
+    let cut_after_the_append = async {
+        while store.appends.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        store.unreachable_reads.store(u32::MAX, Ordering::SeqCst);
+    };
+    let (outcome, ()) = tokio::join!(executor.execute(&command, options()), cut_after_the_append);
+    let error = outcome.unwrap_err();
+    println!("store unreachable: {error}");
+    assert!(error.is_unknown_outcome(), "{error:?}");
+    store.unreachable_reads.store(0, Ordering::SeqCst);
+    assert!(executor.execute(&add(3), options()).await.unwrap().replayed);
+
+    // The timeout passes while the retry cannot learn anything.
+    let store = Wrapped::default();
+    store.lost_acknowledgements.store(1, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let hang = store.lookups_hang.clone();
+    let first_lookup_done = async {
+        // The first attempt's lookup runs before its append; hang from then on.
+        while store.appends.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        hang.store(true, Ordering::SeqCst);
+    };
+    let command = add(3);
+    let (outcome, ()) = tokio::join!(
+        executor.execute(&command, options().with_timeout(Duration::from_secs(2))),
+        first_lookup_done
+    );
+    let error = outcome.unwrap_err();
+    println!("timeout: {error}");
+    assert!(matches!(error, ExecutionError::Timeout { .. }), "{error:?}");
+    assert!(error.is_unknown_outcome(), "{error:?}");
+    store.lookups_hang.store(false, Ordering::SeqCst);
+    assert!(executor.execute(&add(3), options()).await.unwrap().replayed);
+    let read = store.inner.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events.len(), 1, "written once");
+}
+
+/// Once a retry proves the earlier attempt absent (its key is not
+/// recorded), a later failure is definite again.
+#[tokio::test(start_paused = true)]
+async fn an_outcome_proven_absent_is_no_longer_unknown() {
+    let store = Wrapped::default();
+    // The first append is lost before the server saw it, as an unknown
+    // outcome; the second attempt's lookup finds no key, and every append
+    // after that conflicts.
+    store.unwritten_unknowns.store(1, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let command = add(3);
+    let executing = executor.execute(
+        &command,
+        ExecutionOptions::default().with_idempotency_key(key("proven")),
+    );
+    let conflicting = async {
+        while store.appends.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        store.conflicts_to_inject.store(u32::MAX, Ordering::SeqCst);
+    };
+    let (outcome, ()) = tokio::join!(executing, conflicting);
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(error, ExecutionError::RetriesExhausted { .. }),
+        "{error:?}"
+    );
+    assert!(
+        !error.is_unknown_outcome(),
+        "the lookup proved the first attempt absent: {error:?}"
+    );
+}
+
+/// A store that cannot be reached while the command reads is retried within
+/// the policy: nothing can have been written.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_store_while_reading_is_retried() {
+    let store = Wrapped::default();
+    store.unreachable_reads.store(2, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let result = executor
+        .execute(&add(3), ExecutionOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(result.attempts, 3);
+
+    // Past the policy's attempts, the last error says what happened.
+    store.unreachable_reads.store(u32::MAX, Ordering::SeqCst);
+    let error = executor
+        .execute(&add(3), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    let ExecutionError::RetriesExhausted {
+        attempts,
+        last_error,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(*attempts, 5);
+    assert!(matches!(last_error, StoreError::Unavailable { .. }));
+    assert!(!error.is_unknown_outcome());
+}
+
+/// Unavailable from an append without a key is returned at once: the caller decides.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_store_during_an_append_without_a_key_is_returned_at_once() {
+    let store = Wrapped::default();
+    store.unreachable_appends.store(1, Ordering::SeqCst);
+    let executor = CommandExecutor::new(store.clone()).with_retry_policy(exact_policy());
+    let error = executor
+        .execute(&add(3), ExecutionOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExecutionError::Store {
+                source: StoreError::Unavailable { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
 }
