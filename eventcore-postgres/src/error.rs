@@ -8,6 +8,8 @@ pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
 pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// SQLSTATE of a unique violation.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE of a lock wait that reached `lock_timeout`.
+pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// SQLSTATE of an exclusion-constraint violation.
 pub(crate) const EXCLUSION_VIOLATION: &str = "23P01";
 /// The constraint that keeps versions unique per stream.
@@ -47,6 +49,15 @@ pub(crate) fn classify(error: sqlx::Error) -> Failure {
         };
         if contention {
             return Failure::Contention(error);
+        }
+        if code.as_deref() == Some(LOCK_NOT_AVAILABLE) {
+            // The append's bound on lock waits: its transaction was rolled back.
+            return Failure::Other(StoreError::Transient {
+                reason: "a stream row stayed locked by another session past the append's \
+                         lock wait limit; nothing was written"
+                    .to_owned(),
+                source: Some(Box::new(error)),
+            });
         }
     }
     Failure::Other(to_store_error(error))

@@ -43,6 +43,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: include_str!("migrations/0008_projection_leases.sql"),
     },
+    Migration {
+        version: 9,
+        sql: include_str!("migrations/0009_append_lock_timeout.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

@@ -121,7 +121,7 @@ impl Queries {
                        sequence, recorded_at, event_type, payload::text AS payload, metadata";
         Self {
             append: format!(
-                "SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8)"
+                "SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9)"
             ),
             create_streams: format!(
                 "INSERT INTO {s}.eventcore_streams (stream_id, version) \
@@ -390,6 +390,7 @@ impl PostgresEventStore {
             .bind(&params.payloads)
             .bind(&params.metadata)
             .bind(&self.shared.channel)
+            .bind(params.lock_timeout_ms)
     }
 
     /// An append that records its idempotency key: the key's result if it is
@@ -580,6 +581,8 @@ struct AppendParams<'a> {
     /// Payloads as JSON text, cast to `jsonb` by the statement.
     payloads: Vec<&'a str>,
     metadata: Vec<Json<&'a EventMetadata>>,
+    /// The request's bound on lock waits, in milliseconds.
+    lock_timeout_ms: Option<i64>,
 }
 
 impl<'a> AppendParams<'a> {
@@ -593,6 +596,9 @@ impl<'a> AppendParams<'a> {
             types: Vec::with_capacity(events),
             payloads: Vec::with_capacity(events),
             metadata: Vec::with_capacity(events),
+            lock_timeout_ms: request
+                .max_lock_wait()
+                .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
         };
         for stream in request.streams() {
             params.streams.push(stream.stream_id.as_ref());

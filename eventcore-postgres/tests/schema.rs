@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+const ALL_MIGRATIONS: [i32; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()

@@ -69,8 +69,12 @@ impl ExecutionOptions {
     ///
     /// The limit is checked while reading, deciding and waiting; an append
     /// already sent to the store is allowed to finish, so that a timeout
-    /// never leaves its outcome unknown: [`ExecutionError::Timeout`] always
-    /// means nothing was written.
+    /// never leaves its own outcome unknown, but the time left bounds how
+    /// long the append may wait for a stream row another session holds
+    /// ([`AppendRequest::with_max_lock_wait`]): the execution ends in time
+    /// with [`ExecutionError::Timeout`], nothing written (unless an earlier
+    /// attempt's outcome was already unknown: see
+    /// [`ExecutionError::is_unknown_outcome`]).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -540,7 +544,11 @@ impl<S: EventStore> CommandExecutor<S> {
                     if key.is_some() {
                         outcome_unknown = false;
                     }
-                    (self.append(command, decision, &metadata, key).await, true)
+                    (
+                        self.append(command, decision, &metadata, key, deadline)
+                            .await,
+                        true,
+                    )
                 }
                 Err(error) => (Err(error), false),
             };
@@ -841,6 +849,7 @@ impl<S: EventStore> CommandExecutor<S> {
         decision: Decision<C>,
         metadata: &EventMetadata,
         key: Option<&IdempotencyKey>,
+        deadline: Option<Instant>,
     ) -> Result<AppendResult, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         if decision.writes.is_empty() {
@@ -896,6 +905,14 @@ impl<S: EventStore> CommandExecutor<S> {
         self.limits.check_append(&request)?;
         let request = match key {
             Some(key) => request.with_idempotency_key(key.clone()),
+            None => request,
+        };
+        // The time left bounds the append's lock waits, so that a stream row
+        // held by another session cannot keep it past the timeout.
+        let request = match deadline {
+            Some(deadline) => {
+                request.with_max_lock_wait(deadline.saturating_duration_since(Instant::now()))
+            }
             None => request,
         };
         let result = self

@@ -271,6 +271,8 @@ pub struct AppendRequest {
     /// For each event in global order, the index of its stream; `None`:
     /// stream by stream, as listed.
     order: Option<Vec<u32>>,
+    /// The longest the store may wait for a lock another session holds.
+    max_lock_wait: Option<std::time::Duration>,
 }
 
 impl AppendRequest {
@@ -303,6 +305,7 @@ impl AppendRequest {
             streams,
             idempotency_key: None,
             order: None,
+            max_lock_wait: None,
         })
     }
 
@@ -312,7 +315,23 @@ impl AppendRequest {
             streams: vec![StreamAppend::new(stream_id, expected, events)],
             idempotency_key: None,
             order: None,
+            max_lock_wait: None,
         }
+    }
+
+    /// Bounds how long the store may wait for a lock another session holds
+    /// (a stream row being written); past it the append fails, writing
+    /// nothing, with a retryable [`StoreError::Transient`]. The executor sets
+    /// it from an execution's remaining time. Stores without locks ignore it.
+    #[must_use]
+    pub fn with_max_lock_wait(mut self, wait: std::time::Duration) -> Self {
+        self.max_lock_wait = Some(wait);
+        self
+    }
+
+    /// The bound on lock waits, if any.
+    pub fn max_lock_wait(&self) -> Option<std::time::Duration> {
+        self.max_lock_wait
     }
 
     /// Gives the events a global order across streams: `order[i]` is the
@@ -323,14 +342,18 @@ impl AppendRequest {
     /// ```
     /// use eventcore::{AppendRequest, EventMetadata, EventType, ExpectedVersion, NewEvent,
     ///                 StreamAppend, StreamId};
-    /// let event = || NewEvent::from_parts(EventType::try_new("Moved")?, serde_json::json!({}),
+    /// let moved = EventType::try_new("Moved")?;
+    /// let event = || NewEvent::from_parts(moved.clone(), serde_json::json!({}),
     ///                                     EventMetadata::default());
     /// let request = AppendRequest::new([
     ///     StreamAppend::new(StreamId::try_new("a")?, ExpectedVersion::Any, vec![event()?]),
     ///     StreamAppend::new(StreamId::try_new("b")?, ExpectedVersion::Any, vec![event()?]),
     /// ])?
     /// .with_event_order(vec![1, 0])?; // b's event first
-    /// let order: Vec<&str> = request.events_in_order().map(|(i, _)| request.streams()[i].stream_id.as_ref()).collect();
+    /// let order: Vec<&str> = request
+    ///     .events_in_order()
+    ///     .map(|(i, _)| request.streams()[i].stream_id.as_ref())
+    ///     .collect();
     /// assert_eq!(order, ["b", "a"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
