@@ -5,11 +5,11 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use eventcore::{
-    AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, IdempotencyKey, ReadAllQuery,
-    RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead,
-    Subscription, VersionConflict, WrittenEvent,
+    AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, IdempotencyKey, NewEvent,
+    ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion,
+    StreamsRead, Subscription, VersionConflict, WrittenEvent,
 };
 use tokio::sync::watch;
 use uuid::{ContextV7, Timestamp, Uuid};
@@ -182,46 +182,68 @@ impl Log {
             recorded_at.timestamp_subsec_nanos(),
         );
         let mut result = AppendResult::default();
-        let (streams, events) = request.into_events_in_order();
-        for (stream_index, event) in events {
-            let Some(stream) = streams.get(stream_index) else {
-                continue;
-            };
-            let indexes = self.streams.entry(stream.stream_id.clone()).or_default();
-            let (event_type, payload, metadata) = event.into_parts();
-            let index = self.events.len();
-            indexes.push(index);
-            let written = WrittenEvent {
-                id: EventId::from_uuid(Uuid::new_v7(Timestamp::from_unix(
-                    &self.ids.0,
-                    seconds,
-                    nanos,
-                ))),
-                stream_id: stream.stream_id.clone(),
-                version: StreamVersion::new(indexes.len() as u64),
-                position: GlobalPosition::new(self.appends, index as u64 + 1),
-                recorded_at,
-            };
-            self.events.push(Arc::new(RecordedEvent {
-                id: written.id,
-                stream_id: written.stream_id.clone(),
-                version: written.version,
-                position: written.position,
-                recorded_at,
-                event_type,
-                payload,
-                metadata,
-            }));
-            result.events.push(written);
-        }
-        for stream in streams {
-            let version = self.version(&stream.stream_id);
-            result.versions.insert(stream.stream_id, version);
+        let stamp = Stamp {
+            recorded_at,
+            seconds,
+            nanos,
+        };
+        if request.has_event_order() {
+            let (streams, events) = request.into_events_in_order();
+            for (stream_index, event) in events {
+                if let Some(stream) = streams.get(stream_index) {
+                    let written = self.record(&stream.stream_id, event, &stamp);
+                    result.events.push(written);
+                }
+            }
+            for stream in streams {
+                let version = self.version(&stream.stream_id);
+                result.versions.insert(stream.stream_id, version);
+            }
+        } else {
+            // Stream by stream, as listed: no reordering to pay for.
+            for stream in request.into_streams() {
+                for event in stream.events {
+                    let written = self.record(&stream.stream_id, event, &stamp);
+                    result.events.push(written);
+                }
+                let version = self.version(&stream.stream_id);
+                result.versions.insert(stream.stream_id, version);
+            }
         }
         if let Some(key) = key {
             self.idempotent.insert(key, result.clone());
         }
         Ok(result)
+    }
+
+    /// Stores one event of an append at the end of the log.
+    fn record(&mut self, stream_id: &StreamId, event: NewEvent, stamp: &Stamp) -> WrittenEvent {
+        let indexes = self.streams.entry(stream_id.clone()).or_default();
+        let (event_type, payload, metadata) = event.into_parts();
+        let index = self.events.len();
+        indexes.push(index);
+        let written = WrittenEvent {
+            id: EventId::from_uuid(Uuid::new_v7(Timestamp::from_unix(
+                &self.ids.0,
+                stamp.seconds,
+                stamp.nanos,
+            ))),
+            stream_id: stream_id.clone(),
+            version: StreamVersion::new(indexes.len() as u64),
+            position: GlobalPosition::new(self.appends, index as u64 + 1),
+            recorded_at: stamp.recorded_at,
+        };
+        self.events.push(Arc::new(RecordedEvent {
+            id: written.id,
+            stream_id: written.stream_id.clone(),
+            version: written.version,
+            position: written.position,
+            recorded_at: stamp.recorded_at,
+            event_type,
+            payload,
+            metadata,
+        }));
+        written
     }
 
     fn read_all(&self, query: &ReadAllQuery) -> Vec<Arc<RecordedEvent>> {
@@ -233,6 +255,13 @@ impl Log {
             .cloned()
             .collect()
     }
+}
+
+/// The one clock reading an append's events share.
+struct Stamp {
+    recorded_at: DateTime<Utc>,
+    seconds: u64,
+    nanos: u32,
 }
 
 /// Copies shared events out for the caller, after the lock is released.

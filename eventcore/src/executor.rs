@@ -282,6 +282,46 @@ fn store_failure<E>(command: &'static str, source: StoreError) -> ExecutionError
     }
 }
 
+/// The stream index of each decided event, in emit order, kept only once
+/// the events stop coming stream by stream in the streams' order (until
+/// then the streams' own event counts say it all, and nothing is allocated).
+#[derive(Default)]
+struct EmitOrder {
+    last: usize,
+    interleaved: Option<Vec<usize>>,
+}
+
+impl EmitOrder {
+    /// Notes that the next event went to stream `index`, whose events
+    /// `appends` already holds with this one.
+    fn push(&mut self, index: usize, appends: &[StreamAppend]) {
+        if let Some(order) = &mut self.interleaved {
+            order.push(index);
+            return;
+        }
+        if index >= self.last {
+            self.last = index;
+            return;
+        }
+        // Back to an earlier stream: so far it was stream by stream up to `last`.
+        let mut order: Vec<usize> = appends[..=self.last]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, append)| {
+                let before = append.events.len() - usize::from(i == index);
+                std::iter::repeat_n(i, before)
+            })
+            .collect();
+        order.push(index);
+        self.interleaved = Some(order);
+    }
+
+    /// The order to give the append, unless it is stream by stream.
+    fn interleaved(self) -> Option<Vec<usize>> {
+        self.interleaved
+    }
+}
+
 /// What a message adds when an earlier attempt's outcome is unknown.
 fn unknown_note(unknown: bool) -> &'static str {
     if unknown {
@@ -869,8 +909,10 @@ impl<S: EventStore> CommandExecutor<S> {
             })
             .collect();
         let mut own = Vec::new();
-        // The emit order, kept across streams: the global order of the append.
-        let mut order = Vec::with_capacity(decision.writes.len());
+        // The emit order across streams, the global order of the append;
+        // only recorded when it is not simply stream by stream in id order
+        // (most commands), which is what an append without an order means.
+        let mut order = EmitOrder::default();
         for (stream_id, event) in decision.writes.into_events() {
             let Ok(index) = appends.binary_search_by(|a| a.stream_id.cmp(&stream_id)) else {
                 return Err(ExecutionError::UndeclaredStream {
@@ -893,10 +935,13 @@ impl<S: EventStore> CommandExecutor<S> {
                 });
             }
             target.events.push(event);
-            order.push(index);
+            order.push(index, &appends);
         }
         let request = AppendRequest::new(appends)
-            .and_then(|request| request.with_event_order(order))
+            .and_then(|request| match order.interleaved() {
+                Some(order) => request.with_event_order(order),
+                None => Ok(request),
+            })
             .map_err(|_| {
                 // The versions map is non-empty and keyed by stream, and the
                 // order names each event's stream once, so this cannot happen.

@@ -388,6 +388,13 @@ impl AppendRequest {
         Ok(self)
     }
 
+    /// Whether the events have an order across streams
+    /// ([`with_event_order`](Self::with_event_order)); without one they go
+    /// stream by stream, as listed.
+    pub fn has_event_order(&self) -> bool {
+        self.order.is_some()
+    }
+
     /// Every event with the index of its stream, in the global order the
     /// store must give them.
     pub fn events_in_order(&self) -> impl Iterator<Item = (usize, &NewEvent)> + '_ {
