@@ -123,8 +123,9 @@ impl<S: EventStore> EventStore for CountingStore<S> {
     async fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&eventcore::KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        self.inner.idempotent_result(key).await
+        self.inner.idempotent_result(key, purpose).await
     }
 
     async fn read_streams_after(

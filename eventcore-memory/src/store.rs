@@ -3,13 +3,15 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
 use eventcore::{
-    AppendRequest, AppendResult, EventId, EventStore, GlobalPosition, IdempotencyKey, NewEvent,
-    ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion,
-    StreamsRead, Subscription, VersionConflict, WrittenEvent,
+    AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, EventId, EventStore,
+    GlobalPosition, IdempotencyKey, KeyPurpose, NewEvent, ReadAllQuery, RecordedEvent, Snapshot,
+    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict,
+    WrittenEvent,
 };
 use tokio::sync::watch;
 use uuid::{ContextV7, Timestamp, Uuid};
@@ -46,11 +48,24 @@ struct Log {
     /// SipHash, still seeded at random per map.
     streams: HashMap<StreamId, Vec<usize>, foldhash::quality::RandomState>,
     appends: u64,
-    /// The result of every append that carried an idempotency key.
-    idempotent: HashMap<IdempotencyKey, AppendResult>,
+    /// The result of every append that carried an idempotency key, still
+    /// within the retention period.
+    idempotent: HashMap<IdempotencyKey, RecordedKey>,
+    /// The recorded keys, oldest first, for purging expired ones.
+    key_ages: std::collections::VecDeque<(Instant, IdempotencyKey)>,
+    /// How long keys are kept; `None` until set: the default.
+    key_retention: Option<Duration>,
     /// The snapshot reaching furthest under each key.
     snapshots: HashMap<SnapshotKey, Snapshot>,
     ids: EventIds,
+}
+
+/// An idempotency key's record: the result it replays, what it was used for, when.
+#[derive(Debug)]
+struct RecordedKey {
+    result: AppendResult,
+    purpose: Option<KeyPurpose>,
+    at: Instant,
 }
 
 /// Keeps the ids of events written in the same millisecond in write order.
@@ -78,6 +93,15 @@ impl InMemoryEventStore {
                 head: watch::Sender::new(0),
             }),
         }
+    }
+
+    /// Keeps idempotency keys for `retention` instead of
+    /// [`DEFAULT_IDEMPOTENCY_RETENTION`] (24 hours): a retry within it finds
+    /// its key; older keys are purged as new ones are recorded.
+    #[must_use]
+    pub fn with_idempotency_retention(self, retention: Duration) -> Self {
+        self.log().key_retention = Some(retention);
+        self
     }
 
     fn log(&self) -> MutexGuard<'_, Log> {
@@ -146,17 +170,48 @@ impl Log {
         }
     }
 
+    /// The result recorded under `key` for `purpose`, marked as a replay.
+    fn recorded(
+        &mut self,
+        key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        self.purge_expired_keys();
+        let Some(recorded) = self.idempotent.get(key) else {
+            return Ok(None);
+        };
+        KeyPurpose::check(key, recorded.purpose.as_ref(), purpose)?;
+        Ok(Some(AppendResult {
+            replayed: true,
+            ..recorded.result.clone()
+        }))
+    }
+
+    /// Forgets keys older than the retention period. Only those: a retry
+    /// within the period always finds its key.
+    fn purge_expired_keys(&mut self) {
+        let retention = self.key_retention.unwrap_or(DEFAULT_IDEMPOTENCY_RETENTION);
+        let now = Instant::now();
+        while let Some((at, _)) = self.key_ages.front() {
+            if now.saturating_duration_since(*at) <= retention {
+                break;
+            }
+            if let Some((at, key)) = self.key_ages.pop_front() {
+                if self.idempotent.get(&key).is_some_and(|r| r.at == at) {
+                    self.idempotent.remove(&key);
+                }
+            }
+        }
+    }
+
     fn append(&mut self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        if let Some(recorded) = request
-            .idempotency_key()
-            .and_then(|key| self.idempotent.get(key))
-        {
-            return Ok(AppendResult {
-                replayed: true,
-                ..recorded.clone()
-            });
+        if let Some(key) = request.idempotency_key() {
+            if let Some(recorded) = self.recorded(key, request.key_purpose())? {
+                return Ok(recorded);
+            }
         }
         let key = request.idempotency_key().cloned();
+        let purpose = request.key_purpose().cloned();
         let conflicts: Vec<VersionConflict> = request
             .streams()
             .iter()
@@ -202,16 +257,29 @@ impl Log {
         } else {
             // Stream by stream, as listed: no reordering to pay for.
             for stream in request.into_streams() {
+                let mut version = None;
                 for event in stream.events {
                     let written = self.record(&stream.stream_id, event, &stamp);
+                    version = Some(written.version);
                     result.events.push(written);
                 }
-                let version = self.version(&stream.stream_id);
+                // A written stream's version is its last event's; only a
+                // check-only stream needs a lookup.
+                let version = version.unwrap_or_else(|| self.version(&stream.stream_id));
                 result.versions.insert(stream.stream_id, version);
             }
         }
         if let Some(key) = key {
-            self.idempotent.insert(key, result.clone());
+            let at = Instant::now();
+            self.key_ages.push_back((at, key.clone()));
+            self.idempotent.insert(
+                key,
+                RecordedKey {
+                    result: result.clone(),
+                    purpose,
+                    at,
+                },
+            );
         }
         Ok(result)
     }
@@ -313,8 +381,9 @@ impl EventStore for InMemoryEventStore {
     async fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        Ok(self.log().idempotent.get(key).cloned())
+        self.log().recorded(key, purpose)
     }
 
     async fn read_streams_after(

@@ -36,6 +36,7 @@ pub struct PostgresConfig {
     schema: SchemaName,
     poll_interval: Duration,
     in_flight_wait: Duration,
+    key_retention: Duration,
 }
 
 /// How long a connection may sit idle before it is checked, by default.
@@ -180,6 +181,7 @@ impl fmt::Debug for PostgresConfig {
             .field("schema", &self.schema)
             .field("poll_interval", &self.poll_interval)
             .field("in_flight_wait", &self.in_flight_wait)
+            .field("key_retention", &self.key_retention)
             .finish()
     }
 }
@@ -233,6 +235,7 @@ impl PostgresConfig {
             schema: SchemaName::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
             in_flight_wait: DEFAULT_IN_FLIGHT_WAIT,
+            key_retention: eventcore::DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 
@@ -338,6 +341,24 @@ impl PostgresConfig {
 
     pub(crate) fn read_in_flight_wait(&self) -> Duration {
         self.in_flight_wait
+    }
+
+    /// How long idempotency keys are kept (default 24 hours,
+    /// [`DEFAULT_IDEMPOTENCY_RETENTION`](eventcore::DEFAULT_IDEMPOTENCY_RETENTION)).
+    ///
+    /// A retry whose key lookup comes within this period after the first
+    /// execution finds the first result; older keys are purged
+    /// ([`PostgresEventStore::purge_idempotency_keys`](crate::PostgresEventStore::purge_idempotency_keys)),
+    /// and a command retried after that runs again. Choose it longer than
+    /// any client retries.
+    #[must_use]
+    pub fn idempotency_retention(mut self, retention: Duration) -> Self {
+        self.key_retention = retention;
+        self
+    }
+
+    pub(crate) fn key_retention(&self) -> Duration {
+        self.key_retention
     }
 
     pub(crate) fn schema_name(&self) -> &SchemaName {

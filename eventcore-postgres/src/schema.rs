@@ -47,6 +47,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 9,
         sql: include_str!("migrations/0009_append_lock_timeout.sql"),
     },
+    Migration {
+        version: 10,
+        sql: include_str!("migrations/0010_idempotency_purpose.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

@@ -5,8 +5,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventMetadata, EventStore, EventType, ExpectedVersion,
-    GlobalPosition, IdempotencyKey, Payload, ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey,
-    StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict, WrittenEvent,
+    GlobalPosition, IdempotencyKey, KeyPurpose, Payload, ReadAllQuery, RecordedEvent, Snapshot,
+    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict,
+    WrittenEvent,
 };
 use sqlx::{
     Connection, PgConnection, PgPool, Row,
@@ -54,6 +55,10 @@ struct Shared {
     listener: Arc<ListenerHub>,
     poll_interval: Duration,
     in_flight_wait: Duration,
+    /// How long idempotency keys are kept.
+    key_retention: Duration,
+    /// When this store last purged expired keys.
+    last_key_purge: std::sync::Mutex<Option<std::time::Instant>>,
     queries: Queries,
 }
 
@@ -62,6 +67,7 @@ struct Settings {
     schema: SchemaName,
     poll_interval: Duration,
     in_flight_wait: Duration,
+    key_retention: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +76,7 @@ impl Default for Settings {
             schema: SchemaName::default(),
             poll_interval: crate::config::DEFAULT_POLL_INTERVAL,
             in_flight_wait: crate::config::DEFAULT_IN_FLIGHT_WAIT,
+            key_retention: eventcore::DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 }
@@ -94,6 +101,8 @@ const SNAPSHOT_BOUNDS: &str = "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xma
                                FROM pg_current_snapshot() AS s";
 /// Whether every transaction below `$1` has ended.
 const WATERMARK_PASSED: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8";
+/// How often keyed appends purge expired idempotency keys, at most.
+const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest pause between two looks at the watermark.
 const MAX_IN_FLIGHT_PAUSE: Duration = Duration::from_millis(20);
 
@@ -108,6 +117,7 @@ struct Queries {
     delivery_lag: String,
     record_key: String,
     find_key: String,
+    purge_keys: String,
     read_after: String,
     load_snapshot: String,
     save_snapshot: String,
@@ -142,9 +152,15 @@ impl Queries {
                  ORDER BY transaction_id, sequence LIMIT $4"
             ),
             record_key: format!(
-                "INSERT INTO {s}.eventcore_idempotency (key, result) VALUES ($1, $2)"
+                "INSERT INTO {s}.eventcore_idempotency (key, result, purpose) VALUES ($1, $2, $3)"
             ),
-            find_key: format!("SELECT result FROM {s}.eventcore_idempotency WHERE key = $1"),
+            find_key: format!(
+                "SELECT result, purpose FROM {s}.eventcore_idempotency WHERE key = $1"
+            ),
+            purge_keys: format!(
+                "DELETE FROM {s}.eventcore_idempotency \
+                 WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
+            ),
             // One statement, so the versions and the events come from one snapshot.
             // `OFFSET 0` keeps each stream's events a parameterized index
             // scan: flattened, the planner may hash-join the whole table.
@@ -258,6 +274,7 @@ impl PostgresEventStore {
                 schema: config.schema_name().clone(),
                 poll_interval: config.subscription_poll_interval(),
                 in_flight_wait: config.read_in_flight_wait(),
+                key_retention: config.key_retention(),
             },
         ))
     }
@@ -304,6 +321,8 @@ impl PostgresEventStore {
                 schema: settings.schema,
                 poll_interval: settings.poll_interval,
                 in_flight_wait: settings.in_flight_wait,
+                key_retention: settings.key_retention,
+                last_key_purge: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -403,7 +422,8 @@ impl PostgresEventStore {
         request: &AppendRequest,
         key: &IdempotencyKey,
     ) -> Result<AppendResult, Failure> {
-        if let Some(recorded) = self.recorded(key).await.map_err(Failure::Other)? {
+        let purpose = request.key_purpose();
+        if let Some(recorded) = self.recorded(key, purpose).await.map_err(Failure::Other)? {
             return Ok(recorded);
         }
         let mut tx = connection.begin().await.map_err(error::classify)?;
@@ -417,7 +437,7 @@ impl PostgresEventStore {
             Err(conflict @ StoreError::Conflict { .. }) => {
                 drop(tx);
                 // The streams may have moved because this very key was written meanwhile.
-                return match self.recorded(key).await.map_err(Failure::Other)? {
+                return match self.recorded(key, purpose).await.map_err(Failure::Other)? {
                     Some(recorded) => Ok(recorded),
                     None => Err(Failure::Other(conflict)),
                 };
@@ -427,13 +447,14 @@ impl PostgresEventStore {
         let recorded = sqlx::query(&self.shared.queries.record_key)
             .bind(key.as_ref())
             .bind(Json(&result))
+            .bind(purpose.map(KeyPurpose::as_str))
             .execute(&mut *tx)
             .await;
         match recorded {
             Ok(_) => {}
             Err(e) if error::is_duplicate_key(&e) => {
                 drop(tx);
-                return match self.recorded(key).await.map_err(Failure::Other)? {
+                return match self.recorded(key, purpose).await.map_err(Failure::Other)? {
                     Some(recorded) => Ok(recorded),
                     None => Err(Failure::Other(error::to_store_error(e))),
                 };
@@ -441,20 +462,68 @@ impl PostgresEventStore {
             Err(e) => return Err(error::classify(e)),
         }
         tx.commit().await.map_err(error::commit_failure)?;
+        self.purge_keys_now_and_then().await;
         Ok(result)
     }
 
-    /// The result recorded under `key`, marked as a replay.
-    async fn recorded(&self, key: &IdempotencyKey) -> Result<Option<AppendResult>, StoreError> {
-        let stored: Option<Json<AppendResult>> = sqlx::query_scalar(&self.shared.queries.find_key)
-            .bind(key.as_ref())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
-        Ok(stored.map(|Json(result)| AppendResult {
+    /// The result recorded under `key` for `purpose`, marked as a replay.
+    async fn recorded(
+        &self,
+        key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let stored: Option<(Json<AppendResult>, Option<String>)> =
+            sqlx::query_as(&self.shared.queries.find_key)
+                .bind(key.as_ref())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+        let Some((Json(result), recorded)) = stored else {
+            return Ok(None);
+        };
+        KeyPurpose::check(key, recorded.map(KeyPurpose::from_stored).as_ref(), purpose)?;
+        Ok(Some(AppendResult {
             replayed: true,
             ..result
         }))
+    }
+
+    /// Deletes the idempotency keys older than the retention period
+    /// ([`PostgresConfig::idempotency_retention`], 24 hours by default), and
+    /// only those: a retry whose lookup comes within the period finds its
+    /// key. Keyed appends call it by themselves at most once a minute per
+    /// store; call it from a maintenance job where keys are rare.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the database cannot be asked.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(&self.shared.queries.purge_keys)
+            .bind(self.shared.key_retention.as_secs_f64())
+            .execute(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// Purges expired keys if the last purge from this store was a minute ago or more.
+    async fn purge_keys_now_and_then(&self) {
+        let due = {
+            let mut last = self
+                .shared
+                .last_key_purge
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.is_none_or(|at| at.elapsed() >= KEY_PURGE_INTERVAL);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            if let Err(error) = self.purge_idempotency_keys().await {
+                tracing::warn!(%error, "expired idempotency keys not purged");
+            }
+        }
     }
 
     /// Waits, up to the configured time, until every transaction running now
@@ -936,8 +1005,9 @@ impl EventStore for PostgresEventStore {
     async fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        self.recorded(key).await
+        self.recorded(key, purpose).await
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {

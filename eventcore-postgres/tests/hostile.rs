@@ -8,7 +8,7 @@ use eventcore::{
     AppendRequest, EncodeError, EventMetadata, EventStore, EventType, ExpectedVersion,
     MAX_JSON_DEPTH, NewEvent, ReadAllQuery, StoreError, StreamId,
 };
-use eventcore_postgres::PostgresEventStore;
+use eventcore_postgres::{PostgresConfig, PostgresEventStore};
 use serde_json::{Value, json};
 
 const SQLISH: &[&str] = &[
@@ -276,4 +276,51 @@ async fn a_command_emitting_nan_or_infinity_writes_nothing() {
     let read = store.read_streams(&[sensor]).await.unwrap();
     let stored: Measured = read.events[0].decode().unwrap().payload;
     assert_eq!(stored.celsius, -40.0);
+}
+
+/// Expired idempotency keys are purged, younger ones kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_older_than_the_retention_are_purged() {
+    let keep = support::fresh_config()
+        .await
+        .idempotency_retention(std::time::Duration::from_secs(3600));
+    let store = eventcore_postgres::testing::store_with(keep).await.unwrap();
+    let key = eventcore::IdempotencyKey::try_new("kept").unwrap();
+    let stream = StreamId::try_new("keyed").unwrap();
+    store
+        .append(
+            AppendRequest::single(
+                stream.clone(),
+                ExpectedVersion::Any,
+                vec![
+                    NewEvent::from_parts(
+                        EventType::try_new("Marked").unwrap(),
+                        json!({}),
+                        EventMetadata::default(),
+                    )
+                    .unwrap(),
+                ],
+            )
+            .with_idempotency_key(key.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.purge_idempotency_keys().await.unwrap(),
+        0,
+        "within retention"
+    );
+    assert!(store.idempotent_result(&key, None).await.unwrap().is_some());
+
+    let expire_at_once = PostgresConfig::new(
+        eventcore_postgres::testing::test_database_url()
+            .await
+            .unwrap(),
+    )
+    .schema(store.schema().as_str())
+    .unwrap()
+    .idempotency_retention(std::time::Duration::ZERO);
+    let purging = PostgresEventStore::new(expire_at_once).await.unwrap();
+    assert_eq!(purging.purge_idempotency_keys().await.unwrap(), 1);
+    assert!(store.idempotent_result(&key, None).await.unwrap().is_none());
 }

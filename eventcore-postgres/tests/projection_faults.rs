@@ -29,6 +29,11 @@ use support::{event, stream};
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// How often a standby tries the lock in the lease-loss test: far longer
+/// than the old leader needs to finish the batch in hand and notice, even
+/// on a loaded machine, and short enough for a quick takeover.
+const TAKEOVER_POLL: Duration = Duration::from_millis(300);
+
 async fn initialized(config: PostgresConfig) -> PostgresEventStore {
     let store = PostgresEventStore::new(config).await.unwrap();
     store.initialize().await.unwrap();
@@ -170,7 +175,7 @@ async fn a_leader_whose_lock_connection_dies_stops_applying_before_the_new_leade
             },
             store.checkpoints(),
         )
-        .with_leadership(store.leadership(Duration::from_millis(100)))
+        .with_leadership(store.leadership(TAKEOVER_POLL))
         .with_options(options.clone())
         .start()
     };

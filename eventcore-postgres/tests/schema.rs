@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+const ALL_MIGRATIONS: [i32; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
@@ -133,6 +133,8 @@ async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
         ),
         format!("DROP TABLE \"{schema}\".eventcore_snapshots"),
         format!("DROP TABLE \"{schema}\".eventcore_projection_leases"),
+        format!("DROP INDEX \"{schema}\".eventcore_idempotency_age"),
+        format!("ALTER TABLE \"{schema}\".eventcore_idempotency DROP COLUMN purpose"),
         format!(
             "ALTER TABLE \"{schema}\".eventcore_checkpoints DROP COLUMN fence, \
              DROP COLUMN last_event_id, DROP COLUMN last_processed_at, DROP COLUMN request, \

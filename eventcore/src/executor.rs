@@ -13,9 +13,9 @@ use tracing::{Instrument, field};
 use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
     EventMetadata, EventStore, EventType, ExpectedVersion, HandleContext, IdempotencyKey,
-    LimitExceeded, Limits, NewEvent, Payload, RetryPolicy, Snapshot, SnapshotKey, SnapshotPolicy,
-    StoreError, StoredEvent, StreamAppend, StreamId, StreamVersion, StreamsRead, VersionConflict,
-    Writes, WrittenEvent,
+    KeyPurpose, LimitExceeded, Limits, NewEvent, Payload, RetryPolicy, Snapshot, SnapshotKey,
+    SnapshotPolicy, StoreError, StoredEvent, StreamAppend, StreamId, StreamVersion, StreamsRead,
+    VersionConflict, Writes, WrittenEvent,
     coordination::StreamLocks,
     snapshot::{Lookup, SnapshotCache},
 };
@@ -106,6 +106,14 @@ impl ExecutionOptions {
     /// lost during commit): with a key the executor retries such an outcome
     /// itself; without one it returns it, since the command may or may not
     /// have been written.
+    ///
+    /// A key belongs to one command: it is recorded with the command's type
+    /// and declared streams ([`KeyPurpose`]), and an execution of another
+    /// command with the same key fails with [`StoreError::KeyReused`],
+    /// writing nothing. Stores keep keys for a retention period (24 hours
+    /// by default, [`DEFAULT_IDEMPOTENCY_RETENTION`](crate::DEFAULT_IDEMPOTENCY_RETENTION));
+    /// a retry whose lookup comes within it is safe, a later one may run the
+    /// command again.
     #[must_use]
     pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
         self.idempotency_key = Some(key);
@@ -550,6 +558,11 @@ impl<S: EventStore> CommandExecutor<S> {
         // later attempt's key lookup proves it absent.
         let mut outcome_unknown = false;
         let declared = command.declared_streams();
+        // What a key is recorded for: the command and its declared streams.
+        let purpose = options
+            .idempotency_key
+            .as_ref()
+            .map(|_| KeyPurpose::new(name, &declared));
         // Held until the command returns, retries included.
         let _turn = match &self.turns {
             None => None,
@@ -567,7 +580,7 @@ impl<S: EventStore> CommandExecutor<S> {
         loop {
             attempts += 1;
             span.record("attempt", attempts);
-            let key = options.idempotency_key.as_ref();
+            let key = options.idempotency_key.as_ref().zip(purpose.as_ref());
             let prepared =
                 self.prepare(command, &declared, options.max_discovery_rounds, key, span);
             let prepared = match deadline {
@@ -657,13 +670,13 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &C,
         declared: &[StreamId],
         max_rounds: u32,
-        key: Option<&IdempotencyKey>,
+        key: Option<(&IdempotencyKey, &KeyPurpose)>,
         span: &tracing::Span,
     ) -> Result<Prepared<C>, ExecutionError<C::Error>> {
-        if let Some(key) = key {
+        if let Some((key, purpose)) = key {
             let recorded = self
                 .store
-                .idempotent_result(key)
+                .idempotent_result(key, Some(purpose))
                 .await
                 .map_err(|source| store_failure(std::any::type_name::<C>(), source))?;
             if let Some(mut recorded) = recorded {
@@ -888,7 +901,7 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &C,
         decision: Decision<C>,
         metadata: &EventMetadata,
-        key: Option<&IdempotencyKey>,
+        key: Option<(&IdempotencyKey, &KeyPurpose)>,
         deadline: Option<Instant>,
     ) -> Result<AppendResult, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
@@ -949,7 +962,9 @@ impl<S: EventStore> CommandExecutor<S> {
             })?;
         self.limits.check_append(&request)?;
         let request = match key {
-            Some(key) => request.with_idempotency_key(key.clone()),
+            Some((key, purpose)) => request
+                .with_idempotency_key(key.clone())
+                .with_key_purpose(purpose.clone()),
             None => request,
         };
         // The time left bounds the append's lock waits, so that a stream row

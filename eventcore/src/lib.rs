@@ -144,7 +144,10 @@ pub use executor::{
     CommandExecutor, DEFAULT_MAX_DISCOVERY_ROUNDS, ExecutionError, ExecutionOptions,
     ExecutionResult,
 };
-pub use idempotency::{IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, InvalidIdempotencyKey};
+pub use idempotency::{
+    DEFAULT_IDEMPOTENCY_RETENTION, IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey,
+    InvalidIdempotencyKey, KeyPurpose,
+};
 pub use limits::{DEFAULT_MAX_APPEND_BYTES, LimitExceeded, Limits};
 pub use metadata::{CausationId, CorrelationId, EventMetadata, InvalidUserId, UserId};
 pub use payload::{MAX_JSON_DEPTH, Payload};

@@ -58,14 +58,18 @@ pub trait EventStore: Send + Sync {
     /// stored, then every later append, each once and in order.
     fn subscribe(&self, query: ReadAllQuery) -> Subscription;
 
-    /// The result of the append that recorded `key`, if one did.
+    /// The result of the append that recorded `key`, if one did (and it is
+    /// still within the store's retention period).
     ///
     /// An append carrying an idempotency key records it atomically with its
-    /// events; a later append with the same key writes nothing and returns
-    /// this same result, whatever its own expectations.
+    /// events and its [`KeyPurpose`](crate::KeyPurpose); a later append with
+    /// the same key writes nothing and returns this same result, whatever its
+    /// own expectations. A key recorded for another purpose than `purpose`
+    /// is [`StoreError::KeyReused`] (see [`KeyPurpose::check`](crate::KeyPurpose::check)).
     fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&crate::KeyPurpose>,
     ) -> impl Future<Output = Result<Option<AppendResult>, StoreError>> + Send;
 
     /// The events of each stream in `after` whose version is above the one
@@ -144,8 +148,9 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&crate::KeyPurpose>,
     ) -> impl Future<Output = Result<Option<AppendResult>, StoreError>> + Send {
-        (**self).idempotent_result(key)
+        (**self).idempotent_result(key, purpose)
     }
 
     fn read_streams_after(
@@ -273,6 +278,8 @@ pub struct AppendRequest {
     order: Option<Vec<u32>>,
     /// The longest the store may wait for a lock another session holds.
     max_lock_wait: Option<std::time::Duration>,
+    /// What the idempotency key is used for.
+    key_purpose: Option<crate::KeyPurpose>,
 }
 
 impl AppendRequest {
@@ -306,6 +313,7 @@ impl AppendRequest {
             idempotency_key: None,
             order: None,
             max_lock_wait: None,
+            key_purpose: None,
         })
     }
 
@@ -316,7 +324,22 @@ impl AppendRequest {
             idempotency_key: None,
             order: None,
             max_lock_wait: None,
+            key_purpose: None,
         }
+    }
+
+    /// Says what the idempotency key is used for; the store records it with
+    /// the key and refuses the key for another purpose
+    /// ([`StoreError::KeyReused`]). The executor sets it for every command.
+    #[must_use]
+    pub fn with_key_purpose(mut self, purpose: crate::KeyPurpose) -> Self {
+        self.key_purpose = Some(purpose);
+        self
+    }
+
+    /// What the idempotency key is used for, if said.
+    pub fn key_purpose(&self) -> Option<&crate::KeyPurpose> {
+        self.key_purpose.as_ref()
     }
 
     /// Bounds how long the store may wait for a lock another session holds
@@ -597,6 +620,20 @@ pub enum StoreError {
         stored: crate::FencingToken,
         /// The fence this save offered.
         offered: crate::FencingToken,
+    },
+    /// The idempotency key was recorded for another purpose (another command
+    /// type or other streams): nothing was written, and nothing is replayed.
+    #[error(
+        "idempotency key {key} was first used for {recorded}, not for {offered}: give each \
+         command its own key"
+    )]
+    KeyReused {
+        /// The key.
+        key: IdempotencyKey,
+        /// What it was recorded for.
+        recorded: crate::KeyPurpose,
+        /// What this append or lookup offered it for.
+        offered: crate::KeyPurpose,
     },
     /// Any other failure of the storage backend.
     #[error("event store failure: {reason}")]

@@ -310,6 +310,7 @@ impl EventStore for Wrapped {
     async fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&eventcore::KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
         if self.lookups_hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
@@ -317,7 +318,7 @@ impl EventStore for Wrapped {
         if take_one(&self.unreachable_reads) {
             return Err(unreachable());
         }
-        self.inner.idempotent_result(key).await
+        self.inner.idempotent_result(key, purpose).await
     }
 
     async fn read_streams_after(
@@ -1325,4 +1326,76 @@ async fn an_unreachable_store_during_an_append_without_a_key_is_returned_at_once
         "{error:?}"
     );
     assert_eq!(store.appends.load(Ordering::SeqCst), 1);
+}
+
+/// A key reused by another command (another type, or the same type on
+/// other streams) is refused, not answered with the first command's result.
+#[tokio::test]
+async fn a_key_reused_by_another_command_is_refused() {
+    let store = Wrapped::default();
+    let executor = CommandExecutor::new(store.clone());
+    let options = || ExecutionOptions::default().with_idempotency_key(key("request-1"));
+    executor.execute(&add(3), options()).await.unwrap();
+
+    let other_type = FollowPointer { index: id("index") };
+    let other_streams = Add {
+        target: id("elsewhere"),
+        watched: id("watched"),
+        amount: 3,
+    };
+    for error in [
+        executor.execute(&other_type, options()).await.unwrap_err(),
+        executor
+            .execute(&other_streams, options())
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                &error,
+                ExecutionError::Store {
+                    source: StoreError::KeyReused { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(!error.is_unknown_outcome());
+        println!("{error}");
+    }
+    let read = store
+        .inner
+        .read_streams(&[id("elsewhere"), id("index")])
+        .await
+        .unwrap();
+    assert!(
+        read.events.is_empty(),
+        "nothing written for the other commands"
+    );
+    assert!(executor.execute(&add(3), options()).await.unwrap().replayed);
+}
+
+/// Keys are kept for the retention period: a retry within it replays; once
+/// it has passed (and a newer key was recorded) the command runs again.
+#[tokio::test]
+async fn idempotency_keys_expire_after_the_retention_period() {
+    let retention = Duration::from_millis(200);
+    let store = InMemoryEventStore::new().with_idempotency_retention(retention);
+    let executor = CommandExecutor::new(store.clone());
+    let options = |name| ExecutionOptions::default().with_idempotency_key(key(name));
+    executor.execute(&add(1), options("old")).await.unwrap();
+    assert!(
+        executor
+            .execute(&add(1), options("old"))
+            .await
+            .unwrap()
+            .replayed
+    );
+    tokio::time::sleep(retention * 2).await;
+    // Recording another key purges the expired one.
+    executor.execute(&add(1), options("new")).await.unwrap();
+    let again = executor.execute(&add(1), options("old")).await.unwrap();
+    assert!(!again.replayed, "an expired key runs the command again");
+    let read = store.read_streams(&[id("target")]).await.unwrap();
+    assert_eq!(read.events.len(), 3);
 }

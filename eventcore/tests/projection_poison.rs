@@ -76,8 +76,9 @@ impl EventStore for Poisoned {
     async fn idempotent_result(
         &self,
         key: &IdempotencyKey,
+        purpose: Option<&eventcore::KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        self.inner.idempotent_result(key).await
+        self.inner.idempotent_result(key, purpose).await
     }
     async fn read_streams_after(
         &self,

@@ -27,7 +27,10 @@ use crate::{
     StreamAppend, StreamId, StreamVersion, UserId,
 };
 
+mod keys;
 mod order;
+
+pub use keys::an_idempotency_key_is_refused_for_another_purpose;
 
 pub use order::{
     a_commands_events_keep_the_order_it_emitted_them, an_event_order_must_match_the_streams_events,
@@ -99,6 +102,7 @@ macro_rules! conformance_tests {
             one_appends_events_keep_the_order_they_were_given,
             an_event_order_must_match_the_streams_events,
             a_commands_events_keep_the_order_it_emitted_them,
+            an_idempotency_key_is_refused_for_another_purpose,
         );
     };
 }
@@ -941,7 +945,7 @@ fn idempotency_key(name: &str) -> crate::IdempotencyKey {
 pub async fn an_idempotency_key_writes_once_and_replays_the_result<S: EventStore>(store: S) {
     let s = stream("keyed");
     let key = idempotency_key("payment-42");
-    assert_eq!(store.idempotent_result(&key).await.unwrap(), None);
+    assert_eq!(store.idempotent_result(&key, None).await.unwrap(), None);
     let request = || {
         AppendRequest::single(s.clone(), ExpectedVersion::NoStream, vec![created(1)])
             .with_idempotency_key(key.clone())
@@ -955,7 +959,7 @@ pub async fn an_idempotency_key_writes_once_and_replays_the_result<S: EventStore
     let (events, version) = read_one(&store, &s).await;
     assert_eq!((markers(&events), version), (vec![1], v(1)), "written once");
     let recorded = store
-        .idempotent_result(&key)
+        .idempotent_result(&key, None)
         .await
         .unwrap()
         .expect("recorded");
@@ -975,7 +979,7 @@ pub async fn an_idempotency_key_writes_once_and_replays_the_result<S: EventStore
     // A conflicting append records nothing under its key.
     assert_eq!(
         store
-            .idempotent_result(&idempotency_key("payment-43"))
+            .idempotent_result(&idempotency_key("payment-43"), None)
             .await
             .unwrap(),
         None
