@@ -217,7 +217,7 @@ impl Queries {
             ),
             save_snapshot: format!(
                 "INSERT INTO {s}.eventcore_snapshots AS old (key, state_version, reach, versions, state) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb) \
                  ON CONFLICT ((md5(key))) DO UPDATE SET key = excluded.key, \
                     state_version = excluded.state_version, reach = excluded.reach, \
                     versions = excluded.versions, state = excluded.state, saved_at = clock_timestamp() \
@@ -912,6 +912,8 @@ impl EventStore for PostgresEventStore {
         let state_version: i64 = row.try_get("state_version").map_err(get)?;
         let Json(versions): Json<BTreeMap<String, i64>> = row.try_get("versions").map_err(get)?;
         let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(get)?;
+        // Kept as compact text, as the executor's cache keeps it.
+        let state = Payload::from_stored(state.to_string());
         let versions = snapshot_versions(versions)?;
         Ok(Some(Snapshot {
             key: key.clone(),
@@ -946,6 +948,7 @@ impl EventStore for PostgresEventStore {
                 let stored: BTreeMap<String, i64> = serde_json::from_str(&stored)
                     .map_err(|e| corrupt(format!("snapshot versions of {}: {e}", key.as_str())))?;
                 let Json(state): Json<serde_json::Value> = row.try_get("metadata").map_err(get)?;
+                let state = Payload::from_stored(state.to_string());
                 snapshot = Some(Snapshot {
                     key: key.clone(),
                     state_version,
@@ -970,7 +973,7 @@ impl EventStore for PostgresEventStore {
             .bind(i64::from(snapshot.state_version))
             .bind(i64::try_from(snapshot.reach()).unwrap_or(i64::MAX))
             .bind(Json(versions))
-            .bind(&snapshot.state)
+            .bind(snapshot.state.as_json())
             .execute(&self.pool)
             .await
             .map_err(error::to_store_error)?;

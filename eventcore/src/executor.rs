@@ -438,7 +438,7 @@ impl<T: Default> Resumed<T> {
 struct Seed<T> {
     policy: SnapshotPolicy<T>,
     streams: Vec<StreamId>,
-    state: serde_json::Value,
+    state: crate::Payload,
     /// See [`Resumed::stored_reach`].
     stored_reach: u64,
 }
@@ -471,6 +471,22 @@ impl<S: EventStore> CommandExecutor<S> {
     pub fn without_coordination(mut self) -> Self {
         self.turns = None;
         self
+    }
+
+    /// Keeps at most `bytes` of snapshot states (as their JSON text) and
+    /// keys in memory instead of [`DEFAULT_SNAPSHOT_CACHE_BYTES`](crate::DEFAULT_SNAPSHOT_CACHE_BYTES)
+    /// (64 MiB); least useful entries leave first. A state being used by a
+    /// running command stays in memory until that command ends.
+    #[must_use]
+    pub fn with_snapshot_cache_bytes(mut self, bytes: u64) -> Self {
+        self.snapshots = Arc::new(SnapshotCache::with_budget(bytes));
+        self
+    }
+
+    /// The bytes of snapshot states and keys this executor (and its clones)
+    /// keep in memory now, as the cache weighs them.
+    pub fn snapshot_cache_bytes(&self) -> u64 {
+        self.snapshots.bytes_held()
     }
 
     /// Sets the bounds on streams read, events written and payload sizes;

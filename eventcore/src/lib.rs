@@ -159,7 +159,9 @@ pub use projection::{
 };
 pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
 pub use retry::RetryPolicy;
-pub use snapshot::{DEFAULT_SNAPSHOT_EVERY, Snapshot, SnapshotKey, SnapshotPolicy};
+pub use snapshot::{
+    DEFAULT_SNAPSHOT_CACHE_BYTES, DEFAULT_SNAPSHOT_EVERY, Snapshot, SnapshotKey, SnapshotPolicy,
+};
 pub use store::{
     AppendRequest, AppendResult, BoxError, DEFAULT_PAGE_SIZE, EventStore, InvalidAppend,
     ReadAllQuery, StoreError, StreamAppend, StreamsRead, VersionConflict, WrittenEvent,

@@ -88,8 +88,9 @@ pub struct Snapshot {
     pub state_version: u32,
     /// The version of every stream the state covers.
     pub versions: BTreeMap<StreamId, StreamVersion>,
-    /// The encoded state.
-    pub state: serde_json::Value,
+    /// The encoded state, as its JSON text (compact: a state in the
+    /// executor's cache costs its text, not a tree of values).
+    pub state: crate::Payload,
 }
 
 impl Snapshot {
@@ -122,8 +123,8 @@ pub struct SnapshotPolicy<S> {
     state_version: u32,
     every: u64,
     after_appends: bool,
-    encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
-    decode: fn(&serde_json::Value) -> Result<S, serde_json::Error>,
+    encode: fn(&S) -> Result<crate::Payload, serde_json::Error>,
+    decode: fn(&crate::Payload) -> Result<S, serde_json::Error>,
 }
 
 // By hand: a derive would require `S: Clone`, and the policy holds no `S`.
@@ -161,36 +162,24 @@ impl<S: Serialize + DeserializeOwned> SnapshotPolicy<S> {
             every: DEFAULT_SNAPSHOT_EVERY,
             after_appends: true,
             encode: encode_state,
-            decode: |state| S::deserialize(state),
+            decode: crate::Payload::decode,
         }
     }
 }
 
-/// A state as JSON, refused when a float in it is NaN or infinite (JSON
-/// would hold `null` there, and the snapshot would not decode again).
-fn encode_state<S: Serialize>(state: &S) -> Result<serde_json::Value, serde_json::Error> {
-    let value = serde_json::to_value(state)?;
-    if holds_null(&value) && crate::finite::has_non_finite(state) {
-        return Err(serde::ser::Error::custom(
-            "the state holds a NaN or infinite number, which JSON cannot store",
-        ));
-    }
-    Ok(value)
-}
-
-/// Whether a JSON value has a `null` anywhere: the trace of a non-finite float.
-fn holds_null(value: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
-        match value {
-            Value::Null => return true,
-            Value::Array(items) => pending.extend(items),
-            Value::Object(map) => pending.extend(map.values()),
-            _ => {}
-        }
-    }
-    false
+/// A state as JSON text, refused when JSON cannot hold it as it is: a NaN
+/// or infinite float (which would be written as `null`, and the snapshot
+/// would not decode again), a NUL character, nesting past the limit.
+fn encode_state<S: Serialize>(state: &S) -> Result<crate::Payload, serde_json::Error> {
+    crate::Payload::encode(state)?.map_err(|problem| {
+        serde::ser::Error::custom(match problem {
+            crate::payload::JsonProblem::NonFinite => {
+                "the state holds a NaN or infinite number, which JSON cannot store"
+            }
+            crate::payload::JsonProblem::Nul => "the state holds a NUL character (U+0000)",
+            crate::payload::JsonProblem::TooDeep => "the state nests JSON too deep",
+        })
+    })
 }
 
 impl<S> SnapshotPolicy<S> {
@@ -239,11 +228,11 @@ impl<S> SnapshotPolicy<S> {
         self.every
     }
 
-    pub(crate) fn encode(&self, state: &S) -> Result<serde_json::Value, serde_json::Error> {
+    pub(crate) fn encode(&self, state: &S) -> Result<crate::Payload, serde_json::Error> {
         (self.encode)(state)
     }
 
-    pub(crate) fn decode(&self, state: &serde_json::Value) -> Result<S, serde_json::Error> {
+    pub(crate) fn decode(&self, state: &crate::Payload) -> Result<S, serde_json::Error> {
         (self.decode)(state)
     }
 }
@@ -257,15 +246,32 @@ impl<S> SnapshotPolicy<S> {
 /// first remembered as seen, without a snapshot: the executor keeps state
 /// after appends only for keys seen before, so commands on streams used
 /// once (a large population touched at random) spend nothing on it.
-/// Bounded by quick_cache's S3-FIFO policy: keys used once leave soon,
-/// keys used again stay, however many keys pass through.
+/// Bounded in bytes ([`DEFAULT_SNAPSHOT_CACHE_BYTES`]) by quick_cache's
+/// S3-FIFO policy: keys used once leave soon, keys used again stay, however
+/// many keys pass through and however large their states.
 pub(crate) struct SnapshotCache {
-    entries: quick_cache::sync::Cache<
-        SnapshotKey,
-        Cached,
-        quick_cache::UnitWeighter,
-        foldhash::quality::RandomState,
-    >,
+    entries: quick_cache::sync::Cache<SnapshotKey, Cached, Bytes, foldhash::quality::RandomState>,
+}
+
+/// What an entry costs, about: its key, its state's text and its versions,
+/// and a fixed part for the entry and the snapshot around them.
+#[derive(Debug, Clone, Copy)]
+struct Bytes;
+
+/// The fixed part of an entry's cost.
+const ENTRY_BYTES: usize = 160;
+/// What one stream's version costs in a snapshot's map.
+const VERSION_BYTES: usize = 64;
+
+impl quick_cache::Weighter<SnapshotKey, Cached> for Bytes {
+    fn weight(&self, key: &SnapshotKey, cached: &Cached) -> u64 {
+        let snapshot = cached.snapshot.as_ref().map_or(0, |snapshot| {
+            snapshot.state.as_json().len()
+                + snapshot.versions.len() * VERSION_BYTES
+                + snapshot.key.as_str().len()
+        });
+        (ENTRY_BYTES + key.as_str().len() + snapshot) as u64
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -301,21 +307,40 @@ pub(crate) enum Lookup {
     },
 }
 
-/// Keys (snapshots, or only a note that the key was seen) one executor
-/// keeps in memory, about.
-const SNAPSHOT_CACHE_CAPACITY: usize = 10_000;
+/// How many bytes of snapshots (and keys only seen) an executor keeps in
+/// memory by default: 64 MiB
+/// ([`CommandExecutor::with_snapshot_cache_bytes`](crate::CommandExecutor::with_snapshot_cache_bytes)).
+/// States are kept as their JSON text, so that is about 64 MiB of states'
+/// JSON, plus a few hundred bytes per key.
+pub const DEFAULT_SNAPSHOT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-impl Default for SnapshotCache {
-    fn default() -> Self {
+/// The number of entries the cache expects, for its tables: one per key
+/// seen, most of them without a snapshot.
+const EXPECTED_ENTRIES: usize = 10_000;
+
+impl SnapshotCache {
+    /// A cache holding at most `bytes` of entries, as [`Bytes`] weighs them.
+    pub(crate) fn with_budget(bytes: u64) -> Self {
         Self {
             entries: quick_cache::sync::Cache::with(
-                SNAPSHOT_CACHE_CAPACITY,
-                SNAPSHOT_CACHE_CAPACITY as u64,
-                quick_cache::UnitWeighter,
+                EXPECTED_ENTRIES,
+                bytes.max(1),
+                Bytes,
                 foldhash::quality::RandomState::default(),
                 quick_cache::sync::DefaultLifecycle::default(),
             ),
         }
+    }
+
+    /// The bytes the entries held weigh now.
+    pub(crate) fn bytes_held(&self) -> u64 {
+        self.entries.weight()
+    }
+}
+
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        Self::with_budget(DEFAULT_SNAPSHOT_CACHE_BYTES)
     }
 }
 
@@ -386,8 +411,10 @@ mod tests {
         assert!(super::encode_state(&(1_u8, f64::NAN)).is_err());
         assert!(super::encode_state(&vec![Some(f32::NEG_INFINITY)]).is_err());
         assert_eq!(
-            super::encode_state(&(Some(2.5_f64), None::<f64>)).unwrap(),
-            serde_json::json!([2.5, null])
+            super::encode_state(&(Some(2.5_f64), None::<f64>))
+                .unwrap()
+                .as_json(),
+            "[2.5,null]"
         );
     }
 }

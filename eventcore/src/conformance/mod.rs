@@ -1044,7 +1044,7 @@ fn snapshot_at(
         key: key.clone(),
         state_version,
         versions: at.iter().map(|(id, n)| ((*id).clone(), v(*n))).collect(),
-        state,
+        state: crate::Payload::encode(&state).unwrap().unwrap(),
     }
 }
 
