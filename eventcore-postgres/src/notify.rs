@@ -58,12 +58,7 @@ impl ListenerHub {
         let mut pause = MIN_RECONNECT_PAUSE;
         loop {
             let listener = tokio::select! {
-                () = tx.closed() => {
-                    if self.retire(&tx) {
-                        return;
-                    }
-                    continue;
-                }
+                () = self.retired(&tx) => return,
                 listener = self.connect() => listener,
             };
             let mut listener = match listener {
@@ -71,11 +66,7 @@ impl ListenerHub {
                 Err(error) => {
                     tracing::debug!(%error, "no listener connection; subscriptions poll");
                     tokio::select! {
-                        () = tx.closed() => {
-                            if self.retire(&tx) {
-                                return;
-                            }
-                        }
+                        () = self.retired(&tx) => return,
                         () = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
@@ -87,11 +78,7 @@ impl ListenerHub {
             tx.send_modify(|n| *n = n.wrapping_add(1));
             loop {
                 tokio::select! {
-                    () = tx.closed() => {
-                        if self.retire(&tx) {
-                            return;
-                        }
-                    }
+                    () = self.retired(&tx) => return,
                     received = listener.try_recv() => match received {
                         Ok(Some(_)) => tx.send_modify(|n| *n = n.wrapping_add(1)),
                         Ok(None) | Err(_) => {
@@ -100,6 +87,19 @@ impl ListenerHub {
                         }
                     },
                 }
+            }
+        }
+    }
+
+    /// Resolves once no subscription watches and none can start watching
+    /// this task's sender any more (see [`retire`](Self::retire)); a
+    /// subscription arriving in between keeps it waiting.
+    async fn retired(&self, tx: &Arc<watch::Sender<u64>>) {
+        loop {
+            tx.closed().await;
+            // Someone may have subscribed meanwhile: then wait for them too.
+            if self.retire(tx) {
+                return;
             }
         }
     }

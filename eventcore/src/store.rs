@@ -420,29 +420,23 @@ impl AppendRequest {
 
     /// Every event with the index of its stream, in the global order the
     /// store must give them.
-    pub fn events_in_order(&self) -> impl Iterator<Item = (usize, &NewEvent)> + '_ {
+    pub fn events_in_order(&self) -> Box<dyn Iterator<Item = (usize, &NewEvent)> + '_> {
+        let Some(order) = &self.order else {
+            return Box::new(
+                self.streams
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, s)| s.events.iter().map(move |e| (i, e))),
+            );
+        };
         let mut next = vec![0_usize; self.streams.len()];
-        let listed = self
-            .streams
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| s.events.iter().map(move |e| (i, e)));
-        let ordered = self.order.iter().flatten().filter_map(move |&index| {
+        Box::new(order.iter().filter_map(move |&index| {
             let index = index as usize;
             let position = next.get_mut(index)?;
             let event = self.streams.get(index)?.events.get(*position)?;
             *position += 1;
             Some((index, event))
-        });
-        // One of the two, without boxing.
-        let (listed, ordered) = match self.order {
-            Some(_) => (None, Some(ordered)),
-            None => (Some(listed), None),
-        };
-        listed
-            .into_iter()
-            .flatten()
-            .chain(ordered.into_iter().flatten())
+        }))
     }
 
     /// Splits the request into its streams (without their events) and the

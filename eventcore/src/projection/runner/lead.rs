@@ -126,38 +126,28 @@ where
                     return led;
                 }
             }
-            let step = if live.paused_from.is_some() {
-                // The subscription is not polled while paused.
-                tokio::select! {
-                    biased;
-                    changed = control.changed() => match changed {
-                        // The handle is gone: stop as if asked to.
-                        Err(_) => return self.finish(lease, &mut live, status).await,
-                        Ok(()) => Ok(()),
-                    },
-                    _ = requests.tick() => self.carry_out_request(lease, &mut live, status).await,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    changed = control.changed() => match changed {
-                        Err(_) => return self.finish(lease, &mut live, status).await,
-                        Ok(()) => Ok(()),
-                    },
-                    _ = requests.tick() => self.carry_out_request(lease, &mut live, status).await,
-                    _ = tick.tick() => {
-                        if live.unsaved > 0 {
-                            self.save(lease, &mut live, status).await
-                        } else {
-                            Ok(())
-                        }
+            // Paused, the runner neither polls the subscription nor saves.
+            let running = live.paused_from.is_none();
+            let step = tokio::select! {
+                biased;
+                changed = control.changed() => match changed {
+                    // The handle is gone: stop as if asked to.
+                    Err(_) => return self.finish(lease, &mut live, status).await,
+                    Ok(()) => Ok(()),
+                },
+                _ = requests.tick() => self.carry_out_request(lease, &mut live, status).await,
+                _ = tick.tick(), if running => {
+                    if live.unsaved > 0 {
+                        self.save(lease, &mut live, status).await
+                    } else {
+                        Ok(())
                     }
-                    item = subscription.next() => match item {
-                        None => return self.finish(lease, &mut live, status).await,
-                        Some(first) => {
-                            let batch = Batch::collect(first, &mut subscription, self.options.page_size.get());
-                            self.apply_batch(lease, batch, &mut live, status, &mut subscription).await
-                        }
+                }
+                item = subscription.next(), if running => match item {
+                    None => return self.finish(lease, &mut live, status).await,
+                    Some(first) => {
+                        let batch = Batch::collect(first, &mut subscription, self.options.page_size.get());
+                        self.apply_batch(lease, batch, &mut live, status, &mut subscription).await
                     }
                 }
             };
