@@ -91,6 +91,7 @@ async fn run_task(executor: Arc<CommandExecutor<InMemoryEventStore>>, ops: Vec<O
                 let command = Deposit {
                     account: account(n),
                     amount: amount(cents),
+                    reference: None,
                 };
                 let outcome = executor.execute(&command, options()).await;
                 ledger.record(outcome, i128::from(cents));
@@ -136,7 +137,7 @@ proptest! {
             for n in 0..accounts {
                 let open = OpenAccount { account: account(n), owner: format!("owner {n}") };
                 setup.record(executor.execute(&open, ExecutionOptions::default()).await, 0);
-                let fund = Deposit { account: account(n), amount: amount(INITIAL) };
+                let fund = Deposit { account: account(n), amount: amount(INITIAL), reference: None };
                 setup.record(
                     executor.execute(&fund, ExecutionOptions::default()).await,
                     i128::from(INITIAL),

@@ -104,6 +104,7 @@ fn recorded(payload: Value, event_type: &str) -> RecordedEvent {
         position: GlobalPosition::new(1, 1),
         recorded_at: chrono::Utc::now(),
         event_type: EventType::try_new(event_type).unwrap_or_else(|_| unreachable!()),
+        schema_version: 1,
         payload: Payload::from_stored(payload.to_string()),
         metadata: EventMetadata::default(),
     }

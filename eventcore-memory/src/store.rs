@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use eventcore::{
     AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, EventId, EventStore,
     GlobalPosition, IdempotencyKey, KeyPurpose, NewEvent, ReadAllQuery, RecordedEvent, Snapshot,
-    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict,
-    WrittenEvent,
+    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, Upcasters,
+    VersionConflict, WrittenEvent,
 };
 use tokio::sync::watch;
 use uuid::{ContextV7, Timestamp, Uuid};
@@ -29,6 +29,8 @@ use uuid::{ContextV7, Timestamp, Uuid};
 #[derive(Debug, Clone)]
 pub struct InMemoryEventStore {
     shared: Arc<Shared>,
+    /// What every read brings old events through; none by default.
+    upcasters: Upcasters,
 }
 
 #[derive(Debug)]
@@ -92,7 +94,57 @@ impl InMemoryEventStore {
                 log: Mutex::new(Log::default()),
                 head: watch::Sender::new(0),
             }),
+            upcasters: Upcasters::none(),
         }
+    }
+
+    /// Reads stored events through `upcasters`, so every reader sees them
+    /// in their current shape, and refuses appends of outdated shapes (see
+    /// [`eventcore::upcast`]).
+    ///
+    /// The upcasters belong to this handle and the clones made from it
+    /// afterwards; an earlier clone shares the events but reads them as
+    /// stored.
+    ///
+    /// ```
+    /// use eventcore::{
+    ///     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent,
+    ///     StreamId, Upcasters,
+    /// };
+    /// use eventcore_memory::InMemoryEventStore;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// let upcasters = Upcasters::builder().rename("AccountCredited", "Deposited").build()?;
+    /// let store = InMemoryEventStore::new().with_upcasters(upcasters);
+    /// let stream = StreamId::try_new("account-1")?;
+    /// let old = NewEvent::from_parts(
+    ///     EventType::try_new("AccountCredited")?,
+    ///     serde_json::json!({ "cents": 5 }),
+    ///     EventMetadata::default(),
+    /// )?;
+    /// let append = AppendRequest::single(stream.clone(), ExpectedVersion::Any, vec![old]);
+    ///
+    /// // This code no longer writes the old name...
+    /// assert!(store.append(append.clone()).await.is_err());
+    /// // ...but what older code wrote is read under the new one.
+    /// store.without_upcasters().append(append).await?;
+    /// let read = store.read_streams(&[stream]).await?;
+    /// assert_eq!(read.events[0].event_type.as_ref(), "Deposited");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// A handle on the same events that reads them as stored (no upcasters):
+    /// for tools and tests that need the stored shapes.
+    #[must_use]
+    pub fn without_upcasters(&self) -> Self {
+        self.clone().with_upcasters(Upcasters::none())
     }
 
     /// Keeps idempotency keys for `retention` instead of
@@ -287,6 +339,7 @@ impl Log {
     /// Stores one event of an append at the end of the log.
     fn record(&mut self, stream_id: &StreamId, event: NewEvent, stamp: &Stamp) -> WrittenEvent {
         let indexes = self.streams.entry(stream_id.clone()).or_default();
+        let schema_version = event.schema_version();
         let (event_type, payload, metadata) = event.into_parts();
         let index = self.events.len();
         indexes.push(index);
@@ -308,6 +361,7 @@ impl Log {
             position: written.position,
             recorded_at: stamp.recorded_at,
             event_type,
+            schema_version,
             payload,
             metadata,
         }));
@@ -345,7 +399,7 @@ impl EventStore for InMemoryEventStore {
         tokio::task::consume_budget().await;
         let (events, versions) = self.log().read_streams(stream_ids);
         Ok(StreamsRead {
-            events: owned(events),
+            events: self.upcasters.upcast_all(owned(events))?,
             versions,
         })
     }
@@ -355,6 +409,7 @@ impl EventStore for InMemoryEventStore {
         // cooperative budget is spent, so its neighbours get turns, without
         // paying for a trip through the scheduler on every append.
         tokio::task::consume_budget().await;
+        self.upcasters.check_append(&request)?;
         let (result, head) = {
             let mut log = self.log();
             let result = log.append(request)?;
@@ -370,8 +425,16 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        let events = self.log().read_all(query);
-        Ok(owned(events))
+        if self.upcasters.is_empty() {
+            return Ok(owned(self.log().read_all(query)));
+        }
+        // A type filter names current types; old names select too.
+        let stored = query.event_types.as_ref().map(|wanted| ReadAllQuery {
+            event_types: Some(self.upcasters.stored_names(wanted)),
+            ..query.clone()
+        });
+        let events = self.log().read_all(stored.as_ref().unwrap_or(query));
+        self.upcasters.upcast_page(owned(events))
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {
@@ -393,7 +456,7 @@ impl EventStore for InMemoryEventStore {
         tokio::task::consume_budget().await;
         let (events, versions) = self.log().read_streams_after(after);
         Ok(StreamsRead {
-            events: owned(events),
+            events: self.upcasters.upcast_all(owned(events))?,
             versions,
         })
     }

@@ -47,7 +47,7 @@ use std::fmt::Debug;
 
 use eventcore::{
     AppendRequest, CommandExecutor, CommandLogic, Event, EventMetadata, EventStore, ExecutionError,
-    ExecutionOptions, ExecutionResult, ExpectedVersion, NewEvent, StreamId,
+    ExecutionOptions, ExecutionResult, ExpectedVersion, NewEvent, StreamId, Upcasters,
 };
 
 use crate::InMemoryEventStore;
@@ -55,16 +55,28 @@ use crate::InMemoryEventStore;
 /// Starts a scenario: these streams already hold these events, in this order.
 pub fn given<E: Event>(history: impl IntoIterator<Item = (StreamId, Vec<E>)>) -> Given<E> {
     Given {
-        history: history.into_iter().collect(),
+        history: history
+            .into_iter()
+            .map(|(stream, events)| (stream, History::Typed(events)))
+            .collect(),
         options: ExecutionOptions::default(),
+        upcasters: Upcasters::none(),
     }
 }
 
 /// A scenario's starting point; see [`given`].
 #[derive(Debug)]
 pub struct Given<E> {
-    history: Vec<(StreamId, Vec<E>)>,
+    history: Vec<(StreamId, History<E>)>,
     options: ExecutionOptions,
+    upcasters: Upcasters,
+}
+
+/// Events of a scenario's history: current ones, or as older code stored them.
+#[derive(Debug)]
+enum History<E> {
+    Typed(Vec<E>),
+    Stored(Vec<NewEvent>),
 }
 
 impl<E: Event> Given<E> {
@@ -72,6 +84,66 @@ impl<E: Event> Given<E> {
     #[must_use]
     pub fn with_options(mut self, options: ExecutionOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Reads the history through `upcasters`, as the application's store
+    /// does (see [`eventcore::upcast`]): events stored in old shapes reach
+    /// the command in their current one.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Adds events to the history exactly as older code stored them (type
+    /// name, schema version and JSON), after the events given so far.
+    ///
+    /// ```
+    /// use eventcore::{EventMetadata, EventType, NewEvent, StreamId, Upcasters};
+    /// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, Writes};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    /// # struct Deposited { cents: u64, reference: Option<String> }
+    /// # impl Event for Deposited {
+    /// #     fn event_type(&self) -> &'static str { "Deposited" }
+    /// #     fn schema_version(&self) -> u32 { 2 }
+    /// # }
+    /// # #[derive(Command)]
+    /// # struct Deposit { #[stream] account: StreamId, cents: u64 }
+    /// # impl CommandLogic for Deposit {
+    /// #     type State = u64;
+    /// #     type Event = Deposited;
+    /// #     type Error = std::convert::Infallible;
+    /// #     fn apply(&self, total: &mut u64, e: &StoredEvent<Deposited>) { *total += e.payload.cents; }
+    /// #     fn handle(&self, total: u64, _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Self::Error> {
+    /// #         Ok(Writes::new().emit(self.account_stream(), Deposited { cents: total + self.cents, reference: None }))
+    /// #     }
+    /// # }
+    /// use eventcore_memory::testing::given;
+    ///
+    /// let upcasters = Upcasters::builder()
+    ///     .step("Deposited", 1, |mut v| {
+    ///         v["reference"] = serde_json::Value::Null;
+    ///         Ok::<_, std::convert::Infallible>(v)
+    ///     })
+    ///     .build()?;
+    /// let account = StreamId::try_new("account-1")?;
+    /// let v1 = NewEvent::from_parts(
+    ///     EventType::try_new("Deposited")?,
+    ///     serde_json::json!({ "cents": 5 }),
+    ///     EventMetadata::default(),
+    /// )?;
+    /// given::<Deposited>([])
+    ///     .and_stored(account.clone(), vec![v1])
+    ///     .with_upcasters(upcasters)
+    ///     .when(&Deposit { account: account.clone(), cents: 1 })
+    ///     .then_expect_events([(account, Deposited { cents: 6, reference: None })]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn and_stored(mut self, stream_id: StreamId, events: Vec<NewEvent>) -> Self {
+        self.history.push((stream_id, History::Stored(events)));
         self
     }
 
@@ -89,14 +161,19 @@ impl<E: Event> Given<E> {
 
     /// Executes `command` against the history, on the caller's runtime.
     pub async fn when_async<C: CommandLogic<Event = E>>(self, command: &C) -> Then<C> {
-        let store = InMemoryEventStore::new();
+        let store = InMemoryEventStore::new().with_upcasters(self.upcasters);
+        // Written as it was stored, whatever the upcasters say of its shape.
+        let writer = store.without_upcasters();
         for (stream_id, events) in self.history {
-            let events = events
-                .iter()
-                .map(|e| NewEvent::from_event(e, EventMetadata::default()))
-                .collect::<Result<Vec<_>, _>>()
-                .expect("the given events serialize");
-            store
+            let events = match events {
+                History::Typed(events) => events
+                    .iter()
+                    .map(|e| NewEvent::from_event(e, EventMetadata::default()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("the given events serialize"),
+                History::Stored(events) => events,
+            };
+            writer
                 .append(AppendRequest::single(
                     stream_id,
                     ExpectedVersion::Any,

@@ -3,3 +3,16 @@
 use eventcore_memory::InMemoryEventStore;
 
 eventcore::conformance_tests!(|| async { InMemoryEventStore::new() });
+
+mod evolution {
+    use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+
+    eventcore::evolution_conformance_tests!(|upcasters| async move {
+        let store = InMemoryEventStore::new();
+        (
+            store.clone().with_upcasters(upcasters),
+            store,
+            InMemoryCheckpointStore::new(),
+        )
+    });
+}

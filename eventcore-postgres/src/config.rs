@@ -37,6 +37,7 @@ pub struct PostgresConfig {
     poll_interval: Duration,
     in_flight_wait: Duration,
     key_retention: Duration,
+    upcasters: eventcore::Upcasters,
 }
 
 /// How long a connection may sit idle before it is checked, by default.
@@ -182,6 +183,7 @@ impl fmt::Debug for PostgresConfig {
             .field("poll_interval", &self.poll_interval)
             .field("in_flight_wait", &self.in_flight_wait)
             .field("key_retention", &self.key_retention)
+            .field("upcasters", &self.upcasters)
             .finish()
     }
 }
@@ -236,6 +238,7 @@ impl PostgresConfig {
             poll_interval: DEFAULT_POLL_INTERVAL,
             in_flight_wait: DEFAULT_IN_FLIGHT_WAIT,
             key_retention: eventcore::DEFAULT_IDEMPOTENCY_RETENTION,
+            upcasters: eventcore::Upcasters::none(),
         }
     }
 
@@ -359,6 +362,33 @@ impl PostgresConfig {
 
     pub(crate) fn key_retention(&self) -> Duration {
         self.key_retention
+    }
+
+    /// Reads stored events through `upcasters`, so every reader of the
+    /// store sees them in their current shape, and refuses appends of
+    /// outdated shapes (see [`eventcore::upcast`]). None by default.
+    ///
+    /// ```
+    /// use eventcore::Upcasters;
+    /// use eventcore_postgres::PostgresConfig;
+    ///
+    /// let upcasters = Upcasters::builder()
+    ///     .step("MoneyDeposited", 1, |mut v| {
+    ///         v["reference"] = serde_json::Value::Null;
+    ///         Ok::<_, std::convert::Infallible>(v)
+    ///     })
+    ///     .build()?;
+    /// let config = PostgresConfig::new("postgres://localhost/bank").upcasters(upcasters);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn upcasters(mut self, upcasters: eventcore::Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    pub(crate) fn configured_upcasters(&self) -> eventcore::Upcasters {
+        self.upcasters.clone()
     }
 
     pub(crate) fn schema_name(&self) -> &SchemaName {

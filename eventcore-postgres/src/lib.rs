@@ -104,6 +104,8 @@ mod config;
 mod error;
 mod leadership;
 mod notify;
+mod queries;
+mod rows;
 mod schema;
 mod store;
 #[cfg(feature = "testing")]

@@ -51,6 +51,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 10,
         sql: include_str!("migrations/0010_idempotency_purpose.sql"),
     },
+    Migration {
+        version: 11,
+        sql: include_str!("migrations/0011_event_schema_versions.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

@@ -2,12 +2,10 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
 use eventcore::{
-    AppendRequest, AppendResult, EventId, EventMetadata, EventStore, EventType, ExpectedVersion,
-    GlobalPosition, IdempotencyKey, KeyPurpose, Payload, ReadAllQuery, RecordedEvent, Snapshot,
-    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, VersionConflict,
-    WrittenEvent,
+    AppendRequest, AppendResult, EventId, EventMetadata, EventStore, ExpectedVersion,
+    IdempotencyKey, KeyPurpose, Payload, ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey,
+    StoreError, StreamId, StreamVersion, StreamsRead, Subscription, Upcasters, VersionConflict,
 };
 use sqlx::{
     Connection, PgConnection, PgPool, Row,
@@ -21,6 +19,11 @@ use crate::{
     SchemaName,
     error::{self, Failure},
     notify::{ListenerHub, PgNotifier},
+    queries::Queries,
+    rows::{
+        add_stream_row, corrupt, readable_prefix, recorded_event, snapshot_versions, stream_id,
+        to_version, written_event,
+    },
     schema,
 };
 
@@ -45,6 +48,8 @@ pub struct PostgresEventStore {
     /// `SERIALIZABLE`, so an append is one autocommit statement.
     writer: PgPool,
     shared: Arc<Shared>,
+    /// What every read brings old events through; none by default.
+    upcasters: Upcasters,
 }
 
 #[derive(Debug)]
@@ -68,6 +73,7 @@ struct Settings {
     poll_interval: Duration,
     in_flight_wait: Duration,
     key_retention: Duration,
+    upcasters: Upcasters,
 }
 
 impl Default for Settings {
@@ -77,6 +83,7 @@ impl Default for Settings {
             poll_interval: crate::config::DEFAULT_POLL_INTERVAL,
             in_flight_wait: crate::config::DEFAULT_IN_FLIGHT_WAIT,
             key_retention: eventcore::DEFAULT_IDEMPOTENCY_RETENTION,
+            upcasters: Upcasters::none(),
         }
     }
 }
@@ -105,131 +112,6 @@ const WATERMARK_PASSED: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >
 const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest pause between two looks at the watermark.
 const MAX_IN_FLIGHT_PAUSE: Duration = Duration::from_millis(20);
-
-/// Statements with the schema name filled in once; values are always bound.
-#[derive(Debug)]
-struct Queries {
-    append: String,
-    create_streams: String,
-    versions: String,
-    read_streams: String,
-    read_all: String,
-    delivery_lag: String,
-    record_key: String,
-    find_key: String,
-    purge_keys: String,
-    read_after: String,
-    load_snapshot: String,
-    save_snapshot: String,
-    read_from_snapshot: String,
-}
-
-impl Queries {
-    fn new(schema: &SchemaName) -> Self {
-        let s = schema.quoted();
-        let columns = "event_id, stream_id, stream_version, transaction_id::text AS transaction_text, \
-                       sequence, recorded_at, event_type, payload::text AS payload, metadata";
-        Self {
-            append: format!(
-                "SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9)"
-            ),
-            create_streams: format!(
-                "INSERT INTO {s}.eventcore_streams (stream_id, version) \
-                 SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING"
-            ),
-            versions: format!(
-                "SELECT stream_id, version FROM {s}.eventcore_streams WHERE stream_id = ANY($1)"
-            ),
-            read_streams: format!(
-                "SELECT {columns} FROM {s}.eventcore_events WHERE stream_id = ANY($1) \
-                 ORDER BY transaction_id, sequence"
-            ),
-            read_all: format!(
-                "SELECT {columns} FROM {s}.eventcore_events \
-                 WHERE (transaction_id, sequence) > ($1::text::xid8, $2) \
-                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                   AND ($3::text[] IS NULL OR event_type = ANY($3)) \
-                 ORDER BY transaction_id, sequence LIMIT $4"
-            ),
-            record_key: format!(
-                "INSERT INTO {s}.eventcore_idempotency (key, result, purpose) VALUES ($1, $2, $3)"
-            ),
-            find_key: format!(
-                "SELECT result, purpose FROM {s}.eventcore_idempotency WHERE key = $1"
-            ),
-            purge_keys: format!(
-                "DELETE FROM {s}.eventcore_idempotency \
-                 WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
-            ),
-            // One statement, so the versions and the events come from one snapshot.
-            // `OFFSET 0` keeps each stream's events a parameterized index
-            // scan: flattened, the planner may hash-join the whole table.
-            read_after: format!(
-                "SELECT w.stream_id AS wanted, \
-                        coalesce((SELECT st.version FROM {s}.eventcore_streams st \
-                                  WHERE st.stream_id = w.stream_id), 0) AS current_version, \
-                        e.event_id, e.stream_id, e.stream_version, \
-                        e.transaction_id::text AS transaction_text, e.sequence, e.recorded_at, \
-                        e.event_type, e.payload::text AS payload, e.metadata \
-                 FROM unnest($1::text[], $2::bigint[]) AS w(stream_id, after) \
-                 LEFT JOIN LATERAL ( \
-                     SELECT * FROM {s}.eventcore_events x \
-                     WHERE x.stream_id = w.stream_id AND x.stream_version > w.after \
-                     OFFSET 0 \
-                 ) e ON true \
-                 ORDER BY e.transaction_id, e.sequence"
-            ),
-            // The snapshot (part 0: versions in `payload`, state in
-            // `metadata`) and the events after it (part 1), in one statement.
-            read_from_snapshot: format!(
-                "WITH snap AS ( \
-                     SELECT versions, state FROM {s}.eventcore_snapshots \
-                     WHERE md5(key) = md5($1) AND key = $1 AND state_version = $2 \
-                 ), wanted AS MATERIALIZED ( \
-                     SELECT w.stream_id, \
-                            coalesce((SELECT (snap.versions ->> w.stream_id)::bigint FROM snap), 0) AS after, \
-                            coalesce((SELECT st.version FROM {s}.eventcore_streams st \
-                                      WHERE st.stream_id = w.stream_id), 0) AS current_version \
-                     FROM unnest($3::text[]) AS w(stream_id) \
-                 ) \
-                 SELECT 0 AS part, NULL::text AS wanted, NULL::bigint AS current_version, \
-                        NULL::uuid AS event_id, NULL::text AS stream_id, NULL::bigint AS stream_version, \
-                        NULL::text AS transaction_text, NULL::bigint AS sequence, \
-                        NULL::timestamptz AS recorded_at, NULL::text AS event_type, \
-                        snap.versions::text AS payload, snap.state AS metadata, NULL::xid8 AS tx \
-                 FROM snap \
-                 UNION ALL \
-                 SELECT 1, w.stream_id, w.current_version, \
-                        e.event_id, e.stream_id, e.stream_version, \
-                        e.transaction_id::text, e.sequence, e.recorded_at, \
-                        e.event_type, e.payload::text, e.metadata, e.transaction_id \
-                 FROM wanted w \
-                 LEFT JOIN LATERAL ( \
-                     SELECT * FROM {s}.eventcore_events x \
-                     WHERE x.stream_id = w.stream_id AND x.stream_version > w.after \
-                     OFFSET 0 \
-                 ) e ON true \
-                 ORDER BY part, tx, sequence"
-            ),
-            load_snapshot: format!(
-                "SELECT state_version, versions, state FROM {s}.eventcore_snapshots \
-                 WHERE md5(key) = md5($1) AND key = $1"
-            ),
-            save_snapshot: format!(
-                "INSERT INTO {s}.eventcore_snapshots AS old (key, state_version, reach, versions, state) \
-                 VALUES ($1, $2, $3, $4, $5::text::jsonb) \
-                 ON CONFLICT ((md5(key))) DO UPDATE SET key = excluded.key, \
-                    state_version = excluded.state_version, reach = excluded.reach, \
-                    versions = excluded.versions, state = excluded.state, saved_at = clock_timestamp() \
-                 WHERE old.state_version <> excluded.state_version OR old.reach < excluded.reach"
-            ),
-            delivery_lag: format!(
-                "SELECT count(*) FROM {s}.eventcore_events \
-                 WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
-            ),
-        }
-    }
-}
 
 /// The store could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +157,7 @@ impl PostgresEventStore {
                 poll_interval: config.subscription_poll_interval(),
                 in_flight_wait: config.read_in_flight_wait(),
                 key_retention: config.key_retention(),
+                upcasters: config.configured_upcasters(),
             },
         ))
     }
@@ -324,7 +207,25 @@ impl PostgresEventStore {
                 key_retention: settings.key_retention,
                 last_key_purge: std::sync::Mutex::new(None),
             }),
+            upcasters: settings.upcasters,
         }
+    }
+
+    /// Reads stored events through `upcasters`, as
+    /// [`PostgresConfig::upcasters`] does: for stores made
+    /// [`from_pool`](Self::from_pool). The upcasters belong to this handle
+    /// and the clones made from it afterwards.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// A handle on the same database that reads events as stored (no
+    /// upcasters): for tools and tests that need the stored shapes.
+    #[must_use]
+    pub fn without_upcasters(&self) -> Self {
+        self.clone().with_upcasters(Upcasters::none())
     }
 
     /// Creates or upgrades EventCore's tables. Idempotent, and safe to call
@@ -410,6 +311,7 @@ impl PostgresEventStore {
             .bind(&params.metadata)
             .bind(&self.shared.channel)
             .bind(params.lock_timeout_ms)
+            .bind(&params.schema_versions)
     }
 
     /// An append that records its idempotency key: the key's result if it is
@@ -650,6 +552,7 @@ struct AppendParams<'a> {
     /// Payloads as JSON text, cast to `jsonb` by the statement.
     payloads: Vec<&'a str>,
     metadata: Vec<Json<&'a EventMetadata>>,
+    schema_versions: Vec<i32>,
     /// The request's bound on lock waits, in milliseconds.
     lock_timeout_ms: Option<i64>,
 }
@@ -665,6 +568,7 @@ impl<'a> AppendParams<'a> {
             types: Vec::with_capacity(events),
             payloads: Vec::with_capacity(events),
             metadata: Vec::with_capacity(events),
+            schema_versions: Vec::with_capacity(events),
             lock_timeout_ms: request
                 .max_lock_wait()
                 .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
@@ -688,6 +592,9 @@ impl<'a> AppendParams<'a> {
             params.types.push(event.event_type().as_ref());
             params.payloads.push(event.payload().as_json());
             params.metadata.push(Json(event.metadata()));
+            params
+                .schema_versions
+                .push(i32::try_from(event.schema_version()).unwrap_or(i32::MAX));
         }
         params
     }
@@ -738,120 +645,6 @@ fn append_outcome(rows: &[PgRow], request: &AppendRequest) -> Result<AppendResul
     }
 }
 
-fn to_version(version: i64) -> StreamVersion {
-    StreamVersion::new(u64::try_from(version).unwrap_or(0))
-}
-
-fn position(transaction: &str, sequence: i64) -> Result<GlobalPosition, StoreError> {
-    let transaction: u64 = transaction
-        .parse()
-        .map_err(|_| corrupt(format!("transaction id {transaction:?}")))?;
-    Ok(GlobalPosition::new(
-        transaction,
-        u64::try_from(sequence).unwrap_or(0),
-    ))
-}
-
-fn corrupt(what: String) -> StoreError {
-    StoreError::Backend {
-        reason: format!("stored data is not valid EventCore data: {what}"),
-        source: None,
-    }
-}
-
-fn stream_id(raw: &str) -> Result<StreamId, StoreError> {
-    StreamId::try_new(raw).map_err(|e| corrupt(format!("stream id {raw:?}: {e}")))
-}
-
-fn written_event(row: &PgRow) -> Result<WrittenEvent, StoreError> {
-    let get = |e: sqlx::Error| error::to_store_error(e);
-    let stream: String = row.try_get("o_stream_id").map_err(get)?;
-    let version: i64 = row.try_get("o_version").map_err(get)?;
-    let id: Uuid = row.try_get("o_event_id").map_err(get)?;
-    let transaction: String = row.try_get("o_transaction_id").map_err(get)?;
-    let sequence: i64 = row.try_get("o_sequence").map_err(get)?;
-    let recorded_at: DateTime<Utc> = row.try_get("o_recorded_at").map_err(get)?;
-    Ok(WrittenEvent {
-        id: EventId::from_uuid(id),
-        stream_id: stream_id(&stream)?,
-        version: to_version(version),
-        position: position(&transaction, sequence)?,
-        recorded_at,
-    })
-}
-
-/// Adds one row of a read after versions: a stream's current version and,
-/// unless the stream has nothing new, one of its events.
-fn add_stream_row(read: &mut StreamsRead, row: &PgRow) -> Result<(), StoreError> {
-    let get = |e: sqlx::Error| error::to_store_error(e);
-    let wanted: String = row.try_get("wanted").map_err(get)?;
-    let current: i64 = row.try_get("current_version").map_err(get)?;
-    read.versions
-        .insert(stream_id(&wanted)?, to_version(current));
-    let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
-    if event_id.is_some() {
-        read.events.push(recorded_event(row)?);
-    }
-    Ok(())
-}
-
-/// A snapshot's stored versions, checked.
-fn snapshot_versions(
-    stored: BTreeMap<String, i64>,
-) -> Result<BTreeMap<StreamId, StreamVersion>, StoreError> {
-    stored
-        .into_iter()
-        .map(|(id, v)| Ok((stream_id(&id)?, to_version(v))))
-        .collect()
-}
-
-/// A stored event, or [`StoreError::Undecodable`] naming its position when
-/// the row holds something EventCore cannot read.
-fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let get = |e: sqlx::Error| error::to_store_error(e);
-    let transaction: String = row.try_get("transaction_text").map_err(get)?;
-    let sequence: i64 = row.try_get("sequence").map_err(get)?;
-    let position = position(&transaction, sequence)?;
-    let undecodable = |reason: String| StoreError::Undecodable { position, reason };
-    let column = |e: sqlx::Error| undecodable(e.to_string());
-    let id: Uuid = row.try_get("event_id").map_err(column)?;
-    let stream: String = row.try_get("stream_id").map_err(column)?;
-    let version: i64 = row.try_get("stream_version").map_err(column)?;
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(column)?;
-    let event_type: String = row.try_get("event_type").map_err(column)?;
-    let payload: String = row.try_get("payload").map_err(column)?;
-    let Json(metadata): Json<serde_json::Value> = row.try_get("metadata").map_err(column)?;
-    let metadata: EventMetadata = serde_json::from_value(metadata)
-        .map_err(|e| undecodable(format!("metadata of event {id}: {e}")))?;
-    Ok(RecordedEvent {
-        id: EventId::from_uuid(id),
-        stream_id: StreamId::try_new(stream.as_str())
-            .map_err(|e| undecodable(format!("stream id {stream:?} of event {id}: {e}")))?,
-        version: to_version(version),
-        position,
-        recorded_at,
-        event_type: EventType::try_new(event_type.as_str())
-            .map_err(|e| undecodable(format!("event type of event {id}: {e}")))?,
-        payload: Payload::from_stored(payload),
-        metadata,
-    })
-}
-
-/// The events of a page of the global order up to the first row that
-/// cannot be read; that row's error only when it comes first, so a reader
-/// gets every good event before it and then the error at its position.
-fn readable_prefix(rows: &[PgRow]) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        match recorded_event(row) {
-            Ok(event) => events.push(event),
-            Err(error) if events.is_empty() => return Err(error),
-            Err(_) => break,
-        }
-    }
-    Ok(events)
-}
-
 impl EventStore for PostgresEventStore {
     async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
         let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
@@ -868,6 +661,7 @@ impl EventStore for PostgresEventStore {
             .iter()
             .map(recorded_event)
             .collect::<Result<Vec<_>, _>>()?;
+        let events = self.upcasters.upcast_all(events)?;
         // All of a stream's events are read, so its version is its highest one.
         for event in &events {
             if let Some(version) = versions.get_mut(&event.stream_id) {
@@ -896,6 +690,7 @@ impl EventStore for PostgresEventStore {
         for row in &rows {
             add_stream_row(&mut read, row)?;
         }
+        read.events = self.upcasters.upcast_all(read.events)?;
         Ok(read)
     }
 
@@ -959,6 +754,7 @@ impl EventStore for PostgresEventStore {
             }
             add_stream_row(&mut read, row)?;
         }
+        read.events = self.upcasters.upcast_all(read.events)?;
         Ok((snapshot, read))
     }
 
@@ -981,6 +777,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        self.upcasters.check_append(&request)?;
         match self.try_append(&request).await {
             Ok(result) => Ok(result),
             Err(Failure::Other(error)) => Err(error),
@@ -990,8 +787,12 @@ impl EventStore for PostgresEventStore {
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
         self.await_in_flight().await?;
-        let types: Option<Vec<&str>> = query
+        // A type filter names current types; old names select too.
+        let stored = query
             .event_types
+            .as_ref()
+            .map(|wanted| self.upcasters.stored_names(wanted));
+        let types: Option<Vec<&str>> = stored
             .as_ref()
             .map(|types| types.iter().map(AsRef::as_ref).collect());
         let rows = sqlx::query(&self.shared.queries.read_all)
@@ -1002,7 +803,7 @@ impl EventStore for PostgresEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(error::to_store_error)?;
-        readable_prefix(&rows)
+        self.upcasters.upcast_page(readable_prefix(&rows)?)
     }
 
     async fn idempotent_result(

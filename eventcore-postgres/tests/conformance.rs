@@ -3,3 +3,13 @@
 mod support;
 
 eventcore::conformance_tests!(support::fresh_store);
+
+mod evolution {
+    use super::support;
+
+    eventcore::evolution_conformance_tests!(|upcasters| async move {
+        let store = support::fresh_store().await;
+        let checkpoints = store.checkpoints();
+        (store.clone().with_upcasters(upcasters), store, checkpoints)
+    });
+}

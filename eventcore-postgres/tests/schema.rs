@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+const ALL_MIGRATIONS: [i32; 11] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()
@@ -126,6 +126,7 @@ async fn eight_processes_initialize_one_schema() {
 async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
     let store = support::fresh_store().await;
     let schema = store.schema().to_owned();
+    support::downgrade_to_release_10(&store).await;
     for statement in [
         format!(
             "ALTER TABLE \"{schema}\".eventcore_streams DROP CONSTRAINT eventcore_streams_unique_id, \
@@ -144,8 +145,9 @@ async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
     ] {
         sqlx::query(&statement).execute(store.pool()).await.unwrap();
     }
-    store.append(one_event("old")).await.unwrap();
-    store.append(one_event("old")).await.unwrap();
+    for _ in 0..2 {
+        support::append_as_release_10(&store, "old", "Marked", json!({ "name": "old" })).await;
+    }
 
     store.initialize().await.unwrap();
     assert_eq!(applied_migrations(&store).await, ALL_MIGRATIONS);
@@ -332,4 +334,38 @@ fn system_schemas_are_refused() {
     }
     assert!(SchemaName::new("pgx").is_ok());
     assert!(SchemaName::new("my_information_schema").is_ok());
+}
+
+/// Events written before schema versions existed (by the previous release,
+/// before and during a rolling upgrade) read as version 1 once
+/// `initialize()` has upgraded the schema in place, and are upcast like
+/// any version 1 event.
+#[tokio::test]
+async fn events_from_before_schema_versions_read_as_version_one() {
+    let store = support::fresh_store().await;
+    support::downgrade_to_release_10(&store).await;
+    support::append_as_release_10(&store, "legacy", "Marked", json!({ "name": "before" })).await;
+
+    store.initialize().await.unwrap();
+    assert_eq!(applied_migrations(&store).await, ALL_MIGRATIONS);
+    // A process still on the previous release keeps appending meanwhile.
+    support::append_as_release_10(&store, "legacy", "Marked", json!({ "name": "during" })).await;
+    store.append(one_event("legacy")).await.unwrap();
+
+    let read = store.read_streams(&[stream("legacy")]).await.unwrap();
+    let versions: Vec<u32> = read.events.iter().map(|e| e.schema_version).collect();
+    assert_eq!(versions, [1, 1, 1]);
+    let upcasters = eventcore::Upcasters::builder()
+        .step("Marked", 1, |mut v: serde_json::Value| {
+            v["upcast"] = json!(true);
+            Ok::<_, std::convert::Infallible>(v)
+        })
+        .build()
+        .unwrap();
+    let upcasting = store.clone().with_upcasters(upcasters);
+    let read = upcasting.read_streams(&[stream("legacy")]).await.unwrap();
+    for event in &read.events {
+        assert_eq!(event.schema_version, 2);
+        assert_eq!(event.payload.to_value().unwrap()["upcast"], json!(true));
+    }
 }

@@ -35,6 +35,45 @@ use crate::name::{NameViolation, arc_name, check_name};
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable name stored with this event, 1 to 255 characters, no control characters.
     fn event_type(&self) -> &'static str;
+
+    /// The version of this event's shape, stored with it: 1 unless the
+    /// shape changed since events were first stored.
+    ///
+    /// Raise it when the JSON shape changes, and register an upcaster from
+    /// the old version on the store ([`Upcasters`](crate::Upcasters)), so
+    /// stored events are read in the new shape. Decoding checks a stored
+    /// event reached the version its Rust type declares here.
+    ///
+    /// ```
+    /// use eventcore::Event;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// enum AccountEvent {
+    ///     Opened { owner: String },
+    ///     /// v2 added `reference`.
+    ///     Deposited { cents: u64, reference: Option<String> },
+    /// }
+    ///
+    /// impl Event for AccountEvent {
+    ///     fn event_type(&self) -> &'static str {
+    ///         match self {
+    ///             Self::Opened { .. } => "AccountOpened",
+    ///             Self::Deposited { .. } => "MoneyDeposited",
+    ///         }
+    ///     }
+    ///
+    ///     fn schema_version(&self) -> u32 {
+    ///         match self {
+    ///             Self::Opened { .. } => 1,
+    ///             Self::Deposited { .. } => 2,
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn schema_version(&self) -> u32 {
+        1
+    }
 }
 
 /// Longest event type name accepted, in characters.

@@ -1047,6 +1047,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 position,
                 recorded_at,
                 event_type: own.event_type,
+                schema_version: crate::Event::schema_version(&payload),
                 metadata: metadata.clone(),
                 payload,
             });

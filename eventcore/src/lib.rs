@@ -84,6 +84,7 @@ pub mod snapshot;
 mod store;
 mod stream_id;
 mod subscription;
+pub mod upcast;
 mod version;
 
 #[cfg(feature = "conformance")]
@@ -157,7 +158,7 @@ pub use projection::{
     ProjectionError, ProjectionHandle, ProjectionOptions, ProjectionRequest, ProjectionRunner,
     ProjectionState, ProjectionStatus, SoleRunner,
 };
-pub use recorded::{DecodeError, EncodeError, NewEvent, RecordedEvent, StoredEvent};
+pub use recorded::{DecodeError, DecodeProblem, EncodeError, NewEvent, RecordedEvent, StoredEvent};
 pub use retry::RetryPolicy;
 pub use snapshot::{
     DEFAULT_SNAPSHOT_CACHE_BYTES, DEFAULT_SNAPSHOT_EVERY, Snapshot, SnapshotKey, SnapshotPolicy,
@@ -168,4 +169,8 @@ pub use store::{
 };
 pub use stream_id::{InvalidStreamId, STREAM_ID_MAX_CHARS, StreamId};
 pub use subscription::{AppendNotifier, Subscription};
+pub use upcast::{
+    InvalidUpcasters, Outdated, OutdatedEvent, UpcastError, UpcastProblem, Upcasters,
+    UpcastersBuilder,
+};
 pub use version::{ExpectedVersion, StreamVersion};

@@ -16,6 +16,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     event_type: EventType,
+    schema_version: u32,
     payload: Payload,
     metadata: EventMetadata,
 }
@@ -67,6 +68,12 @@ pub enum EncodeError {
         /// `"payload"`.
         part: &'static str,
     },
+    /// The event reported schema version 0; versions start at 1.
+    #[error("a {event_type} event reports schema version 0; schema versions start at 1")]
+    ZeroSchemaVersion {
+        /// The event's type name.
+        event_type: String,
+    },
     /// serde could not serialize the payload to JSON.
     #[error("could not serialize a {event_type} event to JSON: {source}")]
     Serialize {
@@ -115,7 +122,7 @@ impl NewEvent {
                 name: name.to_owned(),
                 source,
             })?;
-        Self::encoded(event_type, event, metadata)
+        Self::encoded(event_type, event, metadata)?.with_schema_version(event.schema_version())
     }
 
     /// An event from an already-encoded payload, for tools that move raw events.
@@ -131,6 +138,35 @@ impl NewEvent {
         metadata: EventMetadata,
     ) -> Result<Self, EncodeError> {
         Self::encoded(event_type, &payload, metadata)
+    }
+
+    /// Sets the schema version the event is stored with (1 unless set):
+    /// for tools that move raw events, and for tests that write events as
+    /// old code did.
+    ///
+    /// ```
+    /// use eventcore::{EventMetadata, EventType, NewEvent};
+    ///
+    /// let old = NewEvent::from_parts(
+    ///     EventType::try_new("MoneyDeposited")?,
+    ///     serde_json::json!({ "cents": 5 }),
+    ///     EventMetadata::default(),
+    /// )?
+    /// .with_schema_version(1)?;
+    /// assert_eq!(old.schema_version(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`EncodeError::ZeroSchemaVersion`] for version 0.
+    pub fn with_schema_version(mut self, schema_version: u32) -> Result<Self, EncodeError> {
+        if schema_version == 0 {
+            return Err(EncodeError::ZeroSchemaVersion {
+                event_type: self.event_type.to_string(),
+            });
+        }
+        self.schema_version = schema_version;
+        Ok(self)
     }
 
     /// Encodes `payload` and checks it and the metadata can be stored.
@@ -157,6 +193,7 @@ impl NewEvent {
         }
         Ok(Self {
             event_type,
+            schema_version: 1,
             payload,
             metadata,
         })
@@ -165,6 +202,11 @@ impl NewEvent {
     /// The stored type name.
     pub fn event_type(&self) -> &EventType {
         &self.event_type
+    }
+
+    /// The schema version of the payload's shape.
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
     }
 
     /// The payload.
@@ -208,21 +250,33 @@ pub struct RecordedEvent {
     pub position: GlobalPosition,
     /// When the store wrote the event.
     pub recorded_at: DateTime<Utc>,
-    /// The stored type name.
+    /// The type name: as stored, or the current name when the store's
+    /// [`Upcasters`](crate::Upcasters) rename it.
     pub event_type: EventType,
-    /// The payload as stored; shared, so copies of a recorded event
+    /// The schema version of the payload's shape: as stored (1 for events
+    /// written before schema versions existed), or the version the store's
+    /// upcasters brought it to.
+    #[serde(default = "first_schema_version")]
+    pub schema_version: u32,
+    /// The payload as stored (or as upcast); shared, so copies of a recorded event
     /// (a store handing out the same event to many readers) do not copy it.
     pub payload: Payload,
     /// Metadata supplied with the append.
     pub metadata: EventMetadata,
 }
 
-/// A stored event whose payload does not decode into the type the caller asked for.
+/// The schema version of events stored before schema versions existed.
+fn first_schema_version() -> u32 {
+    1
+}
+
+/// A stored event that does not decode into the type the caller asked for.
 ///
 /// Names the event so it can be found and repaired; the event is not skipped.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "stored event {event_id} ({event_type}, stream {stream_id} version {version}) does not decode into {target}: {source}"
+    "stored event {event_id} ({event_type} at schema version {schema_version}, stream \
+     {stream_id} version {version}) does not decode into {target}: {problem}"
 )]
 pub struct DecodeError {
     /// The undecodable event's id.
@@ -231,25 +285,63 @@ pub struct DecodeError {
     pub stream_id: StreamId,
     /// Its version in that stream.
     pub version: StreamVersion,
-    /// Its stored type name.
+    /// Its type name (current, if the store's upcasters renamed it).
     pub event_type: EventType,
+    /// The schema version it was read at (after the store's upcasters).
+    pub schema_version: u32,
     /// The Rust type it was decoded into.
     pub target: &'static str,
-    /// serde_json's error.
+    /// What does not fit.
     #[source]
-    pub source: serde_json::Error,
+    pub problem: DecodeProblem,
+}
+
+/// Why a stored event does not decode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeProblem {
+    /// The payload does not fit the Rust type.
+    #[error("{0}")]
+    Payload(#[source] serde_json::Error),
+    /// The event was read at an older schema version than the Rust type
+    /// declares, and no upcaster brought it further.
+    #[error(
+        "the type declares schema version {declared}: register an upcaster from version \
+         {read} on the store (Upcasters::builder().step(..)) so old events are read in the \
+         current shape"
+    )]
+    NoUpcaster {
+        /// The version the event was read at.
+        read: u32,
+        /// The version the Rust type declares ([`Event::schema_version`]).
+        declared: u32,
+    },
+    /// The event was written at a newer schema version than the Rust type
+    /// declares: code older than the code that wrote it is reading it.
+    #[error(
+        "the type declares schema version {declared}, older than the stored one: this code \
+         is older than the code that wrote the event; deploy the newer code"
+    )]
+    NewerThanCode {
+        /// The version the event was read at.
+        read: u32,
+        /// The version the Rust type declares ([`Event::schema_version`]).
+        declared: u32,
+    },
 }
 
 impl RecordedEvent {
     /// Decodes the payload into the caller's event type.
     ///
+    /// The event must be at the schema version `E` declares for it
+    /// ([`Event::schema_version`]): a store with upcasters
+    /// ([`Upcasters`](crate::Upcasters)) has already brought it there.
+    ///
     /// # Errors
-    /// [`DecodeError`] naming the event when the payload does not fit `E`.
+    /// [`DecodeError`] naming the event when the payload does not fit `E`,
+    /// or was read at another schema version than `E` declares.
     pub fn decode<E: Event>(&self) -> Result<StoredEvent<E>, DecodeError> {
-        let payload = self
-            .payload
-            .decode::<E>()
-            .map_err(|source| self.decode_error::<E>(source))?;
+        let payload = self.decode_payload::<E>()?;
         Ok(StoredEvent {
             id: self.id,
             stream_id: self.stream_id.clone(),
@@ -257,20 +349,20 @@ impl RecordedEvent {
             position: self.position,
             recorded_at: self.recorded_at,
             event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
             metadata: self.metadata.clone(),
             payload,
         })
     }
 
-    /// Decodes the payload, consuming the event (no copies of its id, stream or metadata).
+    /// Decodes the payload, consuming the event (no copies of its id,
+    /// stream or metadata); checked as [`decode`](Self::decode) is.
     ///
     /// # Errors
-    /// [`DecodeError`] naming the event when the payload does not fit `E`.
+    /// [`DecodeError`] naming the event when the payload does not fit `E`,
+    /// or was read at another schema version than `E` declares.
     pub fn into_decoded<E: Event>(self) -> Result<StoredEvent<E>, DecodeError> {
-        let payload = self
-            .payload
-            .decode::<E>()
-            .map_err(|source| self.decode_error::<E>(source))?;
+        let payload = self.decode_payload::<E>()?;
         Ok(StoredEvent {
             id: self.id,
             stream_id: self.stream_id,
@@ -278,19 +370,38 @@ impl RecordedEvent {
             position: self.position,
             recorded_at: self.recorded_at,
             event_type: self.event_type,
+            schema_version: self.schema_version,
             metadata: self.metadata,
             payload,
         })
     }
 
-    fn decode_error<E>(&self, source: serde_json::Error) -> DecodeError {
+    /// The payload as `E`, checked against the schema version `E` declares.
+    fn decode_payload<E: Event>(&self) -> Result<E, DecodeError> {
+        let payload = self
+            .payload
+            .decode::<E>()
+            .map_err(|source| self.decode_error::<E>(DecodeProblem::Payload(source)))?;
+        let declared = payload.schema_version();
+        let read = self.schema_version;
+        if read < declared {
+            return Err(self.decode_error::<E>(DecodeProblem::NoUpcaster { read, declared }));
+        }
+        if read > declared {
+            return Err(self.decode_error::<E>(DecodeProblem::NewerThanCode { read, declared }));
+        }
+        Ok(payload)
+    }
+
+    fn decode_error<E>(&self, problem: DecodeProblem) -> DecodeError {
         DecodeError {
             event_id: self.id,
             stream_id: self.stream_id.clone(),
             version: self.version,
             event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
             target: std::any::type_name::<E>(),
-            source,
+            problem,
         }
     }
 }
@@ -308,8 +419,10 @@ pub struct StoredEvent<E> {
     pub position: GlobalPosition,
     /// When the store wrote the event.
     pub recorded_at: DateTime<Utc>,
-    /// The stored type name.
+    /// The type name (current, if the store's upcasters renamed it).
     pub event_type: EventType,
+    /// The schema version the event was read at.
+    pub schema_version: u32,
     /// Metadata supplied with the append.
     pub metadata: EventMetadata,
     /// The decoded domain event.

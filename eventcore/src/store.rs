@@ -600,6 +600,18 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A stored event could not be brought to its current shape by the
+    /// store's [`Upcasters`](crate::Upcasters): one is missing or failed.
+    /// Like [`StoreError::Undecodable`], everything before it was delivered
+    /// and readers of the global order can go on after it
+    /// ([`undecodable_position`](Self::undecodable_position)).
+    #[error("{0}")]
+    Upcast(#[source] Box<crate::UpcastError>),
+    /// The append writes an event in a shape the store's upcasters treat as
+    /// outdated (a renamed type, or a schema version upcast on every read);
+    /// nothing was written.
+    #[error("{0}")]
+    Outdated(#[source] crate::OutdatedEvent),
     /// A projection's checkpoint was claimed by a newer leader
     /// ([`FencingToken`](crate::FencingToken)); this runner no longer leads
     /// it, and nothing was saved.
@@ -647,10 +659,11 @@ impl StoreError {
     }
 
     /// The position of the stored row that could not be read, if this is
-    /// [`StoreError::Undecodable`].
+    /// [`StoreError::Undecodable`] or [`StoreError::Upcast`].
     pub fn undecodable_position(&self) -> Option<GlobalPosition> {
         match self {
             Self::Undecodable { position, .. } => Some(*position),
+            Self::Upcast(error) => Some(error.position),
             _ => None,
         }
     }
@@ -661,6 +674,12 @@ impl StoreError {
             Self::Conflict { conflicts } => Some(conflicts),
             _ => None,
         }
+    }
+}
+
+impl From<crate::UpcastError> for StoreError {
+    fn from(error: crate::UpcastError) -> Self {
+        Self::Upcast(Box::new(error))
     }
 }
 

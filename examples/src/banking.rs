@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use eventcore::{
-    Command, CommandLogic, Event, HandleContext, InvalidStreamId, RecordedEvent, SnapshotPolicy,
-    StoredEvent, StreamId, Writes,
+    Command, CommandLogic, Event, HandleContext, InvalidStreamId, InvalidUpcasters, RecordedEvent,
+    SnapshotPolicy, StoredEvent, StreamId, Upcasters, Writes,
 };
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
@@ -57,10 +57,13 @@ pub enum BankEvent {
         /// Who owns it.
         owner: String,
     },
-    /// Cash came in (account stream).
+    /// Cash came in (account stream). Schema version 2: version 1 had no
+    /// `reference`; [`upcasters`] reads stored version 1 deposits with none.
     MoneyDeposited {
         /// How much.
         amount: Amount,
+        /// The depositor's reference (a slip number, say), since version 2.
+        reference: Option<String>,
     },
     /// Cash went out (account stream).
     MoneyWithdrawn {
@@ -102,6 +105,43 @@ impl Event for BankEvent {
             Self::AccountUnfrozen => "AccountUnfrozen",
         }
     }
+
+    fn schema_version(&self) -> u32 {
+        match self {
+            Self::MoneyDeposited { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The bank's upcasters: how events stored in older shapes are read now.
+/// Give them to the store the bank runs on
+/// (`InMemoryEventStore::with_upcasters`, `PostgresConfig::upcasters`).
+///
+/// - `MoneyDeposited` version 1 had no `reference`: old deposits have none.
+///
+/// ```
+/// use eventcore_examples::banking::upcasters;
+///
+/// let upcasters = upcasters()?;
+/// assert_eq!(upcasters.current_version("MoneyDeposited"), Some(2));
+/// # Ok::<(), eventcore::InvalidUpcasters>(())
+/// ```
+///
+/// # Errors
+/// None in practice: the upcasters are fixed; the `Result` is the builder's.
+pub fn upcasters() -> Result<Upcasters, InvalidUpcasters> {
+    Upcasters::builder()
+        .step("MoneyDeposited", 1, |mut stored: serde_json::Value| {
+            // Externally tagged: {"MoneyDeposited": {"amount": ...}}.
+            let fields = stored
+                .get_mut("MoneyDeposited")
+                .and_then(serde_json::Value::as_object_mut)
+                .ok_or("a MoneyDeposited event at version 1 holds a MoneyDeposited object")?;
+            fields.insert("reference".to_owned(), serde_json::Value::Null);
+            Ok::<_, &str>(stored)
+        })
+        .build()
 }
 
 /// Why the bank refused a command.
@@ -171,7 +211,8 @@ impl AccountState {
     pub fn apply(&mut self, event: &BankEvent) {
         match event {
             BankEvent::AccountOpened { .. } => self.open = true,
-            BankEvent::MoneyDeposited { amount } | BankEvent::TransferReceived { amount, .. } => {
+            BankEvent::MoneyDeposited { amount, .. }
+            | BankEvent::TransferReceived { amount, .. } => {
                 self.balance = self.balance.saturating_add(amount.cents());
             }
             BankEvent::MoneyWithdrawn { amount } | BankEvent::TransferSent { amount, .. } => {
@@ -255,6 +296,8 @@ pub struct Deposit {
     pub account: StreamId,
     /// How much.
     pub amount: Amount,
+    /// The depositor's reference, if any.
+    pub reference: Option<String>,
 }
 
 impl CommandLogic for Deposit {
@@ -283,6 +326,7 @@ impl CommandLogic for Deposit {
             self.account_stream(),
             BankEvent::MoneyDeposited {
                 amount: self.amount,
+                reference: self.reference.clone(),
             },
         ))
     }
@@ -507,7 +551,7 @@ pub fn audit_balances<'a>(
 pub fn balance_change(event: &BankEvent) -> Option<i128> {
     match event {
         BankEvent::AccountOpened { .. } => Some(0),
-        BankEvent::MoneyDeposited { amount } | BankEvent::TransferReceived { amount, .. } => {
+        BankEvent::MoneyDeposited { amount, .. } | BankEvent::TransferReceived { amount, .. } => {
             Some(i128::from(amount.cents()))
         }
         BankEvent::MoneyWithdrawn { amount } | BankEvent::TransferSent { amount, .. } => {

@@ -38,6 +38,7 @@ async fn open_and_fund(executor: &CommandExecutor<PostgresEventStore>) {
         let deposit = Deposit {
             account,
             amount: Amount::try_new(10_000).unwrap(),
+            reference: None,
         };
         executor
             .execute(&deposit, ExecutionOptions::default())

@@ -22,7 +22,10 @@ fn opened() -> BankEvent {
 }
 
 fn deposited(n: u64) -> BankEvent {
-    BankEvent::MoneyDeposited { amount: cents(n) }
+    BankEvent::MoneyDeposited {
+        amount: cents(n),
+        reference: None,
+    }
 }
 
 fn frozen() -> BankEvent {
@@ -64,12 +67,14 @@ fn deposits_need_an_open_account() {
         .when(&Deposit {
             account: a.clone(),
             amount: cents(500),
+            reference: None,
         })
         .then_expect_events([(a.clone(), deposited(500))]);
     given::<BankEvent>([])
         .when(&Deposit {
             account: a.clone(),
             amount: cents(500),
+            reference: None,
         })
         .then_expect_error(BankError::NotOpen(a));
 }
@@ -81,6 +86,7 @@ fn deposits_that_would_overflow_are_refused() {
         .when(&Deposit {
             account: a.clone(),
             amount: cents(2),
+            reference: None,
         })
         .then_expect_error(BankError::BalanceOverflow(a));
 }
@@ -243,4 +249,85 @@ fn freezing_writes_only_the_freeze_stream() {
     given::<BankEvent>([])
         .when(&SetFreeze::new(a.clone(), None).unwrap())
         .then_expect_failure(|e| matches!(e, ExecutionError::Rejected(BankError::NotOpen(_))));
+}
+
+/// A deposit as the release before references stored it: schema version 1,
+/// `{"MoneyDeposited": {"amount": n}}`.
+fn stored_v1_deposit(n: u64) -> eventcore::NewEvent {
+    eventcore::NewEvent::from_parts(
+        eventcore::EventType::try_new("MoneyDeposited").unwrap(),
+        serde_json::json!({ "MoneyDeposited": { "amount": n } }),
+        eventcore::EventMetadata::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn deposits_stored_before_references_count_through_the_upcaster() {
+    let a = id("a");
+    let with_v1_deposits = || {
+        given([(a.clone(), vec![opened()])])
+            .and_stored(
+                a.clone(),
+                vec![stored_v1_deposit(200), stored_v1_deposit(100)],
+            )
+            .with_upcasters(eventcore_examples::banking::upcasters().unwrap())
+    };
+    with_v1_deposits()
+        .when(&Withdraw {
+            account: a.clone(),
+            amount: cents(300),
+        })
+        .then_expect_events([(a.clone(), BankEvent::MoneyWithdrawn { amount: cents(300) })]);
+    with_v1_deposits()
+        .when(&Withdraw {
+            account: a.clone(),
+            amount: cents(301),
+        })
+        .then_expect_error(BankError::InsufficientFunds {
+            account: a.clone(),
+            balance: 300,
+            requested: 301,
+        });
+}
+
+#[test]
+fn deposits_stored_before_references_need_the_upcaster() {
+    let a = id("a");
+    given([(a.clone(), vec![opened()])])
+        .and_stored(a.clone(), vec![stored_v1_deposit(200)])
+        .when(&Withdraw {
+            account: a.clone(),
+            amount: cents(100),
+        })
+        .then_expect_failure(|error| {
+            let message = error.to_string();
+            matches!(error, ExecutionError::Decode(_)) && message.contains("register an upcaster")
+        });
+}
+
+#[tokio::test]
+async fn the_balance_audit_reads_v1_deposits_in_their_current_shape() {
+    use eventcore::{AppendRequest, EventStore, ExpectedVersion};
+    let store = eventcore_memory::InMemoryEventStore::new();
+    let a = id("a");
+    let old = vec![
+        eventcore::NewEvent::from_event(&opened(), eventcore::EventMetadata::default()).unwrap(),
+        stored_v1_deposit(250),
+    ];
+    store
+        .append(AppendRequest::single(a.clone(), ExpectedVersion::Any, old))
+        .await
+        .unwrap();
+    let upcasting = store.with_upcasters(eventcore_examples::banking::upcasters().unwrap());
+    let events = upcasting
+        .read_all(&eventcore::ReadAllQuery::from_start())
+        .await
+        .unwrap();
+    assert_eq!(
+        events[1].decode::<BankEvent>().unwrap().payload,
+        deposited(250)
+    );
+    let balances = eventcore_examples::banking::audit_balances(&events).unwrap();
+    assert_eq!(balances[&a], 250);
 }

@@ -159,6 +159,7 @@ async fn open_accounts(store: &PostgresEventStore) {
         let deposit = Deposit {
             account: account(n),
             amount: Amount::try_new(OPENING_CENTS).unwrap(),
+            reference: None,
         };
         executor
             .execute(&deposit, ExecutionOptions::default())

@@ -71,6 +71,7 @@ async fn a_restart_mid_workload_loses_and_doubles_nothing() {
                 let deposit = Deposit {
                     account: account(n % ACCOUNTS),
                     amount: Amount::try_new(n + 1).unwrap(),
+                    reference: None,
                 };
                 let key = IdempotencyKey::try_new(format!("deposit-{n}")).unwrap();
                 // The client retries whatever failed, with the same key.
@@ -110,7 +111,7 @@ async fn a_restart_mid_workload_loses_and_doubles_nothing() {
         let Some(last) = page.last() else { break };
         query.after = last.position;
         for event in &page {
-            if let BankEvent::MoneyDeposited { amount } =
+            if let BankEvent::MoneyDeposited { amount, .. } =
                 event.decode::<BankEvent>().unwrap().payload
             {
                 *amounts.entry(amount.cents()).or_default() += 1;

@@ -33,3 +33,48 @@ pub fn event(payload: serde_json::Value) -> NewEvent {
     )
     .unwrap()
 }
+
+/// Takes a schema back to the release before event schema versions
+/// (migration 10): no `event_version` column, no append function taking
+/// versions.
+pub async fn downgrade_to_release_10(store: &PostgresEventStore) {
+    let schema = store.schema().to_owned();
+    for statement in [
+        format!("ALTER TABLE \"{schema}\".eventcore_events DROP COLUMN event_version"),
+        format!(
+            "DROP FUNCTION \"{schema}\".eventcore_append(text[], bigint[], int[], uuid[], text[], \
+             jsonb[], jsonb[], text, bigint, int[])"
+        ),
+        format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 11"),
+    ] {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+}
+
+/// Appends one event to `stream` as the release before schema versions
+/// did: through the append function of migration 9, which has no versions.
+pub async fn append_as_release_10(
+    store: &PostgresEventStore,
+    stream: &str,
+    event_type: &str,
+    payload: serde_json::Value,
+) {
+    let schema = store.schema().to_owned();
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "SELECT * FROM \"{schema}\".eventcore_append(ARRAY[$1], ARRAY[NULL::bigint], ARRAY[1], \
+         ARRAY[$2::uuid], ARRAY[$3], ARRAY[$4::jsonb], ARRAY['{{}}'::jsonb], 'unused', NULL::bigint)"
+    ))
+    .bind(stream)
+    .bind(uuid::Uuid::now_v7())
+    .bind(event_type)
+    .bind(sqlx::types::Json(payload))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}

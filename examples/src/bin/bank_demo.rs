@@ -30,7 +30,7 @@ use eventcore::{
 };
 use eventcore_examples::balances::{MemoryBalances, PostgresBalances};
 use eventcore_examples::banking::{
-    Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
+    self, Amount, BankError, Deposit, OpenAccount, SetFreeze, Transfer, audit_balances,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{PostgresConfig, PostgresEventStore};
@@ -146,6 +146,7 @@ async fn open_accounts<S: EventStore>(
         let deposit = Deposit {
             account: account.clone(),
             amount: initial,
+            reference: None,
         };
         executor
             .execute(&deposit, ExecutionOptions::default())
@@ -409,7 +410,9 @@ fn report(
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let ok = if std::env::var_os("DATABASE_URL").is_some() {
-        let config = PostgresConfig::from_env()?.schema(&args.schema)?;
+        let config = PostgresConfig::from_env()?
+            .schema(&args.schema)?
+            .upcasters(banking::upcasters()?);
         println!("store: PostgreSQL, schema {} ({config:?})", args.schema);
         let store = PostgresEventStore::new(config).await?;
         store.initialize().await?;
@@ -418,7 +421,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         run(store, checkpoints, model, args).await?
     } else {
         println!("store: in-memory (set DATABASE_URL to run on PostgreSQL)");
-        let store = InMemoryEventStore::new();
+        let store = InMemoryEventStore::new().with_upcasters(banking::upcasters()?);
         run(
             store,
             InMemoryCheckpointStore::new(),
