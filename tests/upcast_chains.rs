@@ -6,8 +6,6 @@
 //! 1,000 cases in CI; more with `PROPTEST_CASES=100000 cargo test -p
 //! eventcore-tests --test upcast_chains`.
 
-use std::convert::Infallible;
-
 use eventcore::{
     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery,
     StreamId, Upcasters,
@@ -134,10 +132,10 @@ impl Chain {
             let name = if i < self.renamed_at { OLD } else { NEW };
             let op = op.clone();
             let from = u32::try_from(i + 1).unwrap();
-            builder = builder.step(name, from, move |v| Ok::<_, Infallible>(op.apply(v)));
+            builder = builder.step(name, from, move |v| Ok(op.apply(v)));
         }
         builder = match self.rename_op.clone() {
-            Some(op) => builder.rename_with(OLD, NEW, move |v| Ok::<_, Infallible>(op.apply(v))),
+            Some(op) => builder.rename_with(OLD, NEW, move |v| Ok(op.apply(v))),
             None => builder.rename(OLD, NEW),
         };
         builder.build().unwrap()

@@ -425,16 +425,12 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.upcasters.is_empty() {
-            return Ok(owned(self.log().read_all(query)));
-        }
-        // A type filter names current types; old names select too.
-        let stored = query.event_types.as_ref().map(|wanted| ReadAllQuery {
-            event_types: Some(self.upcasters.stored_names(wanted)),
-            ..query.clone()
-        });
-        let events = self.log().read_all(stored.as_ref().unwrap_or(query));
-        self.upcasters.upcast_page(owned(events))
+        self.upcasters
+            .read_page(query, |stored| {
+                let events = owned(self.log().read_all(&stored));
+                async move { Ok(events) }
+            })
+            .await
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {

@@ -125,7 +125,7 @@ impl<E: Event> Given<E> {
     /// let upcasters = Upcasters::builder()
     ///     .step("Deposited", 1, |mut v| {
     ///         v["reference"] = serde_json::Value::Null;
-    ///         Ok::<_, std::convert::Infallible>(v)
+    ///         Ok(v)
     ///     })
     ///     .build()?;
     /// let account = StreamId::try_new("account-1")?;

@@ -375,7 +375,7 @@ impl PostgresConfig {
     /// let upcasters = Upcasters::builder()
     ///     .step("MoneyDeposited", 1, |mut v| {
     ///         v["reference"] = serde_json::Value::Null;
-    ///         Ok::<_, std::convert::Infallible>(v)
+    ///         Ok(v)
     ///     })
     ///     .build()?;
     /// let config = PostgresConfig::new("postgres://localhost/bank").upcasters(upcasters);

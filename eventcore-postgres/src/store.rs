@@ -271,6 +271,23 @@ impl PostgresEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// One page of the global order as stored (no upcasting).
+    async fn read_stored(&self, query: ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        let types: Option<Vec<&str>> = query
+            .event_types
+            .as_ref()
+            .map(|types| types.iter().map(AsRef::as_ref).collect());
+        let rows = sqlx::query(&self.shared.queries.read_all)
+            .bind(query.after.transaction().to_string())
+            .bind(i64::try_from(query.after.sequence()).unwrap_or(i64::MAX))
+            .bind(types)
+            .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
+        readable_prefix(&rows)
+    }
+
     async fn try_append(&self, request: &AppendRequest) -> Result<AppendResult, Failure> {
         let params = AppendParams::new(request);
         self.create_new_streams(request)
@@ -787,23 +804,9 @@ impl EventStore for PostgresEventStore {
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
         self.await_in_flight().await?;
-        // A type filter names current types; old names select too.
-        let stored = query
-            .event_types
-            .as_ref()
-            .map(|wanted| self.upcasters.stored_names(wanted));
-        let types: Option<Vec<&str>> = stored
-            .as_ref()
-            .map(|types| types.iter().map(AsRef::as_ref).collect());
-        let rows = sqlx::query(&self.shared.queries.read_all)
-            .bind(query.after.transaction().to_string())
-            .bind(i64::try_from(query.after.sequence()).unwrap_or(i64::MAX))
-            .bind(types)
-            .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+        self.upcasters
+            .read_page(query, |stored| self.read_stored(stored))
             .await
-            .map_err(error::to_store_error)?;
-        self.upcasters.upcast_page(readable_prefix(&rows)?)
     }
 
     async fn idempotent_result(

@@ -358,7 +358,7 @@ async fn events_from_before_schema_versions_read_as_version_one() {
     let upcasters = eventcore::Upcasters::builder()
         .step("Marked", 1, |mut v: serde_json::Value| {
             v["upcast"] = json!(true);
-            Ok::<_, std::convert::Infallible>(v)
+            Ok(v)
         })
         .build()
         .unwrap();

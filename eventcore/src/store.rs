@@ -677,9 +677,9 @@ impl StoreError {
     }
 }
 
-impl From<crate::UpcastError> for StoreError {
-    fn from(error: crate::UpcastError) -> Self {
-        Self::Upcast(Box::new(error))
+impl From<Box<crate::UpcastError>> for StoreError {
+    fn from(error: Box<crate::UpcastError>) -> Self {
+        Self::Upcast(error)
     }
 }
 

@@ -139,7 +139,7 @@ pub fn upcasters() -> Result<Upcasters, InvalidUpcasters> {
                 .and_then(serde_json::Value::as_object_mut)
                 .ok_or("a MoneyDeposited event at version 1 holds a MoneyDeposited object")?;
             fields.insert("reference".to_owned(), serde_json::Value::Null);
-            Ok::<_, &str>(stored)
+            Ok(stored)
         })
         .build()
 }

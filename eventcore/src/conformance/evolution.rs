@@ -39,6 +39,8 @@ pub const GAPPED: &str = "evolution.Gapped";
 pub const FAILING: &str = "evolution.Failing";
 /// A type that never changed.
 pub const CLOSED: &str = "evolution.Closed";
+/// An old type split by content into [`DEPOSITED`] and [`CLOSED`].
+pub const SETTLED: &str = "evolution.Settled";
 
 /// Generates one `#[test]` per evolution case; see the [module docs](self).
 #[macro_export]
@@ -49,6 +51,7 @@ macro_rules! evolution_conformance_tests {
             schema_versions_are_stored_and_read_back,
             old_shapes_are_read_in_their_current_shape,
             a_type_filter_finds_events_stored_under_old_names,
+            a_split_reads_each_event_as_the_type_its_content_says,
             a_command_folds_old_events_in_their_current_shape,
             a_projection_applies_old_events_in_their_current_shape,
             a_missing_upcaster_is_a_typed_error_after_the_good_events,
@@ -133,7 +136,7 @@ pub fn suite_upcasters() -> Upcasters {
     Upcasters::builder()
         .step(DEPOSITED, 1, |mut v: Value| {
             v["Deposited"]["reference"] = Value::Null;
-            Ok::<_, Infallible>(v)
+            Ok(v)
         })
         .typed_step(DEPOSITED, 2, |old: DepositedV2| {
             let DepositedV2::Deposited { cents, reference } = old;
@@ -145,13 +148,21 @@ pub fn suite_upcasters() -> Upcasters {
         .rename_with(CREDITED, DEPOSITED, |v: Value| match v {
             Value::Object(mut fields) => {
                 let inner = fields.remove("Credited").ok_or("no Credited variant")?;
-                Ok::<_, &str>(json!({ "Deposited": inner }))
+                Ok(json!({ "Deposited": inner }))
             }
-            _ => Err("a Credited event is an object"),
+            _ => Err("a Credited event is an object".into()),
         })
-        .step(GAPPED, 2, Ok::<_, Infallible>)
+        .split(SETTLED, &[DEPOSITED, CLOSED], |v: Value| {
+            let settled = &v["Settled"];
+            match (settled["cents"].as_u64(), settled["closing"].as_bool()) {
+                (_, Some(true)) => Ok((CLOSED, json!("Closed"))),
+                (Some(cents), _) => Ok((DEPOSITED, json!({ "Deposited": { "cents": cents } }))),
+                _ => Err("a Settled event has cents or is closing".into()),
+            }
+        })
+        .step(GAPPED, 2, Ok)
         .step(FAILING, 1, |_: Value| {
-            Err("the suite's failing upcaster refuses every event")
+            Err("the suite's failing upcaster refuses every event".into())
         })
         .build()
         .expect("the suite's upcasters fit together")
@@ -351,6 +362,121 @@ pub async fn a_type_filter_finds_events_stored_under_old_names<S, K>(
         followed.push(next.unwrap());
     }
     assert_current(&followed, "filtered subscription");
+}
+
+/// A split reads each stored event as the type its content says, on every
+/// path; a type filter then delivers only the events read as the wanted
+/// type, in full pages, without holes or repeats, whatever the page size.
+pub async fn a_split_reads_each_event_as_the_type_its_content_says<S, K>(
+    store: S,
+    raw: S,
+    _checkpoints: K,
+) where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore,
+{
+    let id = stream("evolution-settled");
+    let settled = |cents: u64, closing: bool| {
+        stored(
+            SETTLED,
+            1,
+            json!({ "Settled": { "cents": cents, "closing": closing } }),
+        )
+    };
+    let closed = || NewEvent::from_event(&EvolvingEvent::Closed, EventMetadata::default()).unwrap();
+    let mut events = vec![
+        settled(2, true),
+        settled(2, true),
+        settled(5, true),
+        closed(),
+        settled(6, true),
+    ];
+    // Amounts 1..=4 as deposits, between closings: 1 stored as a
+    // deposit, 2 and 3 settled, 4 stored under the old name.
+    let mut deposits = history();
+    events.insert(0, deposits.remove(0));
+    events.insert(2, settled(2, false));
+    events.insert(4, settled(3, false));
+    events.push(deposits.remove(2));
+    write_as_old_code(&raw, &id, events).await;
+
+    let all = store.read_all(&everything()).await.unwrap();
+    let types: Vec<&str> = all.iter().map(|e| e.event_type.as_ref()).collect();
+    assert_eq!(
+        types,
+        [
+            DEPOSITED, CLOSED, DEPOSITED, CLOSED, DEPOSITED, CLOSED, CLOSED, CLOSED, DEPOSITED
+        ]
+    );
+    let read = store.read_streams(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(read.events, all, "read_streams reads as read_all does");
+
+    let amounts = |events: &[RecordedEvent]| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| match e.decode::<EvolvingEvent>().unwrap().payload {
+                EvolvingEvent::Deposited { amount, .. } => amount,
+                EvolvingEvent::Closed => panic!("a closing in a page of deposits"),
+            })
+            .collect()
+    };
+    for size in [1, 2, 3, 10] {
+        let mut query = ReadAllQuery::from_start()
+            .page_size(NonZeroUsize::new(size).unwrap())
+            .event_types([EventType::try_new(DEPOSITED).unwrap()]);
+        let mut found = Vec::new();
+        loop {
+            let page = store.read_all(&query).await.unwrap();
+            let Some(last) = page.last() else { break };
+            query.after = last.position;
+            assert!(page.len() <= size);
+            if page.len() < size {
+                // A short page means the reader has caught up.
+                found.extend(amounts(&page));
+                assert!(store.read_all(&query).await.unwrap().is_empty());
+                break;
+            }
+            found.extend(amounts(&page));
+        }
+        assert_eq!(found, [1, 2, 3, 4], "pages of {size}");
+    }
+    let closings = store
+        .read_all(&everything().event_types([EventType::try_new(CLOSED).unwrap()]))
+        .await
+        .unwrap();
+    assert_eq!(closings.len(), 5);
+
+    let mut subscription = store.subscribe(
+        ReadAllQuery::from_start()
+            .page_size(NonZeroUsize::new(1).unwrap())
+            .event_types([EventType::try_new(DEPOSITED).unwrap()]),
+    );
+    let mut followed = Vec::new();
+    while followed.len() < 4 {
+        let next = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+            .await
+            .expect("the subscription delivers the stored deposits")
+            .expect("the subscription goes on");
+        followed.push(next.unwrap());
+    }
+    assert_eq!(amounts(&followed), [1, 2, 3, 4]);
+
+    match store
+        .append(AppendRequest::single(
+            id.clone(),
+            ExpectedVersion::Any,
+            vec![settled(1, false)],
+        ))
+        .await
+    {
+        Err(StoreError::Outdated(outdated)) => {
+            assert!(
+                matches!(outdated.reason, Outdated::Split { .. }),
+                "{outdated}"
+            );
+        }
+        other => panic!("writing a split type must be refused, got {other:?}"),
+    }
 }
 
 /// A command that sums the deposits of one account and records the total.
@@ -609,6 +735,7 @@ where
                         assert_eq!((from, current), (2, 3), "{what}");
                     }
                     Outdated::Renamed { to, .. } => assert_eq!(to.as_ref(), DEPOSITED),
+                    Outdated::Split { .. } => panic!("{what}: not a split"),
                 }
             }
             other => panic!("{what} must be refused, got {other:?}"),

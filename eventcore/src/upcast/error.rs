@@ -63,6 +63,19 @@ pub enum UpcastProblem {
         /// What it reported.
         source: BoxError,
     },
+    /// A split of `event_type` chose a type it was not registered with.
+    #[error(
+        "the split of {event_type} chose {chosen:?}, which is not one of the types it was \
+         registered with ({})", list(.into)
+    )]
+    UnknownSplitTarget {
+        /// The type being split.
+        event_type: EventType,
+        /// The name the split returned.
+        chosen: String,
+        /// The names it was registered with.
+        into: Vec<EventType>,
+    },
     /// The stored payload is not JSON, so no upcaster could read it.
     #[error("the stored payload is not JSON: {source}")]
     NotJson {
@@ -79,10 +92,18 @@ pub enum UpcastProblem {
     },
 }
 
+fn list(names: &[EventType]) -> String {
+    names
+        .iter()
+        .map(EventType::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe(from: Option<u32>) -> String {
     match from {
         Some(from) => format!("from schema version {from}"),
-        None => "that renames it".to_owned(),
+        None => "that renames or splits it".to_owned(),
     }
 }
 
@@ -121,6 +142,14 @@ pub enum Outdated {
         from: EventType,
         /// The name it is read as.
         to: EventType,
+    },
+    /// Stored events of this type are read as one of `into`, by content.
+    #[error("{from} is split into {}; write those events instead", list(.into))]
+    Split {
+        /// The old name.
+        from: EventType,
+        /// The names it is read as.
+        into: Vec<EventType>,
     },
     /// An upcaster from schema version `from` (at least the written one) is
     /// registered, so this shape is upcast on every read.
@@ -163,16 +192,23 @@ pub enum InvalidUpcasters {
         /// The version.
         from: u32,
     },
-    /// Two renames of the same type.
-    #[error("{event_type} is renamed twice")]
+    /// Two renames (or splits) of the same type.
+    #[error("{event_type} is renamed or split twice")]
     DuplicateRename {
         /// The type.
         event_type: EventType,
     },
-    /// Renames that lead back to where they started (or a type renamed to itself).
+    /// Renames or splits that lead back to where they started (or a type
+    /// renamed to itself).
     #[error("the renames starting at {event_type} form a cycle")]
     RenameCycle {
         /// A type on the cycle.
+        event_type: EventType,
+    },
+    /// A split into no type.
+    #[error("{event_type} is split into no type")]
+    EmptySplit {
+        /// The type.
         event_type: EventType,
     },
     /// An upcaster from the last version there is.

@@ -28,9 +28,10 @@
 //!
 //! From the stored type and version: while an upcaster is registered for
 //! the current type and version, apply it and go up one version; when none
-//! is and the type is renamed, apply the rename (the version carries over)
-//! and go on with the new name. Upcasters of an old name run before its
-//! rename, those of the new name after it.
+//! is and the type is renamed (or split by content into several types),
+//! apply the rename (the version carries over) and go on with the new name.
+//! Upcasters of an old name run before its rename, those of the new name
+//! after it.
 //!
 //! Decoding ([`RecordedEvent::decode`](crate::RecordedEvent::decode)) then
 //! checks the version reached against the one the Rust type declares, so
@@ -71,31 +72,60 @@
 //! # Ok::<(), eventcore::InvalidUpcasters>(())
 //! ```
 
+mod adapter;
+mod builder;
 mod error;
+pub mod guide;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     sync::Arc,
 };
 
-use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+pub use builder::UpcastersBuilder;
 pub use error::{InvalidUpcasters, Outdated, OutdatedEvent, UpcastError, UpcastProblem};
 
-use crate::{AppendRequest, BoxError, EventType, Payload, RecordedEvent, StoreError};
+use crate::{BoxError, EventType, Payload, RecordedEvent};
 
 /// One upcaster: stored JSON of one shape to the next.
 type Transform = Arc<dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync>;
+
+/// A split: the stored JSON to the name of the type it is read as, and its JSON.
+type Chooser = Arc<dyn Fn(Value) -> Result<(String, Value), BoxError> + Send + Sync>;
 
 /// How one type name evolves.
 #[derive(Default)]
 struct Evolution {
     /// Upcasters by the schema version they read.
     steps: BTreeMap<u32, Transform>,
-    /// The name stored events of this type are read as, once no step applies.
-    rename: Option<(EventType, Option<Transform>)>,
+    /// What stored events of this type are read as, once no step applies.
+    retype: Option<Retype>,
+}
+
+/// A type name that stored events are no longer read under.
+enum Retype {
+    /// Every event is read as `to`.
+    Rename {
+        to: EventType,
+        transform: Option<Transform>,
+    },
+    /// Each event is read as one of `into`, chosen by its content.
+    Split {
+        into: Vec<EventType>,
+        choose: Chooser,
+    },
+}
+
+impl Retype {
+    fn targets(&self) -> &[EventType] {
+        match self {
+            Self::Rename { to, .. } => std::slice::from_ref(to),
+            Self::Split { into, .. } => into,
+        }
+    }
 }
 
 /// Every registered upcaster, by stored type name.
@@ -104,7 +134,8 @@ struct Registry {
 }
 
 /// The upcasters a store reads old events through; see the
-/// [module docs](self) for where they live and how a chain runs.
+/// [module docs](self) for where they live and how a chain runs, and the
+/// [guide](guide) for the upcaster of each kind of change.
 ///
 /// Cheap to clone (shared). The default has none: events are read as stored,
 /// at no cost.
@@ -119,8 +150,8 @@ impl fmt::Debug for Upcasters {
         if let Some(registry) = &self.registry {
             for (name, evolution) in &registry.types {
                 let steps: Vec<u32> = evolution.steps.keys().copied().collect();
-                let rename = evolution.rename.as_ref().map(|(to, _)| to);
-                list.entry(name, &(steps, rename));
+                let read_as = evolution.retype.as_ref().map(Retype::targets);
+                list.entry(name, &(steps, read_as));
             }
         }
         list.finish()
@@ -162,30 +193,42 @@ impl Upcasters {
         from.checked_add(1)
     }
 
-    /// The name stored events of `event_type` are read as, after every
-    /// rename (itself if it is not renamed).
-    pub fn current_name<'a>(&'a self, event_type: &'a EventType) -> &'a EventType {
+    /// The names stored events of `event_type` can be read as, after every
+    /// rename and split: itself alone if it is neither renamed nor split.
+    pub fn current_names(&self, event_type: &EventType) -> BTreeSet<EventType> {
+        let mut names = BTreeSet::new();
         let Some(registry) = &self.registry else {
-            return event_type;
+            names.insert(event_type.clone());
+            return names;
         };
-        let mut name = event_type;
-        // Renames are checked acyclic when built; the bound is a second guard.
-        for _ in 0..=registry.types.len() {
-            match registry.types.get(name).and_then(|e| e.rename.as_ref()) {
-                Some((to, _)) => name = to,
-                None => break,
+        let mut pending = vec![event_type];
+        let mut seen = BTreeSet::new();
+        // Renames are checked acyclic when built; `seen` is a second guard.
+        while let Some(name) = pending.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            match registry.types.get(name).and_then(|e| e.retype.as_ref()) {
+                Some(retype) => pending.extend(retype.targets()),
+                None => {
+                    names.insert(name.clone());
+                }
             }
         }
-        name
+        names
     }
 
     /// Brings one stored event to its current shape. An event no upcaster
     /// applies to comes back as it is, without its payload being parsed.
     ///
+    /// Stores with upcasters call this on every event they read; call it
+    /// directly on events from elsewhere (an export file, a store read
+    /// without upcasters).
+    ///
     /// # Errors
     /// [`UpcastError`] naming the event when an upcaster on its way is
     /// missing or fails.
-    pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent, UpcastError> {
+    pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent, Box<UpcastError>> {
         match self.chain(&event.event_type, event.schema_version, &event.payload) {
             Ok(Chain::Unchanged) => Ok(event),
             Ok(Chain::Changed {
@@ -206,110 +249,6 @@ impl Upcasters {
             },
             Err(problem) => Err(failure(&event, problem)),
         }
-    }
-
-    /// For adapters: brings every event of a read to its current shape.
-    ///
-    /// # Errors
-    /// [`StoreError::Upcast`] for the first event that cannot be upcast.
-    pub fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.is_empty() {
-            return Ok(events);
-        }
-        events
-            .into_iter()
-            .map(|event| self.upcast(event).map_err(StoreError::from))
-            .collect()
-    }
-
-    /// For adapters: brings a page of the global order to its current
-    /// shape, up to the first event that cannot be upcast. That event's
-    /// error comes only when it is first in the page, so a reader gets every
-    /// good event before it and then the error at its position, as for a
-    /// row that cannot be read at all ([`StoreError::Undecodable`]).
-    ///
-    /// # Errors
-    /// [`StoreError::Upcast`] when the first event cannot be upcast.
-    pub fn upcast_page(
-        &self,
-        events: Vec<RecordedEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.is_empty() {
-            return Ok(events);
-        }
-        let mut page = Vec::with_capacity(events.len());
-        for event in events {
-            match self.upcast(event) {
-                Ok(event) => page.push(event),
-                Err(error) if page.is_empty() => return Err(error.into()),
-                Err(_) => break,
-            }
-        }
-        Ok(page)
-    }
-
-    /// For adapters: the stored type names a reader asking for `wanted`
-    /// (current names) must read, old names included. A name that is itself
-    /// renamed is no event's current name, so it selects only what is still
-    /// stored under it and renamed to one of `wanted`.
-    pub fn stored_names(&self, wanted: &[EventType]) -> Vec<EventType> {
-        let Some(registry) = &self.registry else {
-            return wanted.to_vec();
-        };
-        let mut names: Vec<EventType> = wanted
-            .iter()
-            .filter(|name| registry.types.get(*name).is_none_or(|e| e.rename.is_none()))
-            .cloned()
-            .collect();
-        for (name, evolution) in &registry.types {
-            if evolution.rename.is_some() && wanted.contains(self.current_name(name)) {
-                names.push(name.clone());
-            }
-        }
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    /// For adapters: refuses an append that writes an event in a shape the
-    /// upcasters treat as outdated (see the [module docs](self)).
-    ///
-    /// # Errors
-    /// [`StoreError::Outdated`] naming the first such event.
-    pub fn check_append(&self, request: &AppendRequest) -> Result<(), StoreError> {
-        let Some(registry) = &self.registry else {
-            return Ok(());
-        };
-        for stream in request.streams() {
-            for event in &stream.events {
-                let outdated = |reason| {
-                    StoreError::Outdated(OutdatedEvent {
-                        stream_id: stream.stream_id.clone(),
-                        event_type: event.event_type().clone(),
-                        schema_version: event.schema_version(),
-                        reason,
-                    })
-                };
-                let Some(evolution) = registry.types.get(event.event_type()) else {
-                    continue;
-                };
-                if let Some((to, _)) = &evolution.rename {
-                    return Err(outdated(Outdated::Renamed {
-                        from: event.event_type().clone(),
-                        to: self.current_name(to).clone(),
-                    }));
-                }
-                if let Some((&from, _)) = evolution.steps.last_key_value()
-                    && from >= event.schema_version()
-                {
-                    return Err(outdated(Outdated::Superseded {
-                        from,
-                        current: from.saturating_add(1),
-                    }));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Runs the chain for a stored (type, version, payload).
@@ -357,20 +296,36 @@ impl Upcasters {
                 version = version.saturating_add(1);
                 continue;
             }
-            let Some((to, transform)) = &evolution.rename else {
-                break;
+            let failed = |source| UpcastProblem::Failed {
+                event_type: event_type.clone(),
+                from: None,
+                source,
             };
-            if let Some(transform) = transform {
-                let input = parsed(&mut value)?;
-                let output = transform(input).map_err(|source| UpcastProblem::Failed {
-                    event_type: event_type.clone(),
-                    from: None,
-                    source,
-                })?;
-                value = Some(output);
-            }
-            event_type = to.clone();
-            match registry.types.get(to) {
+            let to = match &evolution.retype {
+                None => break,
+                Some(Retype::Rename { to, transform }) => {
+                    if let Some(transform) = transform {
+                        let input = parsed(&mut value)?;
+                        value = Some(transform(input).map_err(failed)?);
+                    }
+                    to.clone()
+                }
+                Some(Retype::Split { into, choose }) => {
+                    let input = parsed(&mut value)?;
+                    let (chosen, output) = choose(input).map_err(failed)?;
+                    let Some(to) = into.iter().find(|t| t.as_ref() == chosen) else {
+                        return Err(UpcastProblem::UnknownSplitTarget {
+                            event_type,
+                            chosen,
+                            into: into.clone(),
+                        });
+                    };
+                    value = Some(output);
+                    to.clone()
+                }
+            };
+            event_type = to;
+            match registry.types.get(&event_type) {
                 Some(next) => evolution = next,
                 None => break,
             }
@@ -399,8 +354,8 @@ impl Upcasters {
     }
 }
 
-fn failure(event: &RecordedEvent, problem: UpcastProblem) -> UpcastError {
-    UpcastError {
+fn failure(event: &RecordedEvent, problem: UpcastProblem) -> Box<UpcastError> {
+    Box::new(UpcastError {
         event_id: event.id,
         stream_id: event.stream_id.clone(),
         version: event.version,
@@ -408,180 +363,5 @@ fn failure(event: &RecordedEvent, problem: UpcastProblem) -> UpcastError {
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         problem,
-    }
-}
-
-/// Registers upcasters; [`build`](Self::build) checks they fit together.
-///
-/// Type names are checked when built, so the calls chain without `?`.
-#[derive(Default)]
-pub struct UpcastersBuilder {
-    steps: Vec<(String, u32, Transform)>,
-    renames: Vec<(String, String, Option<Transform>)>,
-}
-
-impl fmt::Debug for UpcastersBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpcastersBuilder")
-            .field(
-                "steps",
-                &self
-                    .steps
-                    .iter()
-                    .map(|(t, v, _)| (t, v))
-                    .collect::<Vec<_>>(),
-            )
-            .field(
-                "renames",
-                &self
-                    .renames
-                    .iter()
-                    .map(|(a, b, _)| (a, b))
-                    .collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl UpcastersBuilder {
-    /// Registers the upcaster reading `event_type` at schema version `from`
-    /// as version `from + 1`, on JSON.
-    ///
-    /// ```
-    /// use eventcore::Upcasters;
-    ///
-    /// // v2 split `name` into `first` and `last`.
-    /// let upcasters = Upcasters::builder()
-    ///     .step("CustomerRegistered", 1, |mut v| {
-    ///         let name = v["name"].as_str().ok_or("CustomerRegistered v1 has no name")?.to_owned();
-    ///         let (first, last) = name.split_once(' ').unwrap_or((&name, ""));
-    ///         v["first"] = first.into();
-    ///         v["last"] = last.into();
-    ///         v.as_object_mut().ok_or("not an object")?.remove("name");
-    ///         Ok(v)
-    ///     })
-    ///     .build()?;
-    /// # Ok::<(), eventcore::InvalidUpcasters>(())
-    /// ```
-    #[must_use]
-    pub fn step<F, E>(mut self, event_type: &str, from: u32, upcast: F) -> Self
-    where
-        F: Fn(Value) -> Result<Value, E> + Send + Sync + 'static,
-        E: Into<BoxError>,
-    {
-        let transform: Transform = Arc::new(move |v| upcast(v).map_err(Into::into));
-        self.steps.push((event_type.to_owned(), from, transform));
-        self
-    }
-
-    /// Registers a typed upcaster: the stored payload decodes into `Old`,
-    /// `upcast` makes the `New` shape, which is read as version `from + 1`.
-    ///
-    /// ```
-    /// use eventcore::Upcasters;
-    /// use serde::{Deserialize, Serialize};
-    ///
-    /// #[derive(Deserialize)]
-    /// struct PriceSetV1 { cents: u64 }
-    /// #[derive(Serialize)]
-    /// struct PriceSetV2 { amount: u64, currency: String }
-    ///
-    /// let upcasters = Upcasters::builder()
-    ///     .typed_step("PriceSet", 1, |old: PriceSetV1| PriceSetV2 {
-    ///         amount: old.cents,
-    ///         currency: "EUR".into(),
-    ///     })
-    ///     .build()?;
-    /// # Ok::<(), eventcore::InvalidUpcasters>(())
-    /// ```
-    #[must_use]
-    pub fn typed_step<Old, New, F>(self, event_type: &str, from: u32, upcast: F) -> Self
-    where
-        Old: DeserializeOwned,
-        New: Serialize,
-        F: Fn(Old) -> New + Send + Sync + 'static,
-    {
-        self.step(event_type, from, move |value| {
-            let old: Old = serde_json::from_value(value)?;
-            serde_json::to_value(upcast(old))
-        })
-    }
-
-    /// Reads events stored as `from` as `to`, at the same schema version.
-    #[must_use]
-    pub fn rename(mut self, from: &str, to: &str) -> Self {
-        self.renames.push((from.to_owned(), to.to_owned(), None));
-        self
-    }
-
-    /// Reads events stored as `from` as `to`, at the same schema version,
-    /// changing the payload on the way: for an enum event whose variant
-    /// name is part of the JSON, say.
-    #[must_use]
-    pub fn rename_with<F, E>(mut self, from: &str, to: &str, upcast: F) -> Self
-    where
-        F: Fn(Value) -> Result<Value, E> + Send + Sync + 'static,
-        E: Into<BoxError>,
-    {
-        let transform: Transform = Arc::new(move |v| upcast(v).map_err(Into::into));
-        self.renames
-            .push((from.to_owned(), to.to_owned(), Some(transform)));
-        self
-    }
-
-    /// Checks the upcasters fit together.
-    ///
-    /// # Errors
-    /// [`InvalidUpcasters`]: an invalid type name, an upcaster from version
-    /// 0 or from the last version, two upcasters for one type and version,
-    /// a type renamed twice, or renames that form a cycle.
-    pub fn build(self) -> Result<Upcasters, InvalidUpcasters> {
-        let name = |raw: String| {
-            EventType::try_new(raw.as_str())
-                .map_err(|source| InvalidUpcasters::EventType { name: raw, source })
-        };
-        let mut types: HashMap<EventType, Evolution> = HashMap::new();
-        for (raw, from, transform) in self.steps {
-            let event_type = name(raw)?;
-            if from == 0 {
-                return Err(InvalidUpcasters::ZeroVersion { event_type });
-            }
-            if from == u32::MAX {
-                return Err(InvalidUpcasters::VersionOverflow { event_type, from });
-            }
-            let evolution = types.entry(event_type.clone()).or_default();
-            if evolution.steps.insert(from, transform).is_some() {
-                return Err(InvalidUpcasters::DuplicateStep { event_type, from });
-            }
-        }
-        for (raw_from, raw_to, transform) in self.renames {
-            let from = name(raw_from)?;
-            let to = name(raw_to)?;
-            if from == to {
-                return Err(InvalidUpcasters::RenameCycle { event_type: from });
-            }
-            let evolution = types.entry(from.clone()).or_default();
-            if evolution.rename.is_some() {
-                return Err(InvalidUpcasters::DuplicateRename { event_type: from });
-            }
-            evolution.rename = Some((to, transform));
-        }
-        for start in types.keys() {
-            let mut name = start;
-            for _ in 0..types.len() {
-                match types.get(name).and_then(|e| e.rename.as_ref()) {
-                    Some((to, _)) if to == start => {
-                        return Err(InvalidUpcasters::RenameCycle {
-                            event_type: start.clone(),
-                        });
-                    }
-                    Some((to, _)) => name = to,
-                    None => break,
-                }
-            }
-        }
-        Ok(Upcasters {
-            registry: (!types.is_empty()).then(|| Arc::new(Registry { types })),
-        })
-    }
+    })
 }
