@@ -254,6 +254,9 @@ impl<'a, C: ?Sized> HandleContext<'a, C> {
 pub mod __private {
     use std::collections::HashSet;
 
+    /// For `#[derive(Event)]` on generic types: the bounds serde's impls need.
+    pub use serde;
+
     use super::DeclaredStream;
     use crate::StreamId;
 

@@ -141,6 +141,40 @@ pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventTyp
 /// # Ok::<(), eventcore::InvalidStreamId>(())
 /// ```
 pub use eventcore_macros::Command;
+/// Derives [`Event`](trait@Event) for a serde struct or enum: its stored
+/// type name and [schema version](trait@Event#method.schema_version).
+///
+/// A struct is stored under its own name, an enum's variants each under
+/// theirs; `#[event(name = "...")]` sets another name, `#[event(version =
+/// N)]` the schema version (1 when not given), on the struct or on each
+/// variant. Names are checked as [`EventType`] checks them, and no two
+/// variants may share one, at compile time. Register the upcasters from
+/// older versions on the store ([`Upcasters`]).
+///
+/// ```
+/// use eventcore::Event;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Event)]
+/// enum AccountEvent {
+///     #[event(name = "AccountOpened")]
+///     Opened { owner: String },
+///     #[event(name = "MoneyDeposited", version = 2)]
+///     Deposited { cents: u64, reference: Option<String> },
+///     Closed,
+/// }
+///
+/// #[derive(Serialize, Deserialize, Event)]
+/// #[event(version = 3)]
+/// struct PriceChanged { amount: u64, currency: String }
+///
+/// let deposit = AccountEvent::Deposited { cents: 5, reference: None };
+/// assert_eq!((deposit.event_type(), deposit.schema_version()), ("MoneyDeposited", 2));
+/// assert_eq!(AccountEvent::Closed.event_type(), "Closed");
+/// let price = PriceChanged { amount: 1, currency: "EUR".into() };
+/// assert_eq!((price.event_type(), price.schema_version()), ("PriceChanged", 3));
+/// ```
+pub use eventcore_macros::Event;
 pub use executor::{
     CommandExecutor, DEFAULT_MAX_DISCOVERY_ROUNDS, ExecutionError, ExecutionOptions,
     ExecutionResult,

@@ -101,3 +101,79 @@ fn accessors_take_the_field_visibility() {
     };
     assert_eq!(command.account_stream().id(), &id("acct"));
 }
+
+mod event_derive {
+    //! What `#[derive(Event)]` accepts: structs, every variant shape, generics.
+    use eventcore::{Event, EventMetadata, NewEvent};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    struct Pinged {
+        n: u32,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    #[event(name = "shop.PriceChanged", version = 4)]
+    struct PriceChanged(u64);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    enum Shapes {
+        Unit,
+        Tuple(u32, String),
+        #[event(version = 2)]
+        Named {
+            a: u32,
+        },
+        #[event(name = "Renamed")]
+        #[event(version = 3)]
+        Both,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    #[serde(bound = "T: Serialize + serde::de::DeserializeOwned")]
+    struct Wrapped<T: Send + Sync + 'static> {
+        inner: T,
+    }
+
+    #[test]
+    fn names_and_versions_come_from_the_attributes() {
+        assert_eq!(
+            (
+                Pinged { n: 1 }.event_type(),
+                Pinged { n: 1 }.schema_version()
+            ),
+            ("Pinged", 1)
+        );
+        assert_eq!(
+            (
+                PriceChanged(1).event_type(),
+                PriceChanged(1).schema_version()
+            ),
+            ("shop.PriceChanged", 4)
+        );
+        let kinds = [
+            Shapes::Unit,
+            Shapes::Tuple(1, "x".into()),
+            Shapes::Named { a: 1 },
+            Shapes::Both,
+        ];
+        let seen: Vec<(&str, u32)> = kinds
+            .iter()
+            .map(|k| (k.event_type(), k.schema_version()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("Unit", 1), ("Tuple", 1), ("Named", 2), ("Renamed", 3)]
+        );
+        let wrapped = Wrapped { inner: 5u8 };
+        assert_eq!(wrapped.event_type(), "Wrapped");
+    }
+
+    #[test]
+    fn derived_events_are_stored_with_their_version() {
+        let event =
+            NewEvent::from_event(&Shapes::Named { a: 1 }, EventMetadata::default()).unwrap();
+        assert_eq!(event.event_type().as_ref(), "Named");
+        assert_eq!(event.schema_version(), 2);
+    }
+}

@@ -49,8 +49,9 @@ impl Amount {
     }
 }
 
-/// Everything that happens in the bank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything that happens in the bank; each variant is stored under its
+/// own name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
 pub enum BankEvent {
     /// An account was opened (account stream).
     AccountOpened {
@@ -59,6 +60,7 @@ pub enum BankEvent {
     },
     /// Cash came in (account stream). Schema version 2: version 1 had no
     /// `reference`; [`upcasters`] reads stored version 1 deposits with none.
+    #[event(version = 2)]
     MoneyDeposited {
         /// How much.
         amount: Amount,
@@ -91,27 +93,6 @@ pub enum BankEvent {
     },
     /// Outgoing transfers are allowed again (freeze stream).
     AccountUnfrozen,
-}
-
-impl Event for BankEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AccountOpened { .. } => "AccountOpened",
-            Self::MoneyDeposited { .. } => "MoneyDeposited",
-            Self::MoneyWithdrawn { .. } => "MoneyWithdrawn",
-            Self::TransferSent { .. } => "TransferSent",
-            Self::TransferReceived { .. } => "TransferReceived",
-            Self::AccountFrozen { .. } => "AccountFrozen",
-            Self::AccountUnfrozen => "AccountUnfrozen",
-        }
-    }
-
-    fn schema_version(&self) -> u32 {
-        match self {
-            Self::MoneyDeposited { .. } => 2,
-            _ => 1,
-        }
-    }
 }
 
 /// The bank's upcasters: how events stored in older shapes are read now.
