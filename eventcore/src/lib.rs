@@ -13,6 +13,10 @@
 //! - An **event** is a serde type implementing [`Event`], which gives it a
 //!   stable type name ([`EventType`]). Stored events come back as
 //!   [`RecordedEvent`] (JSON payload) and decode into [`StoredEvent<E>`].
+//! - Every event is stored with a **schema version** of its shape
+//!   ([`Event::schema_version`]); [`Upcasters`] attached to the store read
+//!   events stored in older shapes (or under older names) in the current
+//!   one, on every read path. See [`upcast`] and its [guide](upcast::guide).
 //!
 //! # The store contract
 //!
