@@ -37,9 +37,7 @@ fn upcasters() -> Upcasters {
             Ok(v)
         })
         .step("Deposited", 2, |mut v: Value| {
-            let fields = v["Deposited"]
-                .as_object_mut()
-                .ok_or("a Deposited object")?;
+            let fields = v["Deposited"].as_object_mut().ok_or("a Deposited object")?;
             let cents = fields.remove("cents").ok_or("cents")?;
             fields.insert("amount".to_owned(), cents);
             Ok(v)
@@ -71,14 +69,19 @@ fn stored(version: u32, payload: Value) -> NewEvent {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 /// One event of each shape, read back from a memory store without upcasters.
 fn recorded() -> (RecordedEvent, RecordedEvent) {
     let store = InMemoryEventStore::new();
     let stream = StreamId::try_new("account-1").unwrap();
-    let v1 = stored(1, json!({ "Deposited": { "cents": 5, "account": "account-1" } }));
+    let v1 = stored(
+        1,
+        json!({ "Deposited": { "cents": 5, "account": "account-1" } }),
+    );
     let v3 = NewEvent::from_event(
         &Ledger::Deposited {
             amount: 5,
@@ -171,7 +174,9 @@ fn reading(c: &mut Criterion) {
         ),
     ] {
         group.bench_function(name, |b| {
-            b.iter(|| runtime.block_on(async { black_box(store.read_streams(&streams).await.unwrap()) }));
+            b.iter(|| {
+                runtime.block_on(async { black_box(store.read_streams(&streams).await.unwrap()) })
+            });
         });
     }
     group.finish();

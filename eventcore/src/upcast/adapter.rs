@@ -21,14 +21,16 @@ impl Upcasters {
     ///
     /// # Errors
     /// [`StoreError::Upcast`] for the first event that cannot be upcast.
-    pub fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.is_empty() {
-            return Ok(events);
+    pub fn upcast_all(
+        &self,
+        mut events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if !self.is_empty() {
+            for event in &mut events {
+                self.upcast_in_place(event)?;
+            }
         }
-        events
-            .into_iter()
-            .map(|event| self.upcast(event).map_err(StoreError::from))
-            .collect()
+        Ok(events)
     }
 
     /// For adapters: one page of the global order for `query`, in current
@@ -105,16 +107,23 @@ impl Upcasters {
 
     /// Brings a page of the global order to its current shape, up to the
     /// first event that cannot be upcast (an error only when it is first).
-    fn upcast_page(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut page = Vec::with_capacity(events.len());
-        for event in events {
-            match self.upcast(event) {
-                Ok(event) => page.push(event),
-                Err(error) if page.is_empty() => return Err(error.into()),
-                Err(_) => break,
+    fn upcast_page(
+        &self,
+        mut events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        for index in 0..events.len() {
+            let Some(event) = events.get_mut(index) else {
+                break;
+            };
+            if let Err(error) = self.upcast_in_place(event) {
+                if index == 0 {
+                    return Err(error.into());
+                }
+                events.truncate(index);
+                break;
             }
         }
-        Ok(page)
+        Ok(events)
     }
 
     /// The stored type names a reader asking for `wanted` (current names)

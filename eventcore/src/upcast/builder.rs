@@ -1,15 +1,11 @@
 //! Registering upcasters, checked when built.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::{Chooser, Evolution, Registry, Retype, Transform, Upcasters};
+use super::{Chooser, Registry, Retype, Transform, Types, Upcasters};
 use crate::{BoxError, EventType, InvalidUpcasters};
 
 /// Registers upcasters; [`build`](Self::build) checks they fit together.
@@ -189,7 +185,7 @@ impl UpcastersBuilder {
             EventType::try_new(raw.as_str())
                 .map_err(|source| InvalidUpcasters::EventType { name: raw, source })
         };
-        let mut types: HashMap<EventType, Evolution> = HashMap::new();
+        let mut types = Types::default();
         for (raw, from, transform) in self.steps {
             let event_type = name(raw)?;
             if from == 0 {
@@ -240,7 +236,7 @@ impl UpcastersBuilder {
 
 /// A type on a cycle of renames and splits, if there is one (depth-first,
 /// marking each name as on the current path or done).
-fn retype_cycle(types: &HashMap<EventType, Evolution>) -> Option<EventType> {
+fn retype_cycle(types: &Types) -> Option<EventType> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         OnPath,

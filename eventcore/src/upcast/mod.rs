@@ -128,9 +128,14 @@ impl Retype {
     }
 }
 
+/// Evolutions by stored type name. foldhash: looked up once per event read,
+/// where SipHash cost as much as the rest of a memory read; only the
+/// registration inserts, so stored names cannot flood it.
+type Types = HashMap<EventType, Evolution, foldhash::fast::RandomState>;
+
 /// Every registered upcaster, by stored type name.
 struct Registry {
-    types: HashMap<EventType, Evolution>,
+    types: Types,
 }
 
 /// The upcasters a store reads old events through; see the
@@ -229,8 +234,15 @@ impl Upcasters {
     /// [`UpcastError`] naming the event when an upcaster on its way is
     /// missing or fails.
     pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent, Box<UpcastError>> {
+        self.upcast_in_place(&mut event)?;
+        Ok(event)
+    }
+
+    /// [`upcast`](Self::upcast) without moving the event: reads upcast
+    /// whole pages in place.
+    fn upcast_in_place(&self, event: &mut RecordedEvent) -> Result<(), Box<UpcastError>> {
         match self.chain(&event.event_type, event.schema_version, &event.payload) {
-            Ok(Chain::Unchanged) => Ok(event),
+            Ok(Chain::Unchanged) => Ok(()),
             Ok(Chain::Changed {
                 event_type,
                 schema_version,
@@ -240,14 +252,11 @@ impl Upcasters {
                     event.event_type = event_type;
                     event.schema_version = schema_version;
                     event.payload = Payload::from_stored(text);
-                    Ok(event)
+                    Ok(())
                 }
-                Err(source) => Err(failure(
-                    &event,
-                    UpcastProblem::Output { event_type, source },
-                )),
+                Err(source) => Err(failure(event, UpcastProblem::Output { event_type, source })),
             },
-            Err(problem) => Err(failure(&event, problem)),
+            Err(problem) => Err(failure(event, problem)),
         }
     }
 
