@@ -54,6 +54,7 @@ macro_rules! evolution_conformance_tests {
             a_split_reads_each_event_as_the_type_its_content_says,
             a_command_folds_old_events_in_their_current_shape,
             a_projection_applies_old_events_in_their_current_shape,
+            a_projection_meets_an_upcast_failure_under_its_error_policy,
             a_missing_upcaster_is_a_typed_error_after_the_good_events,
             a_failing_upcaster_is_a_typed_error,
             outdated_shapes_are_refused_on_write,
@@ -606,6 +607,97 @@ pub async fn a_projection_applies_old_events_in_their_current_shape<S, K>(
     assert!(status.is_ok(), "{status:?}");
     handle.stop().await.unwrap();
     assert_eq!(*amounts.lock().unwrap(), vec![1, 2, 3, 4]);
+}
+
+/// A projection whose events include one that cannot be upcast meets it
+/// after every good event before it, under its error policy: `Stop` (the
+/// default) fails naming the event, `Skip` records it and goes on.
+pub async fn a_projection_meets_an_upcast_failure_under_its_error_policy<S, K>(
+    store: S,
+    raw: S,
+    checkpoints: K,
+) where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore + Clone,
+{
+    let mut events = history();
+    events.insert(2, stored(FAILING, 1, json!({ "n": 1 })));
+    write_as_old_code(&raw, &stream("evolution-poisoned"), events).await;
+    let all_types = |amounts: &Arc<std::sync::Mutex<Vec<u64>>>| TotalsOfAll {
+        totals: Totals {
+            amounts: Arc::clone(amounts),
+        },
+    };
+    let stopped = Arc::default();
+    let handle =
+        ProjectionRunner::new(store.clone(), all_types(&stopped), checkpoints.clone()).start();
+    let status = wait(&handle, "the runner to fail", |s| {
+        s.state == crate::ProjectionState::Failed
+    })
+    .await;
+    assert_eq!(
+        *stopped.lock().unwrap(),
+        vec![1, 2],
+        "everything before it applied"
+    );
+    let error = status.last_error.expect("the failure is recorded");
+    assert!(
+        error.contains(FAILING) && error.contains("refuses every event"),
+        "{error}"
+    );
+    let _ = handle.stop().await;
+
+    let skipped = Arc::default();
+    let handle = ProjectionRunner::new(store, all_types(&skipped), checkpoints)
+        .with_options(crate::ProjectionOptions::default().on_error(crate::ErrorPolicy::Skip))
+        .rebuild_from_zero()
+        .start();
+    let status = wait(&handle, "the runner to skip it", |s| {
+        s.events_processed >= 4
+    })
+    .await;
+    assert_eq!(status.events_skipped, 1, "{status:?}");
+    handle.stop().await.unwrap();
+    assert_eq!(*skipped.lock().unwrap(), vec![1, 2, 3, 4]);
+}
+
+/// The runner's status once `done` holds (or it ended).
+async fn wait<P>(
+    handle: &crate::ProjectionHandle<P>,
+    what: &str,
+    done: impl FnMut(&crate::ProjectionStatus) -> bool,
+) -> crate::ProjectionStatus {
+    match tokio::time::timeout(
+        crate::projection_conformance::WAIT_LIMIT,
+        handle.wait_for(done),
+    )
+    .await
+    {
+        Ok(Ok(status) | Err(status)) => status,
+        Err(_) => panic!("timed out waiting for {what}: {:?}", handle.status()),
+    }
+}
+
+/// [`Totals`] over every type, so that it meets the failing one.
+#[derive(Debug)]
+struct TotalsOfAll {
+    totals: Totals,
+}
+
+impl Projection for TotalsOfAll {
+    type Error = crate::DecodeError;
+
+    fn name(&self) -> &str {
+        "evolution-totals-of-all"
+    }
+
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), crate::DecodeError> {
+        self.totals.apply(event).await
+    }
+
+    async fn reset(&mut self) -> Result<(), crate::DecodeError> {
+        self.totals.reset().await
+    }
 }
 
 /// An event whose stored version has no path to the current one is a typed
