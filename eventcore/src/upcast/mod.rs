@@ -140,7 +140,7 @@ struct Registry {
 
 /// The upcasters a store reads old events through; see the
 /// [module docs](self) for where they live and how a chain runs, and the
-/// [guide](guide) for the upcaster of each kind of change.
+/// [guide] for the upcaster of each kind of change.
 ///
 /// Cheap to clone (shared). The default has none: events are read as stored,
 /// at no cost.
