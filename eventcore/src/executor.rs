@@ -10,6 +10,8 @@ use std::{
 use tokio::time::Instant;
 use tracing::{Instrument, field};
 
+use crate::telemetry::{Meter, Outcome};
+
 use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, DecodeError, EncodeError,
     EventMetadata, EventStore, EventType, ExpectedVersion, HandleContext, IdempotencyKey,
@@ -537,13 +539,20 @@ impl<S: EventStore> CommandExecutor<S> {
             streams = field::Empty,
             attempt = field::Empty,
         );
-        if span.is_disabled() {
+        let meter = Meter::new(std::any::type_name::<C>());
+        let started = meter.start();
+        let mut attempts = 0;
+        let result = if span.is_disabled() {
             // No subscriber wants it: spare entering and leaving it at every poll.
-            return self.run(command, options, &span).await;
-        }
-        self.run(command, options, &span.clone())
-            .instrument(span)
-            .await
+            self.run(command, options, &span, meter, &mut attempts)
+                .await
+        } else {
+            self.run(command, options, &span.clone(), meter, &mut attempts)
+                .instrument(span)
+                .await
+        };
+        meter.finished(outcome_of(&result), started, attempts);
+        result
     }
 
     async fn run<C: CommandLogic>(
@@ -551,6 +560,8 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &C,
         options: ExecutionOptions,
         span: &tracing::Span,
+        meter: Meter,
+        attempts_made: &mut u32,
     ) -> Result<ExecutionResult, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         let started = Instant::now();
@@ -595,10 +606,17 @@ impl<S: EventStore> CommandExecutor<S> {
 
         loop {
             attempts += 1;
+            *attempts_made = attempts;
             span.record("attempt", attempts);
             let key = options.idempotency_key.as_ref().zip(purpose.as_ref());
-            let prepared =
-                self.prepare(command, &declared, options.max_discovery_rounds, key, span);
+            let prepared = self.prepare(
+                command,
+                &declared,
+                options.max_discovery_rounds,
+                key,
+                span,
+                meter,
+            );
             let prepared = match deadline {
                 None => prepared.await,
                 Some(deadline) => tokio::time::timeout_at(deadline, prepared)
@@ -614,7 +632,7 @@ impl<S: EventStore> CommandExecutor<S> {
                         outcome_unknown = false;
                     }
                     (
-                        self.append(command, decision, &metadata, key, deadline)
+                        self.append(command, decision, &metadata, key, deadline, meter)
                             .await,
                         true,
                     )
@@ -652,6 +670,9 @@ impl<S: EventStore> CommandExecutor<S> {
                 } if !appending || key.is_some() => source,
                 other => return Err(other.after_unknown_outcome(outcome_unknown)),
             };
+            if store_error.is_retryable() {
+                meter.retryable_failure(store_error.conflicts().is_some());
+            }
             let conflicts = store_error.conflicts().unwrap_or_default();
             conflicting.extend(conflicts.iter().map(|c| c.stream_id.clone()));
 
@@ -675,6 +696,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Err(timeout(attempts).after_unknown_outcome(outcome_unknown));
             }
             log_retry(attempts, delay, &store_error);
+            meter.backoff(delay);
             tokio::time::sleep(delay).await;
             backoff += delay;
         }
@@ -688,11 +710,14 @@ impl<S: EventStore> CommandExecutor<S> {
         max_rounds: u32,
         key: Option<(&IdempotencyKey, &KeyPurpose)>,
         span: &tracing::Span,
+        meter: Meter,
     ) -> Result<Prepared<C>, ExecutionError<C::Error>> {
         if let Some((key, purpose)) = key {
-            let recorded = self
-                .store
-                .idempotent_result(key, Some(purpose))
+            let recorded = meter
+                .store_call(
+                    "idempotent_result",
+                    self.store.idempotent_result(key, Some(purpose)),
+                )
                 .await
                 .map_err(|source| store_failure(std::any::type_name::<C>(), source))?;
             if let Some(mut recorded) = recorded {
@@ -700,7 +725,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Ok(Prepared::Recorded(recorded));
             }
         }
-        self.decide(command, declared, max_rounds, span)
+        self.decide(command, declared, max_rounds, span, meter)
             .await
             .map(Prepared::Decided)
     }
@@ -712,6 +737,7 @@ impl<S: EventStore> CommandExecutor<S> {
         declared: &[StreamId],
         max_rounds: u32,
         span: &tracing::Span,
+        meter: Meter,
     ) -> Result<Decision<C>, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         // Copied only if `handle` asks for more streams.
@@ -733,8 +759,11 @@ impl<S: EventStore> CommandExecutor<S> {
                 seen_before,
                 mut stored_reach,
             } = match (&policy, round) {
-                (Some(policy), 0) => self.read_from_snapshot::<C>(policy, &streams).await?,
-                _ => Resumed::from_start(self.read(name, &streams).await?),
+                (Some(policy), 0) => {
+                    self.read_from_snapshot::<C>(policy, &streams, meter)
+                        .await?
+                }
+                _ => Resumed::from_start(self.read(name, &streams, meter).await?),
             };
             let folded = read.events.len() as u64;
             for event in read.events {
@@ -748,7 +777,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 if let Some(snapshot) = snapshot_of(policy, &streams, &state, &read.versions, base)
                 {
                     stored_reach = snapshot.reach();
-                    self.save_snapshot(Arc::new(snapshot)).await;
+                    self.save_snapshot(Arc::new(snapshot), meter).await;
                 }
             }
             // Keeping the state after the append pays off when the same
@@ -796,9 +825,10 @@ impl<S: EventStore> CommandExecutor<S> {
         &self,
         name: &'static str,
         streams: &[StreamId],
+        meter: Meter,
     ) -> Result<StreamsRead, ExecutionError<E>> {
-        self.store
-            .read_streams(streams)
+        meter
+            .store_call("read_streams", self.store.read_streams(streams))
             .await
             .map_err(|source| store_failure(name, source))
     }
@@ -809,6 +839,7 @@ impl<S: EventStore> CommandExecutor<S> {
         &self,
         policy: &SnapshotPolicy<C::State>,
         streams: &[StreamId],
+        meter: Meter,
     ) -> Result<Resumed<C::State>, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         let store_error = |source| store_failure(name, source);
@@ -820,11 +851,14 @@ impl<S: EventStore> CommandExecutor<S> {
                 stored_reach,
             } => (true, snapshot, stored_reach),
         };
+        meter.snapshot_lookup(kept.is_some(), self.snapshots.bytes_held());
         // A snapshot this executor saved or loaded: read only what follows it.
         if let Some(snapshot) = kept.filter(|s| usable(s, policy, streams)) {
-            let read = self
-                .store
-                .read_streams_after(&snapshot.versions)
+            let read = meter
+                .store_call(
+                    "read_streams_after",
+                    self.store.read_streams_after(&snapshot.versions),
+                )
                 .await
                 .map_err(store_error)?;
             if let Some(resumed) = self.resume(policy, snapshot, read, stored_reach) {
@@ -832,11 +866,10 @@ impl<S: EventStore> CommandExecutor<S> {
             }
         }
         // Otherwise the store's snapshot and what follows it, in one call.
-        match self
+        let read = self
             .store
-            .read_from_snapshot(&key, policy.state_version(), streams)
-            .await
-        {
+            .read_from_snapshot(&key, policy.state_version(), streams);
+        match meter.store_call("read_from_snapshot", read).await {
             Ok((None, read)) => {
                 return Ok(Resumed {
                     seen_before,
@@ -860,7 +893,7 @@ impl<S: EventStore> CommandExecutor<S> {
         }
         Ok(Resumed {
             seen_before,
-            ..Resumed::from_start(self.read(name, streams).await?)
+            ..Resumed::from_start(self.read(name, streams, meter).await?)
         })
     }
 
@@ -904,9 +937,10 @@ impl<S: EventStore> CommandExecutor<S> {
 
     /// Saves a snapshot; a failure only costs later executions some
     /// folding, so it is logged, not returned.
-    async fn save_snapshot(&self, snapshot: Arc<Snapshot>) {
+    async fn save_snapshot(&self, snapshot: Arc<Snapshot>, meter: Meter) {
         self.snapshots.put_stored(Arc::clone(&snapshot));
-        if let Err(error) = self.store.save_snapshot(&snapshot).await {
+        let saved = meter.store_call("save_snapshot", self.store.save_snapshot(&snapshot));
+        if let Err(error) = saved.await {
             tracing::warn!(key = snapshot.key.as_str(), %error, "snapshot not saved");
         }
     }
@@ -919,6 +953,7 @@ impl<S: EventStore> CommandExecutor<S> {
         metadata: &EventMetadata,
         key: Option<(&IdempotencyKey, &KeyPurpose)>,
         deadline: Option<Instant>,
+        meter: Meter,
     ) -> Result<AppendResult, ExecutionError<C::Error>> {
         let name = std::any::type_name::<C>();
         if decision.writes.is_empty() {
@@ -991,13 +1026,16 @@ impl<S: EventStore> CommandExecutor<S> {
             }
             None => request,
         };
-        let result = self
-            .store
-            .append(request)
+        let (events, bytes) = meter.sizes(&request);
+        let result = meter
+            .store_call("append", self.store.append(request))
             .await
             .map_err(|source| store_failure(name, source))?;
+        if !result.replayed {
+            meter.written(events, bytes);
+        }
         if let Some(seed) = decision.seed.filter(|_| !result.replayed) {
-            self.remember_written(command, seed, own, &result, metadata)
+            self.remember_written(command, seed, own, &result, metadata, meter)
                 .await;
         }
         Ok(result)
@@ -1016,6 +1054,7 @@ impl<S: EventStore> CommandExecutor<S> {
         own: Vec<Own>,
         result: &AppendResult,
         metadata: &EventMetadata,
+        meter: Meter,
     ) {
         let Ok(mut state) = seed.policy.decode(&seed.state) else {
             return;
@@ -1066,7 +1105,7 @@ impl<S: EventStore> CommandExecutor<S> {
         self.snapshots
             .put_derived(Arc::clone(&snapshot), seed.stored_reach);
         if beyond_stored >= seed.policy.every_events() {
-            self.save_snapshot(snapshot).await;
+            self.save_snapshot(snapshot, meter).await;
         }
     }
 }
@@ -1122,4 +1161,21 @@ fn usable<T>(snapshot: &Snapshot, policy: &SnapshotPolicy<T>, streams: &[StreamI
     snapshot.state_version == policy.state_version()
         && snapshot.versions.len() == streams.len()
         && streams.iter().all(|s| snapshot.versions.contains_key(s))
+}
+
+/// The `outcome` label of an execution's result.
+fn outcome_of<E>(result: &Result<ExecutionResult, ExecutionError<E>>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(error) if error.is_unknown_outcome() => Outcome::UnknownOutcome,
+        Err(ExecutionError::Rejected(_)) => Outcome::Rejected,
+        Err(ExecutionError::RetriesExhausted { last_error, .. })
+            if last_error.conflicts().is_some() =>
+        {
+            Outcome::ConflictExhausted
+        }
+        Err(ExecutionError::RetriesExhausted { .. }) => Outcome::RetriesExhausted,
+        Err(ExecutionError::Timeout { .. }) => Outcome::Timeout,
+        Err(_) => Outcome::Error,
+    }
 }

@@ -88,6 +88,7 @@ pub mod snapshot;
 mod store;
 mod stream_id;
 mod subscription;
+pub mod telemetry;
 pub mod upcast;
 mod version;
 

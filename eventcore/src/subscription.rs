@@ -174,7 +174,10 @@ impl<S: EventStore, N: AppendNotifier> Follow<S, N> {
                 self.take_skip();
             }
             self.notifier.mark_seen();
-            match self.store.read_all(&self.query).await {
+            let read = self.store.read_all(&self.query);
+            match crate::telemetry::store_call(crate::telemetry::recording(), "read_all", read)
+                .await
+            {
                 Ok(page) => {
                     self.pause_before_read = page.is_empty();
                     self.last_page_short = page.len() < self.query.limit.get();

@@ -293,12 +293,14 @@ where
                     "the lease was lost; nothing more is applied".to_owned(),
                 ));
             }
+            let started = live.meter.start();
             for event in &batch.events {
                 self.handle_event(lease, event, live, status).await?;
                 if live.unsaved >= self.options.checkpoint_every_events {
                     self.save(lease, live, status).await?;
                 }
             }
+            live.meter.batch(started);
         }
         if let Some(error) = batch.error {
             self.handle_read_error(lease, error, live, status, subscription)
@@ -333,6 +335,7 @@ where
         loop {
             match self.projection.apply(event).await {
                 Ok(()) => {
+                    live.meter.applied();
                     live.checkpoint.events_processed += 1;
                     live.checkpoint.last_event_id = Some(event.id);
                     live.checkpoint.last_processed_at = Some(Utc::now());
@@ -343,13 +346,16 @@ where
                     tracing::warn!(projection = %live.checkpoint.name, event = %event.id, error = %message, "projection apply failed");
                     live.checkpoint.last_error = Some(message);
                     if self.options.on_error == ErrorPolicy::Skip {
+                        live.meter.error("skipped");
                         live.skipped += 1;
                         break;
                     }
                     if let Some(delay) = delays.as_mut().and_then(Iterator::next) {
+                        live.meter.error("retried");
                         tokio::time::sleep(delay).await;
                         continue;
                     }
+                    live.meter.error("stopped");
                     live.checkpoint.state = ProjectionState::Failed;
                     // The error ends the runner whether or not the save succeeds.
                     let _ = self.save(lease, live, status).await;
@@ -392,6 +398,7 @@ where
         };
         let retry = match self.options.on_error {
             ErrorPolicy::Skip => {
+                live.meter.error("skipped");
                 live.skipped += 1;
                 live.checkpoint.position = position;
                 live.unsaved += 1;
@@ -413,10 +420,12 @@ where
             ErrorPolicy::Stop => None,
         };
         if let Some(delay) = retry {
+            live.meter.error("retried");
             // The subscription reads the event again after its own pause.
             tokio::time::sleep(delay).await;
             return Ok(());
         }
+        live.meter.error("stopped");
         live.unreadable = None;
         live.checkpoint.state = ProjectionState::Failed;
         // The error ends the runner whether or not the save succeeds.
@@ -473,6 +482,7 @@ where
                 .map_err(|e| Led::Interrupted(format!("the checkpoint save failed: {e}")))?;
         }
         live.unsaved = 0;
+        live.meter.saved();
         status.send_replace(live.status());
         Ok(())
     }
@@ -489,11 +499,13 @@ struct Live {
     unreadable: Option<UnreadableRetries>,
     /// While paused: the state to go back to.
     paused_from: Option<ProjectionState>,
+    meter: crate::telemetry::ProjectionMeter,
 }
 
 impl Live {
     fn new(checkpoint: Checkpoint) -> Self {
         Self {
+            meter: crate::telemetry::ProjectionMeter::new(&checkpoint.name),
             checkpoint,
             skipped: 0,
             unsaved: 0,

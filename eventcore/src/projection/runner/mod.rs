@@ -203,6 +203,7 @@ where
             last_processed_at: None,
             last_error: None,
         });
+        crate::telemetry::ProjectionMeter::new(&name).follow_state(status.clone());
         let task = tokio::spawn(self.run(control_rx, status_tx));
         ProjectionHandle {
             name,
