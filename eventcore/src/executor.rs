@@ -1167,7 +1167,7 @@ fn usable<T>(snapshot: &Snapshot, policy: &SnapshotPolicy<T>, streams: &[StreamI
 fn outcome_of<E>(result: &Result<ExecutionResult, ExecutionError<E>>) -> Outcome {
     match result {
         Ok(_) => Outcome::Ok,
-        Err(error) if error.is_unknown_outcome() => Outcome::UnknownOutcome,
+        Err(error) if error.is_unknown_outcome() => Outcome::Unknown,
         Err(ExecutionError::Rejected(_)) => Outcome::Rejected,
         Err(ExecutionError::RetriesExhausted { last_error, .. })
             if last_error.conflicts().is_some() =>

@@ -192,7 +192,7 @@ pub(crate) enum Outcome {
     ConflictExhausted,
     RetriesExhausted,
     Timeout,
-    UnknownOutcome,
+    Unknown,
     Error,
 }
 
@@ -204,7 +204,7 @@ impl Outcome {
             Self::ConflictExhausted => "conflict_exhausted",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Timeout => "timeout",
-            Self::UnknownOutcome => "unknown_outcome",
+            Self::Unknown => "unknown_outcome",
             Self::Error => "error",
         }
     }
