@@ -14,6 +14,8 @@ use sqlx::{
 };
 use uuid::Uuid;
 
+use eventcore::telemetry::traced;
+
 use crate::{
     ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, PostgresLeadership,
     SchemaName,
@@ -269,6 +271,22 @@ impl PostgresEventStore {
             .await
             .map_err(error::to_store_error)?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// The span of one store call: OpenTelemetry's database fields, no
+    /// statement text (it holds no values, but says nothing the operation
+    /// name does not), no parameters.
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        tracing::debug_span!(
+            "eventcore_postgres.call",
+            otel.name = %format_args!("{operation} {}", self.shared.schema),
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = operation,
+            db.namespace = %self.shared.schema,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        )
     }
 
     /// One page of the global order as stored (no upcasting).
@@ -664,76 +682,89 @@ fn append_outcome(rows: &[PgRow], request: &AppendRequest) -> Result<AppendResul
 
 impl EventStore for PostgresEventStore {
     async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
-        let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
-        let rows = sqlx::query(&self.shared.queries.read_streams)
-            .bind(&names)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
-        let mut versions: BTreeMap<StreamId, StreamVersion> = stream_ids
-            .iter()
-            .map(|id| (id.clone(), StreamVersion::INITIAL))
-            .collect();
-        let events = rows
-            .iter()
-            .map(recorded_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        let events = self.upcasters.upcast_all(events)?;
-        // All of a stream's events are read, so its version is its highest one.
-        for event in &events {
-            if let Some(version) = versions.get_mut(&event.stream_id) {
-                *version = (*version).max(event.version);
+        let span = self.span("read_streams");
+        traced(span, async move {
+            let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
+            let rows = sqlx::query(&self.shared.queries.read_streams)
+                .bind(&names)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+            let mut versions: BTreeMap<StreamId, StreamVersion> = stream_ids
+                .iter()
+                .map(|id| (id.clone(), StreamVersion::INITIAL))
+                .collect();
+            let events = rows
+                .iter()
+                .map(recorded_event)
+                .collect::<Result<Vec<_>, _>>()?;
+            let events = self.upcasters.upcast_all(events)?;
+            // All of a stream's events are read, so its version is its highest one.
+            for event in &events {
+                if let Some(version) = versions.get_mut(&event.stream_id) {
+                    *version = (*version).max(event.version);
+                }
             }
-        }
-        Ok(StreamsRead { events, versions })
+            Ok(StreamsRead { events, versions })
+        })
+        .await
     }
 
     async fn read_streams_after(
         &self,
         after: &BTreeMap<StreamId, StreamVersion>,
     ) -> Result<StreamsRead, StoreError> {
-        let names: Vec<&str> = after.keys().map(AsRef::as_ref).collect();
-        let known: Vec<i64> = after
-            .values()
-            .map(|v| i64::try_from(v.value()).unwrap_or(i64::MAX))
-            .collect();
-        let rows = sqlx::query(&self.shared.queries.read_after)
-            .bind(&names)
-            .bind(&known)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
-        let mut read = StreamsRead::default();
-        for row in &rows {
-            add_stream_row(&mut read, row)?;
-        }
-        read.events = self.upcasters.upcast_all(read.events)?;
-        Ok(read)
+        let span = self.span("read_streams_after");
+        traced(span, async move {
+            let names: Vec<&str> = after.keys().map(AsRef::as_ref).collect();
+            let known: Vec<i64> = after
+                .values()
+                .map(|v| i64::try_from(v.value()).unwrap_or(i64::MAX))
+                .collect();
+            let rows = sqlx::query(&self.shared.queries.read_after)
+                .bind(&names)
+                .bind(&known)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+            let mut read = StreamsRead::default();
+            for row in &rows {
+                add_stream_row(&mut read, row)?;
+            }
+            read.events = self.upcasters.upcast_all(read.events)?;
+            Ok(read)
+        })
+        .await
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx::query(&self.shared.queries.load_snapshot)
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let get = |e: sqlx::Error| error::to_store_error(e);
-        let state_version: i64 = row.try_get("state_version").map_err(get)?;
-        let Json(versions): Json<BTreeMap<String, i64>> = row.try_get("versions").map_err(get)?;
-        let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(get)?;
-        // Kept as compact text, as the executor's cache keeps it.
-        let state = Payload::from_stored(state.to_string());
-        let versions = snapshot_versions(versions)?;
-        Ok(Some(Snapshot {
-            key: key.clone(),
-            state_version: u32::try_from(state_version)
-                .map_err(|_| corrupt(format!("snapshot state version {state_version}")))?,
-            versions,
-            state,
-        }))
+        let span = self.span("load_snapshot");
+        traced(span, async move {
+            let row = sqlx::query(&self.shared.queries.load_snapshot)
+                .bind(key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let get = |e: sqlx::Error| error::to_store_error(e);
+            let state_version: i64 = row.try_get("state_version").map_err(get)?;
+            let Json(versions): Json<BTreeMap<String, i64>> =
+                row.try_get("versions").map_err(get)?;
+            let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(get)?;
+            // Kept as compact text, as the executor's cache keeps it.
+            let state = Payload::from_stored(state.to_string());
+            let versions = snapshot_versions(versions)?;
+            Ok(Some(Snapshot {
+                key: key.clone(),
+                state_version: u32::try_from(state_version)
+                    .map_err(|_| corrupt(format!("snapshot state version {state_version}")))?,
+                versions,
+                state,
+            }))
+        })
+        .await
     }
 
     async fn read_from_snapshot(
@@ -742,71 +773,92 @@ impl EventStore for PostgresEventStore {
         state_version: u32,
         streams: &[StreamId],
     ) -> Result<(Option<Snapshot>, StreamsRead), StoreError> {
-        let names: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
-        let rows = sqlx::query(&self.shared.queries.read_from_snapshot)
-            .bind(key.as_str())
-            .bind(i64::from(state_version))
-            .bind(&names)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
-        let get = |e: sqlx::Error| error::to_store_error(e);
-        let mut snapshot = None;
-        let mut read = StreamsRead::default();
-        for row in &rows {
-            let part: i32 = row.try_get("part").map_err(get)?;
-            if part == 0 {
-                let stored: String = row.try_get("payload").map_err(get)?;
-                let stored: BTreeMap<String, i64> = serde_json::from_str(&stored)
-                    .map_err(|e| corrupt(format!("snapshot versions of {}: {e}", key.as_str())))?;
-                let Json(state): Json<serde_json::Value> = row.try_get("metadata").map_err(get)?;
-                let state = Payload::from_stored(state.to_string());
-                snapshot = Some(Snapshot {
-                    key: key.clone(),
-                    state_version,
-                    versions: snapshot_versions(stored)?,
-                    state,
-                });
-                continue;
+        let span = self.span("read_from_snapshot");
+        traced(span, async move {
+            let names: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
+            let rows = sqlx::query(&self.shared.queries.read_from_snapshot)
+                .bind(key.as_str())
+                .bind(i64::from(state_version))
+                .bind(&names)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+            let get = |e: sqlx::Error| error::to_store_error(e);
+            let mut snapshot = None;
+            let mut read = StreamsRead::default();
+            for row in &rows {
+                let part: i32 = row.try_get("part").map_err(get)?;
+                if part == 0 {
+                    let stored: String = row.try_get("payload").map_err(get)?;
+                    let stored: BTreeMap<String, i64> =
+                        serde_json::from_str(&stored).map_err(|e| {
+                            corrupt(format!("snapshot versions of {}: {e}", key.as_str()))
+                        })?;
+                    let Json(state): Json<serde_json::Value> =
+                        row.try_get("metadata").map_err(get)?;
+                    let state = Payload::from_stored(state.to_string());
+                    snapshot = Some(Snapshot {
+                        key: key.clone(),
+                        state_version,
+                        versions: snapshot_versions(stored)?,
+                        state,
+                    });
+                    continue;
+                }
+                add_stream_row(&mut read, row)?;
             }
-            add_stream_row(&mut read, row)?;
-        }
-        read.events = self.upcasters.upcast_all(read.events)?;
-        Ok((snapshot, read))
+            read.events = self.upcasters.upcast_all(read.events)?;
+            Ok((snapshot, read))
+        })
+        .await
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let versions: BTreeMap<&str, u64> = snapshot
-            .versions
-            .iter()
-            .map(|(id, v)| (id.as_ref(), v.value()))
-            .collect();
-        sqlx::query(&self.shared.queries.save_snapshot)
-            .bind(snapshot.key.as_str())
-            .bind(i64::from(snapshot.state_version))
-            .bind(i64::try_from(snapshot.reach()).unwrap_or(i64::MAX))
-            .bind(Json(versions))
-            .bind(snapshot.state.as_json())
-            .execute(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
-        Ok(())
+        let span = self.span("save_snapshot");
+        traced(span, async move {
+            let versions: BTreeMap<&str, u64> = snapshot
+                .versions
+                .iter()
+                .map(|(id, v)| (id.as_ref(), v.value()))
+                .collect();
+            sqlx::query(&self.shared.queries.save_snapshot)
+                .bind(snapshot.key.as_str())
+                .bind(i64::from(snapshot.state_version))
+                .bind(i64::try_from(snapshot.reach()).unwrap_or(i64::MAX))
+                .bind(Json(versions))
+                .bind(snapshot.state.as_json())
+                .execute(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        self.upcasters.check_append(&request)?;
-        match self.try_append(&request).await {
-            Ok(result) => Ok(result),
-            Err(Failure::Other(error)) => Err(error),
-            Err(Failure::Contention(cause)) => Err(self.explain_contention(&request, cause).await),
-        }
+        let span = self.span("append");
+        traced(span, async move {
+            self.upcasters.check_append(&request)?;
+            match self.try_append(&request).await {
+                Ok(result) => Ok(result),
+                Err(Failure::Other(error)) => Err(error),
+                Err(Failure::Contention(cause)) => {
+                    Err(self.explain_contention(&request, cause).await)
+                }
+            }
+        })
+        .await
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.await_in_flight().await?;
-        self.upcasters
-            .read_page(query, |stored| self.read_stored(stored))
-            .await
+        let span = self.span("read_all");
+        traced(span, async move {
+            self.await_in_flight().await?;
+            self.upcasters
+                .read_page(query, |stored| self.read_stored(stored))
+                .await
+        })
+        .await
     }
 
     async fn idempotent_result(
@@ -814,7 +866,8 @@ impl EventStore for PostgresEventStore {
         key: &IdempotencyKey,
         purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        self.recorded(key, purpose).await
+        let span = self.span("idempotent_result");
+        traced(span, async move { self.recorded(key, purpose).await }).await
     }
 
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {

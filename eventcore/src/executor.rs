@@ -3,6 +3,7 @@
 use std::{
     borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
     sync::Arc,
     time::Duration,
 };
@@ -243,6 +244,26 @@ pub enum ExecutionError<E> {
 }
 
 impl<E> ExecutionError<E> {
+    /// A short, stable name of the variant (`rejected`,
+    /// `retries_exhausted`, `timeout`, `too_many_discovery_rounds`,
+    /// `undeclared_stream`, `no_streams`, `decode`, `encode`,
+    /// `limit_exceeded`, `store`): for metrics and the `error.type` of a
+    /// span, with nothing from the data in it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) => "rejected",
+            Self::RetriesExhausted { .. } => "retries_exhausted",
+            Self::Timeout { .. } => "timeout",
+            Self::TooManyDiscoveryRounds { .. } => "too_many_discovery_rounds",
+            Self::UndeclaredStream { .. } => "undeclared_stream",
+            Self::NoStreams { .. } => "no_streams",
+            Self::Decode(_) => "decode",
+            Self::Encode(_) => "encode",
+            Self::LimitExceeded(_) => "limit_exceeded",
+            Self::Store { .. } => "store",
+        }
+    }
+
     /// Whether the command may have been written after all: an attempt's
     /// append was lost in flight and nothing since proved whether it
     /// committed. Execute again with the same idempotency key to find out.
@@ -537,7 +558,13 @@ impl<S: EventStore> CommandExecutor<S> {
             "eventcore.execute",
             command = std::any::type_name::<C>(),
             streams = field::Empty,
+            stream_count = field::Empty,
+            correlation_id = field::Empty,
             attempt = field::Empty,
+            outcome = field::Empty,
+            events_written = field::Empty,
+            otel.status_code = field::Empty,
+            error.type = field::Empty,
         );
         let meter = Meter::new(std::any::type_name::<C>());
         let started = meter.start();
@@ -547,11 +574,24 @@ impl<S: EventStore> CommandExecutor<S> {
             self.run(command, options, &span, meter, &mut attempts)
                 .await
         } else {
-            self.run(command, options, &span.clone(), meter, &mut attempts)
-                .instrument(span)
+            self.run(command, options, &span, meter, &mut attempts)
+                .instrument(span.clone())
                 .await
         };
-        meter.finished(outcome_of(&result), started, attempts);
+        let outcome = outcome_of(&result);
+        meter.finished(outcome, started, attempts);
+        if !span.is_disabled() {
+            span.record("outcome", outcome.label());
+            match &result {
+                Ok(done) => {
+                    span.record("events_written", done.events.len());
+                }
+                Err(error) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", error.kind());
+                }
+            }
+        }
         result
     }
 
@@ -585,6 +625,10 @@ impl<S: EventStore> CommandExecutor<S> {
         // later attempt's key lookup proves it absent.
         let mut outcome_unknown = false;
         let declared = command.declared_streams();
+        if !span.is_disabled() {
+            span.record("streams", field::display(FirstStreams(&declared)));
+            span.record("correlation_id", field::display(correlation_id));
+        }
         // What a key is recorded for: the command and its declared streams.
         let purpose = options
             .idempotency_key
@@ -749,7 +793,7 @@ impl<S: EventStore> CommandExecutor<S> {
         let mut round = 0;
         loop {
             self.limits.check_streams(streams.len())?;
-            span.record("streams", streams.len());
+            span.record("stream_count", streams.len());
             // Discovery rounds fold declared and discovered streams from the
             // start: snapshots cover the declared streams only.
             let Resumed {
@@ -1177,5 +1221,26 @@ fn outcome_of<E>(result: &Result<ExecutionResult, ExecutionError<E>>) -> Outcome
         Err(ExecutionError::RetriesExhausted { .. }) => Outcome::RetriesExhausted,
         Err(ExecutionError::Timeout { .. }) => Outcome::Timeout,
         Err(_) => Outcome::Error,
+    }
+}
+
+/// How many stream ids a span names before it only counts the rest.
+const SPAN_STREAMS: usize = 3;
+
+/// The first few stream ids of a command, and how many more there are.
+struct FirstStreams<'a>(&'a [StreamId]);
+
+impl fmt::Display for FirstStreams<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, stream) in self.0.iter().take(SPAN_STREAMS).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{stream}")?;
+        }
+        if let Some(more) = self.0.len().checked_sub(SPAN_STREAMS).filter(|n| *n > 0) {
+            write!(f, " and {more} more")?;
+        }
+        Ok(())
     }
 }

@@ -658,6 +658,25 @@ impl StoreError {
         matches!(self, Self::Conflict { .. } | Self::Transient { .. })
     }
 
+    /// A short, stable name of the variant (`conflict`, `transient`,
+    /// `unknown_outcome`, `unavailable`, `undecodable`, `upcast`,
+    /// `outdated`, `fenced`, `key_reused`, `backend`): for metrics labels
+    /// and the `error.type` of a span, with nothing from the data in it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Conflict { .. } => "conflict",
+            Self::Transient { .. } => "transient",
+            Self::UnknownOutcome { .. } => "unknown_outcome",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Undecodable { .. } => "undecodable",
+            Self::Upcast(_) => "upcast",
+            Self::Outdated(_) => "outdated",
+            Self::Fenced { .. } => "fenced",
+            Self::KeyReused { .. } => "key_reused",
+            Self::Backend { .. } => "backend",
+        }
+    }
+
     /// The position of the stored row that could not be read, if this is
     /// [`StoreError::Undecodable`] or [`StoreError::Upcast`].
     pub fn undecodable_position(&self) -> Option<GlobalPosition> {

@@ -197,7 +197,8 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    fn label(self) -> &'static str {
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Rejected => "rejected",
@@ -442,4 +443,43 @@ impl ProjectionMeter {
             }
         });
     }
+}
+
+/// For adapters: runs one store call inside `span`, a span the adapter made
+/// with OpenTelemetry's database fields (`db.system.name`,
+/// `db.operation.name`, `db.namespace`) and two empty ones,
+/// `otel.status_code` and `error.type`, which a failure fills in (with
+/// [`StoreError::kind`](crate::StoreError::kind): never a payload or a
+/// password). A disabled span costs nothing more than the call.
+///
+/// ```
+/// use eventcore::{StoreError, telemetry::traced};
+///
+/// # async fn read() -> Result<u32, StoreError> { Ok(1) }
+/// # async fn demo() -> Result<u32, StoreError> {
+/// let span = tracing::debug_span!(
+///     "my_store.call",
+///     db.system.name = "sqlite",
+///     db.operation.name = "read_streams",
+///     db.namespace = "main",
+///     otel.status_code = tracing::field::Empty,
+///     error.type = tracing::field::Empty,
+/// );
+/// traced(span, read()).await
+/// # }
+/// ```
+pub async fn traced<T>(
+    span: tracing::Span,
+    call: impl Future<Output = Result<T, crate::StoreError>>,
+) -> Result<T, crate::StoreError> {
+    use tracing::Instrument;
+    if span.is_disabled() {
+        return call.await;
+    }
+    let result = call.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", error.kind());
+    }
+    result
 }
