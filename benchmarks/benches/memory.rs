@@ -73,6 +73,26 @@ fn execute_single_stream(c: &mut Criterion) {
     });
 }
 
+/// The same command with a Prometheus recorder installed (for this thread):
+/// what recording EventCore's metrics costs per command.
+fn execute_single_stream_recorded(c: &mut Criterion) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let mut n = 0_usize;
+    bench_execute(
+        c,
+        "execute single-stream command, Prometheus recorder",
+        |pool, _| {
+            n += 1;
+            Increment {
+                stream: pool.streams()[n % pool.streams().len()].clone(),
+                events: 1,
+                snapshot_every: None,
+            }
+        },
+    );
+}
+
 /// A transfer between two small streams picked at random.
 fn execute_transfer(c: &mut Criterion) {
     bench_execute(c, "execute 2-stream transfer", |pool, rng| {
@@ -126,6 +146,7 @@ fn declared_streams(c: &mut Criterion) {
 criterion_group!(
     benches,
     execute_single_stream,
+    execute_single_stream_recorded,
     execute_transfer,
     fold_thousand_events,
     declared_streams
