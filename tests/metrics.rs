@@ -421,7 +421,7 @@ fn gauge(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 /// Runs the script under a debugging recorder of this thread only, on a
 /// runtime of this thread, and checks what it counted.
-fn check<S, K, F, Fut>(what: &str, make: F)
+fn check<S, K, F, Fut>(what: &str, make: F, adapter_metrics: &[&str])
 where
     S: EventStore + Clone + 'static,
     K: CheckpointStore + Clone,
@@ -597,9 +597,9 @@ where
             "{what}: {operation}"
         );
     }
-    for name in telemetry::ALL {
+    for name in telemetry::ALL.iter().chain(adapter_metrics) {
         assert!(
-            samples.iter().any(|s| s.name == name),
+            samples.iter().any(|s| s.name == *name),
             "{what}: {name} was never recorded"
         );
     }
@@ -615,18 +615,51 @@ where
 
 #[test]
 fn a_scripted_run_is_counted_exactly_on_the_memory_store() {
-    check("memory", || async {
-        (InMemoryEventStore::new(), InMemoryCheckpointStore::new())
-    });
+    check(
+        "memory",
+        || async { (InMemoryEventStore::new(), InMemoryCheckpointStore::new()) },
+        &[],
+    );
 }
 
 #[test]
 fn a_scripted_run_is_counted_exactly_on_postgres() {
-    check("postgres", || async {
-        let store = eventcore_postgres::testing::fresh_store()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let checkpoints = store.checkpoints();
-        (store, checkpoints)
-    });
+    check(
+        "postgres",
+        || async {
+            let store = eventcore_postgres::testing::fresh_store()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            // A lease taken and given back: its connection is counted.
+            let leadership = store.leadership(Duration::from_secs(1));
+            let lease = eventcore::Leadership::acquire(&leadership, "metrics-lease")
+                .await
+                .unwrap();
+            drop(lease);
+            // A subscription that has caught up listens: wait for its
+            // connection to be counted.
+            let mut subscription = store.subscribe(ReadAllQuery::from_start());
+            let listening = |samples: &[Sample]| {
+                samples
+                    .iter()
+                    .any(|s| s.name == eventcore_postgres::telemetry::LISTENER_CONNECTIONS)
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !listening(&samples()) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no listener connection"
+                );
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(50),
+                    futures::StreamExt::next(&mut subscription),
+                )
+                .await;
+            }
+            drop(subscription);
+            let checkpoints = store.checkpoints();
+            (store, checkpoints)
+        },
+        &eventcore_postgres::telemetry::ALL,
+    );
 }

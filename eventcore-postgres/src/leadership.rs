@@ -48,6 +48,8 @@ pub struct PostgresLease {
     connection: PgConnection,
     name: String,
     generation: i64,
+    /// Counts the connection for `eventcore_postgres_lease_connections`.
+    _held: crate::telemetry::Held,
 }
 
 impl PostgresLeadership {
@@ -73,11 +75,8 @@ impl PostgresLeadership {
 
     /// A connection of its own, out of the pool: the lock lives and dies with it.
     async fn lock_connection(&self) -> Result<PgConnection, StoreError> {
-        Ok(self
-            .pool
-            .acquire()
-            .await
-            .map_err(error::to_store_error)?
+        Ok(crate::telemetry::connection(&self.pool, "read")
+            .await?
             .detach())
     }
 
@@ -113,6 +112,7 @@ impl Leadership for PostgresLeadership {
         loop {
             if let Some(generation) = self.try_lock(&mut connection, name).await? {
                 return Ok(PostgresLease {
+                    _held: crate::telemetry::Held::lease(),
                     connection,
                     name: name.to_owned(),
                     generation,
@@ -126,6 +126,7 @@ impl Leadership for PostgresLeadership {
         let mut connection = self.lock_connection().await?;
         match self.try_lock(&mut connection, name).await? {
             Some(generation) => Ok(Some(PostgresLease {
+                _held: crate::telemetry::Held::lease(),
                 connection,
                 name: name.to_owned(),
                 generation,

@@ -108,6 +108,7 @@ mod queries;
 mod rows;
 mod schema;
 mod store;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

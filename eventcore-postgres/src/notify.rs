@@ -74,6 +74,7 @@ impl ListenerHub {
                 }
             };
             pause = MIN_RECONNECT_PAUSE;
+            let _held = crate::telemetry::Held::listener();
             // Something may have been appended while no one listened.
             tx.send_modify(|n| *n = n.wrapping_add(1));
             loop {

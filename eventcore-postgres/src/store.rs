@@ -26,7 +26,7 @@ use crate::{
         add_stream_row, corrupt, readable_prefix, recorded_event, snapshot_versions, stream_id,
         to_version, written_event,
     },
-    schema,
+    schema, telemetry,
 };
 
 /// An [`EventStore`] on PostgreSQL; clones share the pool.
@@ -267,7 +267,7 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn delivery_lag(&self) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(&self.shared.queries.delivery_lag)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
         Ok(u64::try_from(count).unwrap_or(0))
@@ -300,7 +300,7 @@ impl PostgresEventStore {
             .bind(i64::try_from(query.after.sequence()).unwrap_or(i64::MAX))
             .bind(types)
             .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
         readable_prefix(&rows)
@@ -312,11 +312,9 @@ impl PostgresEventStore {
             .await
             .map_err(Failure::Other)?;
         // Acquired first, so that a pool timeout is `Unavailable`: nothing was sent.
-        let mut connection = self
-            .writer
-            .acquire()
+        let mut connection = telemetry::connection(&self.writer, "write")
             .await
-            .map_err(|e| Failure::Other(error::to_store_error(e)))?;
+            .map_err(Failure::Other)?;
         if let Some(key) = request.idempotency_key() {
             return self
                 .append_with_key(&mut connection, &params, request, key)
@@ -412,7 +410,7 @@ impl PostgresEventStore {
         let stored: Option<(Json<AppendResult>, Option<String>)> =
             sqlx::query_as(&self.shared.queries.find_key)
                 .bind(key.as_ref())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
         let Some((Json(result), recorded)) = stored else {
@@ -436,7 +434,7 @@ impl PostgresEventStore {
     pub async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
         let deleted = sqlx::query(&self.shared.queries.purge_keys)
             .bind(self.shared.key_retention.as_secs_f64())
-            .execute(&self.pool)
+            .execute(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
         Ok(deleted.rows_affected())
@@ -468,7 +466,7 @@ impl PostgresEventStore {
     /// them: whatever committed before this call is then delivered.
     async fn await_in_flight(&self) -> Result<(), StoreError> {
         let (oldest, next): (String, String) = sqlx::query_as(SNAPSHOT_BOUNDS)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
         if oldest == next {
@@ -479,7 +477,7 @@ impl PostgresEventStore {
         loop {
             let passed: bool = sqlx::query_scalar(WATERMARK_PASSED)
                 .bind(&next)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
             if passed {
@@ -515,7 +513,7 @@ impl PostgresEventStore {
         }
         sqlx::query(&self.shared.queries.create_streams)
             .bind(&maybe_new)
-            .execute(&self.pool)
+            .execute(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
         Ok(())
@@ -561,7 +559,7 @@ impl PostgresEventStore {
         let names: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
         let rows = sqlx::query(&self.shared.queries.versions)
             .bind(&names)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
         let mut versions: BTreeMap<StreamId, StreamVersion> = ids
@@ -687,7 +685,7 @@ impl EventStore for PostgresEventStore {
             let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
             let rows = sqlx::query(&self.shared.queries.read_streams)
                 .bind(&names)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
             let mut versions: BTreeMap<StreamId, StreamVersion> = stream_ids
@@ -724,7 +722,7 @@ impl EventStore for PostgresEventStore {
             let rows = sqlx::query(&self.shared.queries.read_after)
                 .bind(&names)
                 .bind(&known)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
             let mut read = StreamsRead::default();
@@ -742,7 +740,7 @@ impl EventStore for PostgresEventStore {
         traced(span, async move {
             let row = sqlx::query(&self.shared.queries.load_snapshot)
                 .bind(key.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
             let Some(row) = row else {
@@ -780,7 +778,7 @@ impl EventStore for PostgresEventStore {
                 .bind(key.as_str())
                 .bind(i64::from(state_version))
                 .bind(&names)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
             let get = |e: sqlx::Error| error::to_store_error(e);
@@ -827,7 +825,7 @@ impl EventStore for PostgresEventStore {
                 .bind(i64::try_from(snapshot.reach()).unwrap_or(i64::MAX))
                 .bind(Json(versions))
                 .bind(snapshot.state.as_json())
-                .execute(&self.pool)
+                .execute(&mut *telemetry::connection(&self.pool, "read").await?)
                 .await
                 .map_err(error::to_store_error)?;
             Ok(())

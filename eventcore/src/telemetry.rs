@@ -172,10 +172,12 @@ pub fn describe() {
 }
 
 /// Whether a recorder is installed for this thread (a local one) or the
-/// process. `metrics` falls back to its zero-sized no-op recorder; any
-/// recorder that records holds state, so a zero size means nothing listens.
-/// The check is one thread-local read and one atomic load.
-pub(crate) fn recording() -> bool {
+/// process: what EventCore (and adapters, for their own metrics) check
+/// before reading a clock for a metric. `metrics` falls back to its
+/// zero-sized no-op recorder; any recorder that records holds state, so a
+/// zero size means nothing listens. The check is one thread-local read and
+/// one atomic load.
+pub fn recording() -> bool {
     static DESCRIBED: Once = Once::new();
     let on = metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0);
     if on {

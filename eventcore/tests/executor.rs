@@ -1141,12 +1141,18 @@ async fn the_execution_span_names_the_command_its_streams_and_attempts() {
             .any(|f| f.starts_with("command=") && f.ends_with("Add\"")),
         "{recorded:?}"
     );
-    assert!(recorded.contains(&"stream_count=2".to_owned()), "{recorded:?}");
+    assert!(
+        recorded.contains(&"stream_count=2".to_owned()),
+        "{recorded:?}"
+    );
     assert!(
         recorded.contains(&"streams=span-target, span-watched".to_owned()),
         "{recorded:?}"
     );
-    assert!(recorded.contains(&"outcome=\"ok\"".to_owned()), "{recorded:?}");
+    assert!(
+        recorded.contains(&"outcome=\"ok\"".to_owned()),
+        "{recorded:?}"
+    );
     assert!(recorded.contains(&"attempt=1".to_owned()), "{recorded:?}");
 }
 
