@@ -7,7 +7,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use eventcore::telemetry::traced;
 use eventcore::{
     AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, EventId, EventStore,
     GlobalPosition, IdempotencyKey, KeyPurpose, NewEvent, ReadAllQuery, RecordedEvent, Snapshot,
@@ -387,17 +386,6 @@ struct Stamp {
     nanos: u32,
 }
 
-/// The span of one store call, with OpenTelemetry's database fields.
-fn call_span(operation: &'static str) -> tracing::Span {
-    tracing::trace_span!(
-        "eventcore_memory.call",
-        db.system.name = "memory",
-        db.operation.name = operation,
-        otel.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
-}
-
 /// Copies shared events out for the caller, after the lock is released.
 fn owned(events: Vec<Arc<RecordedEvent>>) -> Vec<RecordedEvent> {
     events.into_iter().map(Arc::unwrap_or_clone).collect()
@@ -405,7 +393,7 @@ fn owned(events: Vec<Arc<RecordedEvent>>) -> Vec<RecordedEvent> {
 
 impl EventStore for InMemoryEventStore {
     async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
-        traced(call_span("read_streams"), async move {
+        async move {
             // Every call completes at once; spending tokio's cooperative budget
             // makes a task that runs many commands in a row yield now and then,
             // as it would on a real database, instead of starving its neighbours.
@@ -415,12 +403,12 @@ impl EventStore for InMemoryEventStore {
                 events: self.upcasters.upcast_all(owned(events))?,
                 versions,
             })
-        })
+        }
         .await
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        traced(call_span("append"), async move {
+        async move {
             // Like reads: a task appending back to back yields once its
             // cooperative budget is spent, so its neighbours get turns, without
             // paying for a trip through the scheduler on every append.
@@ -438,19 +426,19 @@ impl EventStore for InMemoryEventStore {
                 self.shared.head.receiver_count() > 0
             });
             Ok(result)
-        })
+        }
         .await
     }
 
     async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        traced(call_span("read_all"), async move {
+        async move {
             self.upcasters
                 .read_page(query, |stored| {
                     let events = owned(self.log().read_all(&stored));
                     async move { Ok(events) }
                 })
                 .await
-        })
+        }
         .await
     }
 
@@ -463,39 +451,33 @@ impl EventStore for InMemoryEventStore {
         key: &IdempotencyKey,
         purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        traced(call_span("idempotent_result"), async move {
-            self.log().recorded(key, purpose)
-        })
-        .await
+        async move { self.log().recorded(key, purpose) }.await
     }
 
     async fn read_streams_after(
         &self,
         after: &BTreeMap<StreamId, StreamVersion>,
     ) -> Result<StreamsRead, StoreError> {
-        traced(call_span("read_streams_after"), async move {
+        async move {
             tokio::task::consume_budget().await;
             let (events, versions) = self.log().read_streams_after(after);
             Ok(StreamsRead {
                 events: self.upcasters.upcast_all(owned(events))?,
                 versions,
             })
-        })
+        }
         .await
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
-        traced(call_span("load_snapshot"), async move {
-            Ok(self.log().snapshots.get(key).cloned())
-        })
-        .await
+        async move { Ok(self.log().snapshots.get(key).cloned()) }.await
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        traced(call_span("save_snapshot"), async move {
+        async move {
             self.log().save_snapshot(snapshot);
             Ok(())
-        })
+        }
         .await
     }
 }
