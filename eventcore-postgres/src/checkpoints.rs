@@ -84,16 +84,6 @@ pub struct TransactionHolder {
     pub database: String,
 }
 
-/// The oldest transaction with an id, server-wide: the one whose id is the
-/// delivery watermark. Prepared transactions (`pg_prepared_xacts`) hold it
-/// back as well and are not listed.
-const OLDEST_TRANSACTION: &str = "SELECT pid, \
-        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds, \
-        coalesce(state, '') AS state, coalesce(application_name, '') AS application_name, \
-        coalesce(datname, '') AS database \
-    FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
-    ORDER BY age(backend_xid) DESC LIMIT 1";
-
 impl PostgresCheckpointStore {
     pub(crate) fn new(pool: PgPool, schema: &SchemaName) -> Self {
         let s = schema.quoted();
@@ -198,7 +188,7 @@ impl PostgresCheckpointStore {
             None => return Ok(Vec::new()),
         };
         let holder = if held_back > 0 {
-            self.oldest_transaction().await?
+            crate::insight::oldest_transaction(&self.pool).await?
         } else {
             None
         };
@@ -214,25 +204,6 @@ impl PostgresCheckpointStore {
                 })
             })
             .collect()
-    }
-
-    /// The oldest transaction running on the server, if any.
-    async fn oldest_transaction(&self) -> Result<Option<TransactionHolder>, StoreError> {
-        let row: Option<(i32, Option<f64>, String, String, String)> =
-            sqlx::query_as(OLDEST_TRANSACTION)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(error::to_store_error)?;
-        Ok(row.map(
-            |(pid, age, state, application_name, database)| TransactionHolder {
-                pid,
-                age: std::time::Duration::try_from_secs_f64(age.unwrap_or(0.0).max(0.0))
-                    .unwrap_or_default(),
-                state,
-                application_name,
-                database,
-            },
-        ))
     }
 }
 

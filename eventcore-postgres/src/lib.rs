@@ -102,6 +102,7 @@
 mod checkpoints;
 mod config;
 mod error;
+mod insight;
 mod leadership;
 mod notify;
 mod queries;
@@ -116,6 +117,10 @@ pub use checkpoints::{
     PostgresCheckpointStore, ProjectionReport, REPORT_COUNT_LIMIT, TransactionHolder,
 };
 pub use config::{ConfigError, PostgresConfig, SchemaName};
+pub use insight::{
+    Count, DEFAULT_RECENT_EVENTS, DayCount, EXACT_COUNT_LIMIT, StreamActivity, Totals, TypeCount,
+    Watermark,
+};
 pub use leadership::{PostgresLeadership, PostgresLease};
 pub use schema::InitializeError;
 pub use store::{ConnectError, PostgresEventStore};

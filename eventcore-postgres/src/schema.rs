@@ -55,6 +55,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 11,
         sql: include_str!("migrations/0011_event_schema_versions.sql"),
     },
+    Migration {
+        version: 12,
+        sql: include_str!("migrations/0012_recorded_at_index.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

@@ -802,8 +802,16 @@ async fn the_report_shows_events_held_back_and_the_transaction_holding_them() {
     let holding = report[0].holder.clone().expect("names the holder");
     assert_eq!(holding.pid, holder_pid);
     assert_eq!(holding.state, "idle in transaction");
+    let watermark = store.watermark().await.unwrap();
+    println!("watermark while held: {watermark:?}");
+    assert_eq!(watermark.held_back.value, 4);
+    assert!(watermark.held_back.exact);
+    assert_eq!(watermark.holder.map(|h| h.pid), Some(holder_pid));
 
     sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    let watermark = store.watermark().await.unwrap();
+    assert_eq!(watermark.held_back.value, 0);
+    assert_eq!(watermark.holder, None);
     let report = store.checkpoints().report().await.unwrap();
     println!("after the holder ended: {report:?}");
     assert_eq!((report[0].lag, report[0].held_back), (4, 0));

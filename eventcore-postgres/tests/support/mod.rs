@@ -45,6 +45,7 @@ pub async fn downgrade_to_release_10(store: &PostgresEventStore) {
             "DROP FUNCTION \"{schema}\".eventcore_append(text[], bigint[], int[], uuid[], text[], \
              jsonb[], jsonb[], text, bigint, int[])"
         ),
+        format!("DROP INDEX \"{schema}\".eventcore_events_recorded_at"),
         format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 11"),
     ] {
         sqlx::query(&statement).execute(store.pool()).await.unwrap();
