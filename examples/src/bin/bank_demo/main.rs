@@ -6,14 +6,22 @@
 //! (tables in `--schema`, created when missing; every run uses accounts of
 //! its own, so runs can share a schema).
 //!
+//! With `--metrics-addr 127.0.0.1:9464` it serves EventCore's metrics in
+//! Prometheus text format at `/metrics` while it runs (and for
+//! `--metrics-linger` seconds after). On a terminal it shows progress bars;
+//! piped, a progress line every second.
+//!
 //! ```text
 //! cargo run --release -p eventcore-examples --bin bank-demo -- --help
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!     cargo run --release -p eventcore-examples --bin bank-demo
 //! ```
 
+mod progress;
+
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     process::ExitCode,
     sync::{
         Arc,
@@ -34,7 +42,7 @@ use eventcore_examples::banking::{
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{PostgresConfig, PostgresEventStore};
-use indicatif::{ProgressBar, ProgressStyle};
+use progress::Progress;
 
 /// Random concurrent transfers between bank accounts, checked for conservation of money.
 #[derive(Debug, Parser)]
@@ -61,12 +69,19 @@ struct Args {
     /// PostgreSQL schema for EventCore's tables (used when DATABASE_URL is set).
     #[arg(long, default_value = "bank_demo")]
     schema: String,
+    /// Serve the metrics in Prometheus text format at http://ADDR/metrics while running.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Keep serving the metrics this many seconds after the run (with --metrics-addr).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    metrics_linger: u64,
 }
 
 #[derive(Debug, Default)]
 struct Stats {
     latencies_us: Vec<u64>,
     succeeded: u64,
+    events_written: u64,
     retries: u64,
     rejections: BTreeMap<&'static str, u64>,
     failures: Vec<String>,
@@ -76,6 +91,7 @@ impl Stats {
     fn merge(&mut self, other: Stats) {
         self.latencies_us.extend(other.latencies_us);
         self.succeeded += other.succeeded;
+        self.events_written += other.events_written;
         self.retries += other.retries;
         for (kind, n) in other.rejections {
             *self.rejections.entry(kind).or_default() += n;
@@ -93,6 +109,7 @@ impl Stats {
         match outcome {
             Ok(result) => {
                 self.succeeded += 1;
+                self.events_written += result.events.len() as u64;
                 self.retries += u64::from(result.attempts - 1);
             }
             Err(ExecutionError::Rejected(error)) => {
@@ -134,6 +151,12 @@ async fn open_accounts<S: EventStore>(
     accounts: &[StreamId],
     initial: Amount,
 ) -> anyhow::Result<()> {
+    let progress = Progress::start(
+        "opening accounts",
+        "accounts",
+        Some(accounts.len() as u64),
+        String::new,
+    );
     for account in accounts {
         let open = OpenAccount {
             account: account.clone(),
@@ -152,7 +175,9 @@ async fn open_accounts<S: EventStore>(
             .execute(&deposit, ExecutionOptions::default())
             .await
             .with_context(|| format!("funding {account}"))?;
+        progress.inc();
     }
+    progress.finish().await;
     Ok(())
 }
 
@@ -162,10 +187,13 @@ async fn worker<S: EventStore>(
     next: Arc<AtomicU64>,
     args: Arc<Args>,
     seed: u64,
-    progress: ProgressBar,
+    progress: Progress,
+    retries: Arc<AtomicU64>,
 ) -> anyhow::Result<Stats> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut stats = Stats::default();
+    // Retries this worker has added to the shared count.
+    let mut counted = 0;
     let count = accounts.len();
     while next.fetch_add(1, Ordering::Relaxed) < args.commands {
         let from = accounts[rng.usize(0..count)].clone();
@@ -187,7 +215,9 @@ async fn worker<S: EventStore>(
                 .await;
             stats.record(started, outcome);
         }
-        progress.inc(1);
+        retries.fetch_add(stats.retries - counted, Ordering::Relaxed);
+        counted = stats.retries;
+        progress.inc();
     }
     Ok(stats)
 }
@@ -232,10 +262,14 @@ fn print_read_model(balances: &BTreeMap<StreamId, i128>) {
 async fn caught_up<S: EventStore, P>(
     handle: &ProjectionHandle<P>,
     store: &S,
+    progress: Option<&Progress>,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     loop {
+        if let Some(progress) = progress {
+            progress.set(handle.status().events_processed);
+        }
         if handle.lag(store, None).await? == 0 {
             return Ok(started.elapsed());
         }
@@ -275,15 +309,24 @@ where
         args.accounts, args.initial_cents
     );
     open_accounts(&executor, &accounts, initial).await?;
+    let opening_events = 2 * accounts.len() as u64;
 
     println!(
         "running {} commands from {} concurrent tasks",
         args.commands, args.concurrency
     );
-    let progress = ProgressBar::new(args.commands).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} commands, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let retries = Arc::new(AtomicU64::new(0));
+    let lag_now = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let (retries, lag_now) = (retries.clone(), lag_now.clone());
+        Progress::start("workload", "commands", Some(args.commands), move || {
+            format!(
+                "{} retries, projection lag {} events",
+                retries.load(Ordering::Relaxed),
+                lag_now.load(Ordering::Relaxed)
+            )
+        })
+    };
     let accounts = Arc::new(accounts);
     let next = Arc::new(AtomicU64::new(0));
     let args = Arc::new(args);
@@ -297,6 +340,7 @@ where
                 args.clone(),
                 seed.wrapping_add(task as u64),
                 progress.clone(),
+                retries.clone(),
             ))
         })
         .collect();
@@ -304,14 +348,16 @@ where
     let mut lag_samples = Vec::new();
     while !tasks.iter().all(|task| task.is_finished()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        lag_samples.push(projection.lag(&store, None).await?);
+        let lag = projection.lag(&store, None).await?;
+        lag_now.store(lag, Ordering::Relaxed);
+        lag_samples.push(lag);
     }
     let mut stats = Stats::default();
     for task in tasks {
         stats.merge(task.await??);
     }
     let elapsed = started.elapsed();
-    progress.finish_and_clear();
+    progress.finish().await;
     lag_samples.sort_unstable();
 
     let read = executor.store().read_streams(&accounts).await?;
@@ -326,7 +372,7 @@ where
         lag_samples.last().copied().unwrap_or(0)
     );
     let behind = projection.lag(&store, None).await?;
-    let wait = caught_up(&projection, &store).await?;
+    let wait = caught_up(&projection, &store, None).await?;
     projection.stop().await?;
     let projected = model.balances_of(&accounts).await?;
     let live_ok = projected == balances;
@@ -346,14 +392,20 @@ where
         .with_options(ProjectionOptions::default().checkpoint_every_events(10_000))
         .rebuild_from_zero()
         .start();
-    let took = caught_up(&rebuild, &store).await?;
+    let rebuilding = Progress::start("rebuild", "events", None, String::new);
+    let took = caught_up(&rebuild, &store, Some(&rebuilding)).await?;
     let applied = rebuild.status().events_processed;
+    rebuilding.set(applied);
+    rebuilding.finish().await;
     rebuild.stop().await?;
+    let this_run = opening_events + stats.events_written;
     let rebuilt_ok = model.balances_of(&accounts).await? == balances;
     println!(
-        "rebuild          {applied} events in {:.2} s ({:.0} events/s); balances {}",
+        "rebuild          {applied} events in {:.2} s ({:.0} events/s): {this_run} written by \
+         this run, {} by earlier runs; balances {}",
         took.as_secs_f64(),
         applied as f64 / took.as_secs_f64().max(1e-9),
+        applied.saturating_sub(this_run),
         if rebuilt_ok {
             "equal the write side"
         } else {
@@ -409,6 +461,14 @@ fn report(
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    let metrics = args.metrics_addr.map(|addr| (addr, args.metrics_linger));
+    if let Some((addr, _)) = metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("serving metrics on {addr}"))?;
+        println!("metrics: http://{addr}/metrics (Prometheus text format)");
+    }
     let ok = if std::env::var_os("DATABASE_URL").is_some() {
         let config = PostgresConfig::from_env()?
             .schema(&args.schema)?
@@ -430,6 +490,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         )
         .await?
     };
+    if let Some((addr, linger)) = metrics.filter(|(_, linger)| *linger > 0) {
+        println!("metrics: still served on http://{addr}/metrics for {linger} s");
+        tokio::time::sleep(Duration::from_secs(linger)).await;
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
