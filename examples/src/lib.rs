@@ -13,3 +13,4 @@
 
 pub mod balances;
 pub mod banking;
+pub mod otel;
