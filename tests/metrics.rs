@@ -330,6 +330,7 @@ where
     .await
     .expect("the projection applies every stored event")
     .expect("the projection runs");
+    assert_eq!(handle.lag(&store, None).await.unwrap(), 0);
     handle.stop().await.unwrap();
     (samples(), stored)
 }
@@ -581,6 +582,11 @@ where
         .is_some_and(|t| t > 1.7e9),
         "{what}"
     );
+    assert_eq!(
+        gauge(&samples, telemetry::PROJECTION_LAG_EVENTS, &projection),
+        Some(0.0),
+        "{what}"
+    );
     for operation in [
         "read_streams",
         "read_from_snapshot",
@@ -636,6 +642,8 @@ fn a_scripted_run_is_counted_exactly_on_postgres() {
                 .await
                 .unwrap();
             drop(lease);
+            // The watermark measures what old transactions hold back.
+            store.watermark().await.unwrap();
             // A subscription that has caught up listens: wait for its
             // connection to be counted.
             let mut subscription = store.subscribe(ReadAllQuery::from_start());

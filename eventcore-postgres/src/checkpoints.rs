@@ -187,6 +187,7 @@ impl PostgresCheckpointStore {
             Some(row) => count(row, "held_back")?,
             None => return Ok(Vec::new()),
         };
+        crate::telemetry::held_back(held_back);
         let holder = if held_back > 0 {
             crate::insight::oldest_transaction(&self.pool).await?
         } else {
@@ -195,8 +196,10 @@ impl PostgresCheckpointStore {
         rows.iter()
             .map(|row| {
                 let lag = count(row, "lag")?;
+                let checkpoint = checkpoint_from(row)?;
+                eventcore::telemetry::ProjectionMeter::new(&checkpoint.name).lag(lag);
                 Ok(ProjectionReport {
-                    checkpoint: checkpoint_from(row)?,
+                    checkpoint,
                     lag,
                     held_back,
                     counts_capped: lag >= REPORT_COUNT_LIMIT || held_back >= REPORT_COUNT_LIMIT,

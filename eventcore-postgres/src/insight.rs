@@ -300,6 +300,7 @@ impl PostgresEventStore {
         let get = error::to_store_error;
         let xmin: String = row.try_get("xmin").map_err(get)?;
         let held_back = to_u64(row.try_get("held_back").map_err(get)?);
+        telemetry::held_back(held_back);
         let holder = if held_back > 0 {
             oldest_transaction(self.pool()).await?
         } else {

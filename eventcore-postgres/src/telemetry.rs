@@ -13,6 +13,7 @@
 //! | `eventcore_postgres_pool_acquire_seconds` | histogram | seconds | `pool` | Time to get a connection from the pool (long when the pool is exhausted). |
 //! | `eventcore_postgres_listener_connections` | gauge | | | LISTEN connections open (one per store with subscriptions). |
 //! | `eventcore_postgres_lease_connections` | gauge | | | Connections held by projection leases (taken out of the `read` pool). |
+//! | `eventcore_postgres_delivery_held_back_events` | gauge | | | Committed events not yet deliverable behind an old transaction, as last measured (`PostgresEventStore::watermark`, `PostgresCheckpointStore::report`). |
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -34,14 +35,27 @@ pub const LISTENER_CONNECTIONS: &str = "eventcore_postgres_listener_connections"
 /// Connections held by projection leases.
 pub const LEASE_CONNECTIONS: &str = "eventcore_postgres_lease_connections";
 
+/// Events held back behind an old transaction, as last measured.
+pub const DELIVERY_HELD_BACK_EVENTS: &str = "eventcore_postgres_delivery_held_back_events";
+
 /// Every metric name above.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     POOL_CONNECTIONS,
     POOL_MAX_CONNECTIONS,
     POOL_ACQUIRE_SECONDS,
     LISTENER_CONNECTIONS,
     LEASE_CONNECTIONS,
+    DELIVERY_HELD_BACK_EVENTS,
 ];
+
+/// Records the events held back, as just measured.
+pub(crate) fn held_back(events: u64) {
+    if eventcore::telemetry::recording() {
+        // Event counts fit an f64 exactly up to 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        gauge!(DELIVERY_HELD_BACK_EVENTS).set(events as f64);
+    }
+}
 
 /// A connection from `pool` (labelled `label`), timed, with the pool's
 /// gauges brought up to date, when a recorder listens.

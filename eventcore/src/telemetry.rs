@@ -30,6 +30,10 @@
 //! | `eventcore_projection_errors_total` | counter | | `projection`, `policy_outcome` | Failed applications and unreadable events, by what the error policy did: `stopped`, `retried`, `skipped`. |
 //! | `eventcore_projection_state` | gauge | | `projection`, `state` | 1 for the runner's current state (`running`, `paused`, `rebuilding`, `stopped`, `failed`, `standby`), 0 for the others; for runners started while a recorder is installed. |
 //! | `eventcore_projection_checkpoint_saved_timestamp_seconds` | gauge | seconds | `projection` | Unix time of the last checkpoint saved; its age is `time() - value`. |
+//! | `eventcore_projection_lag_events` | gauge | | `projection` | Events after the projection's position, as last measured ([`ProjectionHandle::lag`](crate::ProjectionHandle::lag); on PostgreSQL also `PostgresCheckpointStore::report`, capped there). |
+//!
+//! The PostgreSQL store adds its connection metrics and the events held
+//! back behind an old transaction (`eventcore_postgres::telemetry`).
 //!
 //! ```
 //! // Any recorder works; a test might use metrics-util's debugging recorder,
@@ -81,8 +85,11 @@ pub const PROJECTION_STATE: &str = "eventcore_projection_state";
 pub const PROJECTION_CHECKPOINT_SAVED_TIMESTAMP_SECONDS: &str =
     "eventcore_projection_checkpoint_saved_timestamp_seconds";
 
+/// Events after a projection's position as last measured, by `projection`.
+pub const PROJECTION_LAG_EVENTS: &str = "eventcore_projection_lag_events";
+
 /// Every metric name above, for tests and dashboards that check them all.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     COMMANDS_TOTAL,
     COMMAND_DURATION_SECONDS,
     COMMAND_ATTEMPTS,
@@ -100,6 +107,7 @@ pub const ALL: [&str; 17] = [
     PROJECTION_ERRORS_TOTAL,
     PROJECTION_STATE,
     PROJECTION_CHECKPOINT_SAVED_TIMESTAMP_SECONDS,
+    PROJECTION_LAG_EVENTS,
 ];
 
 /// Tells the installed recorder the unit and meaning of every metric.
@@ -163,6 +171,10 @@ pub fn describe() {
     describe_gauge!(
         PROJECTION_STATE,
         "1 for the projection's current state, 0 for the others."
+    );
+    describe_gauge!(
+        PROJECTION_LAG_EVENTS,
+        "Events after the projection's position, as last measured."
     );
     describe_gauge!(
         PROJECTION_CHECKPOINT_SAVED_TIMESTAMP_SECONDS,
@@ -338,9 +350,10 @@ pub(crate) async fn store_call<T, E>(
     result
 }
 
-/// What a projection runner records, under its projection's name.
+/// What a projection runner records, under its projection's name; public
+/// for adapters that measure a projection's lag themselves.
 #[derive(Debug, Clone)]
-pub(crate) struct ProjectionMeter {
+pub struct ProjectionMeter {
     name: metrics::SharedString,
 }
 
@@ -356,7 +369,7 @@ const STATES: [crate::ProjectionState; 6] = [
 
 impl ProjectionMeter {
     /// The meter of the projection `name`.
-    pub(crate) fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         Self {
             name: metrics::SharedString::from(name.to_owned()),
         }
@@ -365,6 +378,15 @@ impl ProjectionMeter {
     /// The current time, if recording.
     pub(crate) fn start(&self) -> Option<Instant> {
         recording().then(Instant::now)
+    }
+
+    /// Records the projection's lag, in events, as just measured.
+    pub fn lag(&self, events: u64) {
+        if recording() {
+            // Event counts fit an f64 exactly up to 2^53.
+            #[allow(clippy::cast_precision_loss)]
+            gauge!(PROJECTION_LAG_EVENTS, "projection" => self.name.clone()).set(events as f64);
+        }
     }
 
     /// Records one event applied.

@@ -88,7 +88,9 @@ impl<P> ProjectionHandle<P> {
 
     /// Events in the global order after the projection's position (of the
     /// types it wants): how far behind it is. Counts by reading, so it costs
-    /// as much as the lag is long.
+    /// as much as the lag is long. Sets the
+    /// [`eventcore_projection_lag_events`](crate::telemetry::PROJECTION_LAG_EVENTS)
+    /// gauge when a recorder is installed.
     ///
     /// # Errors
     /// [`StoreError`] if the store cannot be read.
@@ -105,6 +107,7 @@ impl<P> ProjectionHandle<P> {
         loop {
             let page = store.read_all(&query).await?;
             let Some(last) = page.last() else {
+                crate::telemetry::ProjectionMeter::new(&self.name).lag(behind);
                 return Ok(behind);
             };
             behind += page.len() as u64;
