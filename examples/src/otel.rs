@@ -18,7 +18,7 @@
 //! // ... run commands, then:
 //! telemetry.flush()?;
 //! assert!(telemetry.spans()?.is_empty());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 
 use metrics_exporter_otel::OpenTelemetryRecorder;

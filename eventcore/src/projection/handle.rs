@@ -107,7 +107,9 @@ impl<P> ProjectionHandle<P> {
         loop {
             let page = store.read_all(&query).await?;
             let Some(last) = page.last() else {
-                crate::telemetry::ProjectionMeter::new(&self.name).lag(behind);
+                if crate::telemetry::recording() {
+                    crate::telemetry::ProjectionMeter::new(&self.name).lag(behind);
+                }
                 return Ok(behind);
             };
             behind += page.len() as u64;
