@@ -69,6 +69,15 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The URL is not a PostgreSQL URL (`mysql://`, `sqlite:`, ...).
+    #[error(
+        "the database URL is a {scheme}: URL; EventCore's PostgreSQL store needs a \
+         postgres:// (or postgresql://) URL"
+    )]
+    NotPostgres {
+        /// The URL's scheme.
+        scheme: String,
+    },
     /// The URL has a query parameter named like a password that PostgreSQL
     /// does not know (only `password` is); its value is not repeated.
     #[error(
@@ -401,6 +410,13 @@ impl PostgresConfig {
 
     /// The sqlx connect and pool options these settings describe.
     pub(crate) fn pool_options(&self) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
+        if let Ok(parsed) = url::Url::parse(&self.url)
+            && !matches!(parsed.scheme(), "postgres" | "postgresql")
+        {
+            return Err(ConfigError::NotPostgres {
+                scheme: parsed.scheme().to_owned(),
+            });
+        }
         let mut connect = PgConnectOptions::from_str(&password_parameters_checked(&self.url)?)
             .map_err(|source| ConfigError::InvalidUrl { source })?;
         if let Some(timeout) = self.statement_timeout {

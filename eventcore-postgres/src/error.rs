@@ -71,6 +71,59 @@ fn is_going_away(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
+/// Whether a SQLSTATE says a table, schema or function EventCore creates is
+/// missing: undefined table (42P01), undefined schema (3F000), or an
+/// undefined function (42883: a schema from before the append function this
+/// release calls).
+fn is_missing_schema(code: &str) -> bool {
+    matches!(code, "42P01" | "3F000" | "42883")
+}
+
+/// Why no connection could be had from `pool`: a look at the server's
+/// address, so that the error says "connection refused at host:port"
+/// rather than that a pool timed out. Costs one TCP connect attempt, on the
+/// failure path only.
+pub(crate) async fn diagnose_unreachable(options: &sqlx::postgres::PgConnectOptions) -> String {
+    let (host, port) = (options.get_host(), options.get_port());
+    if host.starts_with('/') {
+        return format!(
+            "no connection through the socket in {host} (port {port}): is PostgreSQL running there?"
+        );
+    }
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await;
+    match probe {
+        Err(_) => format!("no answer from {host}:{port} within 1 s"),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("connection refused at {host}:{port}: is PostgreSQL running there?")
+        }
+        Ok(Err(e)) => format!("could not reach {host}:{port}: {e}"),
+        Ok(Ok(_)) => format!(
+            "{host}:{port} accepts connections, but none became free (or could be set up) \
+             within the acquire timeout: every connection of the pool is in use, or the \
+             server refuses new sessions"
+        ),
+    }
+}
+
+/// [`to_store_error`] for a failed acquire, naming the server when it
+/// could not be reached.
+pub(crate) async fn acquire_error(
+    error: sqlx::Error,
+    options: &sqlx::postgres::PgConnectOptions,
+) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Unavailable {
+            reason: diagnose_unreachable(options).await,
+            source: Some(Box::new(error)),
+        },
+        other => to_store_error(other),
+    }
+}
+
 /// Maps a non-contention error, keeping it as the source.
 pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
     match &error {
@@ -86,6 +139,14 @@ pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
                 reason:
                     "PostgreSQL closed the connection (the server is shutting down or starting)"
                         .to_owned(),
+                source: Some(Box::new(error)),
+            }
+        }
+        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_missing_schema) => {
+            StoreError::Backend {
+                reason: "EventCore's tables are missing or out of date in this schema: call \
+                         PostgresEventStore::initialize(), which creates and upgrades them"
+                    .to_owned(),
                 source: Some(Box::new(error)),
             }
         }

@@ -104,6 +104,11 @@ pub(crate) async fn initialize(pool: &PgPool, schema: &SchemaName) -> Result<(),
     let name = schema.to_string();
     let mut tx = pool.begin().await.map_err(|e| database(&name, e))?;
     let conn: &mut PgConnection = &mut tx;
+    // "already exists, skipping" on every run after the first says nothing.
+    sqlx::query("SET LOCAL client_min_messages = warning")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| database(&name, e))?;
     // Serializes concurrent initializers of this schema until commit.
     sqlx::query(LOCK)
         .bind(schema.as_str())

@@ -121,9 +121,14 @@ pub enum ConnectError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The database could not be reached (the URL is not repeated: it may hold a password).
-    #[error("could not connect to PostgreSQL: {source}")]
+    /// The database could not be reached or refused the session (the URL
+    /// is not repeated: it may hold a password).
+    #[error("could not connect to PostgreSQL at {endpoint}: {diagnosis}")]
     Connect {
+        /// `host:port` (or the socket directory) connected to.
+        endpoint: String,
+        /// What was found: refused, no answer, or the server's own refusal.
+        diagnosis: String,
         /// sqlx's error.
         #[source]
         source: sqlx::Error,
@@ -147,10 +152,28 @@ impl PostgresEventStore {
         let writer = pool_options
             .clone()
             .connect_lazy_with(serializable(connect_options.clone()));
-        let pool = pool_options
-            .connect_with(connect_options)
-            .await
-            .map_err(|source| ConnectError::Connect { source })?;
+        let endpoint = format!(
+            "{}:{}",
+            connect_options.get_host(),
+            connect_options.get_port()
+        );
+        let pool = match pool_options.connect_with(connect_options.clone()).await {
+            Ok(pool) => pool,
+            Err(source) => {
+                let diagnosis = match &source {
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                        error::diagnose_unreachable(&connect_options).await
+                    }
+                    sqlx::Error::Database(db) => format!("the server refused: {}", db.message()),
+                    _ => "the connection could not be set up".to_owned(),
+                };
+                return Err(ConnectError::Connect {
+                    endpoint,
+                    diagnosis,
+                    source,
+                });
+            }
+        };
         Ok(Self::build(
             pool,
             writer,

@@ -84,7 +84,10 @@ pub(crate) async fn connection(
     pool: &PgPool,
     label: &'static str,
 ) -> Result<PoolConnection<Postgres>, StoreError> {
-    acquire(pool, label).await.map_err(error::to_store_error)
+    match acquire(pool, label).await {
+        Ok(connection) => Ok(connection),
+        Err(e) => Err(error::acquire_error(e, &pool.connect_options()).await),
+    }
 }
 
 /// Process-wide counts behind the two connection gauges: a count is kept
