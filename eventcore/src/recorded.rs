@@ -291,8 +291,7 @@ pub struct DecodeError {
     pub schema_version: u32,
     /// The Rust type it was decoded into.
     pub target: &'static str,
-    /// What does not fit.
-    #[source]
+    /// What does not fit (part of this error's text, so not also its source).
     pub problem: DecodeProblem,
 }
 
@@ -302,7 +301,7 @@ pub struct DecodeError {
 pub enum DecodeProblem {
     /// The payload does not fit the Rust type.
     #[error("{0}")]
-    Payload(#[source] serde_json::Error),
+    Payload(serde_json::Error),
     /// The event was read at an older schema version than the Rust type
     /// declares, and no upcaster brought it further.
     #[error(

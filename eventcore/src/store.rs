@@ -605,13 +605,13 @@ pub enum StoreError {
     /// Like [`StoreError::Undecodable`], everything before it was delivered
     /// and readers of the global order can go on after it
     /// ([`undecodable_position`](Self::undecodable_position)).
-    #[error("{0}")]
-    Upcast(#[source] Box<crate::UpcastError>),
+    #[error(transparent)]
+    Upcast(Box<crate::UpcastError>),
     /// The append writes an event in a shape the store's upcasters treat as
     /// outdated (a renamed type, or a schema version upcast on every read);
     /// nothing was written.
-    #[error("{0}")]
-    Outdated(#[source] crate::OutdatedEvent),
+    #[error(transparent)]
+    Outdated(crate::OutdatedEvent),
     /// A projection's checkpoint was claimed by a newer leader
     /// ([`FencingToken`](crate::FencingToken)); this runner no longer leads
     /// it, and nothing was saved.

@@ -788,6 +788,16 @@ where
         error.to_string().contains("refuses every event"),
         "the upcaster's own message: {error}"
     );
+    // As `anyhow`'s `{:#}` prints it: every cause once.
+    let wrapped = StoreError::Upcast(error);
+    let mut chain = wrapped.to_string();
+    let mut source = std::error::Error::source(&wrapped);
+    while let Some(cause) = source {
+        chain = format!("{chain}: {cause}");
+        source = cause.source();
+    }
+    assert_eq!(chain.matches("refuses every event").count(), 1, "{chain}");
+    assert_eq!(chain.matches("cannot be upcast").count(), 1, "{chain}");
     let executor = CommandExecutor::new(store);
     let result = executor
         .execute(&Audit { account: id }, ExecutionOptions::default())

@@ -29,8 +29,8 @@ pub struct UpcastError {
     pub event_type: EventType,
     /// The schema version it was stored with.
     pub schema_version: u32,
-    /// What went wrong.
-    #[source]
+    /// What went wrong (its text is part of this error's, so it is not
+    /// also returned as the source: a chain printer shows it once).
     pub problem: UpcastProblem,
 }
 
