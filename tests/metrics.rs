@@ -6,23 +6,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
 };
 
 use eventcore::{
-    AppendRequest, AppendResult, CheckpointStore, CommandExecutor, CommandLogic, CommandStreams,
-    ErrorPolicy, Event, EventMetadata, EventStore, ExecutionOptions, ExpectedVersion,
-    IdempotencyKey, KeyPurpose, NewEvent, Projection, ProjectionOptions, ProjectionRunner,
-    ProjectionState, ReadAllQuery, RecordedEvent, RetryPolicy, Snapshot, SnapshotKey,
-    SnapshotPolicy, StoreError, StoredEvent, StreamId, StreamVersion, StreamsRead, Subscription,
-    Writes, telemetry,
+    CheckpointStore, CommandExecutor, CommandLogic, CommandStreams, ErrorPolicy, Event,
+    EventMetadata, EventStore, ExecutionOptions, NewEvent, Projection, ProjectionOptions,
+    ProjectionRunner, ProjectionState, ReadAllQuery, RecordedEvent, RetryPolicy, SnapshotPolicy,
+    StoredEvent, StreamId, Writes, telemetry,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use eventcore_tests::scripted::Scripted;
 use metrics_util::{
     MetricKind,
     debugging::{DebugValue, DebuggingRecorder},
@@ -32,130 +31,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize, Event)]
 enum Tick {
     Ticked { n: u64 },
-}
-
-/// What the wrapper does to calls touching a stream, by its name's prefix.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
-    /// Another writer appends just before the first append: one conflict.
-    ConflictOnce,
-    /// Another writer appends before every append: conflicts until retries run out.
-    ConflictAlways,
-    /// The first append fails as a serialization failure would.
-    TransientOnce,
-    /// Reads never return.
-    Stuck,
-    /// The append is written, but its answer is lost.
-    LostCommit,
-}
-
-fn fault_of(stream: &StreamId) -> Option<Fault> {
-    let name = stream.as_ref();
-    [
-        ("conflict-once-", Fault::ConflictOnce),
-        ("conflict-always-", Fault::ConflictAlways),
-        ("transient-once-", Fault::TransientOnce),
-        ("stuck-", Fault::Stuck),
-        ("lost-", Fault::LostCommit),
-    ]
-    .into_iter()
-    .find_map(|(prefix, fault)| name.starts_with(prefix).then_some(fault))
-}
-
-/// A store that injects the faults above and passes everything else on.
-#[derive(Clone)]
-struct Scripted<S> {
-    inner: S,
-    appends: Arc<Mutex<HashMap<StreamId, u32>>>,
-}
-
-impl<S: EventStore> Scripted<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            appends: Arc::default(),
-        }
-    }
-
-    async fn competing_write(&self, stream: &StreamId) {
-        let event = NewEvent::from_event(&Tick::Ticked { n: 0 }, EventMetadata::default()).unwrap();
-        self.inner
-            .append(AppendRequest::single(
-                stream.clone(),
-                ExpectedVersion::Any,
-                vec![event],
-            ))
-            .await
-            .unwrap();
-    }
-}
-
-impl<S: EventStore> EventStore for Scripted<S> {
-    async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
-        if stream_ids.iter().any(|s| fault_of(s) == Some(Fault::Stuck)) {
-            std::future::pending::<()>().await;
-        }
-        self.inner.read_streams(stream_ids).await
-    }
-
-    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        let stream = request.streams()[0].stream_id.clone();
-        let nth = {
-            let mut appends = self.appends.lock().unwrap();
-            let count = appends.entry(stream.clone()).or_default();
-            *count += 1;
-            *count
-        };
-        match fault_of(&stream) {
-            Some(Fault::ConflictOnce) if nth == 1 => self.competing_write(&stream).await,
-            Some(Fault::ConflictAlways) => self.competing_write(&stream).await,
-            Some(Fault::TransientOnce) if nth == 1 => {
-                return Err(StoreError::Transient {
-                    reason: "a serialization failure, injected".into(),
-                    source: None,
-                });
-            }
-            Some(Fault::LostCommit) => {
-                self.inner.append(request).await?;
-                return Err(StoreError::UnknownOutcome {
-                    source: "the answer to COMMIT was lost, injected".into(),
-                });
-            }
-            _ => {}
-        }
-        self.inner.append(request).await
-    }
-
-    async fn read_all(&self, query: &ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(query).await
-    }
-
-    fn subscribe(&self, query: ReadAllQuery) -> Subscription {
-        self.inner.subscribe(query)
-    }
-
-    async fn idempotent_result(
-        &self,
-        key: &IdempotencyKey,
-        purpose: Option<&KeyPurpose>,
-    ) -> Result<Option<AppendResult>, StoreError> {
-        self.inner.idempotent_result(key, purpose).await
-    }
-
-    async fn read_streams_after(
-        &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
-    ) -> Result<StreamsRead, StoreError> {
-        self.inner.read_streams_after(after).await
-    }
-
-    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(key).await
-    }
-
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
 }
 
 /// Appends one tick to its stream, or refuses when told to.
@@ -238,7 +113,9 @@ where
     S: EventStore + Clone + 'static,
     K: CheckpointStore + Clone,
 {
-    let store = Scripted::new(store);
+    let store = Scripted::new(store, || {
+        NewEvent::from_event(&Tick::Ticked { n: 0 }, EventMetadata::default()).unwrap()
+    });
     let executor = CommandExecutor::new(store.clone());
     let fast = RetryPolicy::default()
         .with_base_delay(Duration::from_millis(1))

@@ -13,6 +13,7 @@ use eventcore::{
     ExecutionOptions, ExpectedVersion, HandleContext, NewEvent, RetryPolicy, StoredEvent, StreamId,
     Writes,
 };
+use eventcore_tests::scripted::Scripted;
 use serde::{Deserialize, Serialize};
 use tracing::{
     Subscriber,
@@ -154,7 +155,7 @@ fn a_command_leaves_an_execution_span_and_one_span_per_postgres_call() {
             .unwrap();
         // A conflict on every attempt: written by another writer first.
         let one = Note {
-            streams: vec![stream("contended")],
+            streams: vec![stream("conflict-always-contended")],
         };
         let rival = || {
             NewEvent::from_event(
@@ -167,16 +168,14 @@ fn a_command_leaves_an_execution_span_and_one_span_per_postgres_call() {
         };
         store
             .append(AppendRequest::single(
-                stream("contended"),
+                stream("conflict-always-contended"),
                 ExpectedVersion::Any,
                 vec![rival()],
             ))
             .await
             .unwrap();
-        let conflicted = ConflictingStore {
-            inner: store.clone(),
-            rival: Arc::new(rival),
-        };
+        // Another writer appends before every append: every attempt conflicts.
+        let conflicted = Scripted::new(store.clone(), rival);
         let refused = CommandExecutor::new(conflicted)
             .execute(
                 &one,
@@ -263,75 +262,4 @@ fn a_command_leaves_an_execution_span_and_one_span_per_postgres_call() {
         executions.len(),
         calls.len()
     );
-}
-
-/// Appends a rival event just before every append: every attempt conflicts.
-#[derive(Clone)]
-struct ConflictingStore<S> {
-    inner: S,
-    rival: Arc<dyn Fn() -> NewEvent + Send + Sync>,
-}
-
-impl<S: EventStore> EventStore for ConflictingStore<S> {
-    async fn read_streams(
-        &self,
-        stream_ids: &[StreamId],
-    ) -> Result<eventcore::StreamsRead, eventcore::StoreError> {
-        self.inner.read_streams(stream_ids).await
-    }
-
-    async fn append(
-        &self,
-        request: AppendRequest,
-    ) -> Result<eventcore::AppendResult, eventcore::StoreError> {
-        let stream = request.streams()[0].stream_id.clone();
-        self.inner
-            .append(AppendRequest::single(
-                stream,
-                ExpectedVersion::Any,
-                vec![(self.rival)()],
-            ))
-            .await?;
-        self.inner.append(request).await
-    }
-
-    async fn read_all(
-        &self,
-        query: &eventcore::ReadAllQuery,
-    ) -> Result<Vec<eventcore::RecordedEvent>, eventcore::StoreError> {
-        self.inner.read_all(query).await
-    }
-
-    fn subscribe(&self, query: eventcore::ReadAllQuery) -> eventcore::Subscription {
-        self.inner.subscribe(query)
-    }
-
-    async fn idempotent_result(
-        &self,
-        key: &eventcore::IdempotencyKey,
-        purpose: Option<&eventcore::KeyPurpose>,
-    ) -> Result<Option<eventcore::AppendResult>, eventcore::StoreError> {
-        self.inner.idempotent_result(key, purpose).await
-    }
-
-    async fn read_streams_after(
-        &self,
-        after: &BTreeMap<StreamId, eventcore::StreamVersion>,
-    ) -> Result<eventcore::StreamsRead, eventcore::StoreError> {
-        self.inner.read_streams_after(after).await
-    }
-
-    async fn load_snapshot(
-        &self,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<Option<eventcore::Snapshot>, eventcore::StoreError> {
-        self.inner.load_snapshot(key).await
-    }
-
-    async fn save_snapshot(
-        &self,
-        snapshot: &eventcore::Snapshot,
-    ) -> Result<(), eventcore::StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
 }

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod scripted;
+
 use eventcore::{Event, EventMetadata, NewEvent};
 use serde::{Deserialize, Serialize};
 
