@@ -8,10 +8,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use eventcore::{
-    AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, EventId, EventStore,
+    AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, Direction, EventId, EventStore,
     GlobalPosition, IdempotencyKey, KeyPurpose, NewEvent, ReadAllQuery, RecordedEvent, Snapshot,
-    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription, Upcasters,
-    VersionConflict, WrittenEvent,
+    SnapshotKey, StoreError, StreamId, StreamPage, StreamQuery, StreamVersion, StreamsRead,
+    Subscription, Upcasters, VersionConflict, WrittenEvent,
 };
 use tokio::sync::watch;
 use uuid::{ContextV7, Timestamp, Uuid};
@@ -368,6 +368,32 @@ impl Log {
         written
     }
 
+    /// One page of one stream as stored, and the stream's version.
+    fn read_stream(&self, query: &StreamQuery) -> (Vec<Arc<RecordedEvent>>, StreamVersion) {
+        let Some(indexes) = self.streams.get(&query.stream_id) else {
+            return (Vec::new(), StreamVersion::INITIAL);
+        };
+        let len = indexes.len();
+        let position = |v: StreamVersion| usize::try_from(v.value()).unwrap_or(usize::MAX);
+        let selected: Box<dyn Iterator<Item = &usize>> = match query.direction {
+            Direction::Forwards => {
+                let start = query.from.map_or(0, |v| position(v).saturating_sub(1));
+                Box::new(indexes.iter().skip(start))
+            }
+            Direction::Backwards => {
+                let end = query.from.map_or(len, |v| position(v).min(len));
+                Box::new(indexes[..end].iter().rev())
+            }
+        };
+        let events = selected
+            .map(|&i| &self.events[i])
+            .filter(|e| query.wants(&e.event_type))
+            .take(query.limit.get())
+            .cloned()
+            .collect();
+        (events, StreamVersion::new(len as u64))
+    }
+
     fn read_all(&self, query: &ReadAllQuery) -> Vec<Arc<RecordedEvent>> {
         let start = self.events.partition_point(|e| e.position <= query.after);
         self.events[start..]
@@ -465,6 +491,20 @@ impl EventStore for InMemoryEventStore {
                 events: self.upcasters.upcast_all(owned(events))?,
                 versions,
             })
+        }
+        .await
+    }
+
+    async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
+        async move {
+            tokio::task::consume_budget().await;
+            self.upcasters
+                .read_stream_page(query, |stored| {
+                    let (events, version) = self.log().read_stream(&stored);
+                    let page = stored.page(owned(events), version);
+                    async move { Ok(page) }
+                })
+                .await
         }
         .await
     }

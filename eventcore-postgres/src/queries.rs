@@ -10,6 +10,8 @@ pub(crate) struct Queries {
     pub(crate) versions: String,
     pub(crate) read_streams: String,
     pub(crate) read_all: String,
+    pub(crate) read_stream_forwards: String,
+    pub(crate) read_stream_backwards: String,
     pub(crate) delivery_lag: String,
     pub(crate) record_key: String,
     pub(crate) find_key: String,
@@ -47,6 +49,8 @@ impl Queries {
                    AND ($3::text[] IS NULL OR event_type = ANY($3)) \
                  ORDER BY transaction_id, sequence LIMIT $4"
             ),
+            read_stream_forwards: read_stream(&s, columns, ">=", "ASC"),
+            read_stream_backwards: read_stream(&s, columns, "<=", "DESC"),
             record_key: format!(
                 "INSERT INTO {s}.eventcore_idempotency (key, result, purpose) VALUES ($1, $2, $3)"
             ),
@@ -126,4 +130,21 @@ impl Queries {
             ),
         }
     }
+}
+
+/// One page of one stream and its version, in one statement (one snapshot):
+/// a row per event, or one row without an event for an empty page.
+fn read_stream(s: &str, columns: &str, compare: &str, order: &str) -> String {
+    format!(
+        "SELECT cur.current_version, e.* \
+         FROM (SELECT coalesce((SELECT st.version FROM {s}.eventcore_streams st \
+                                WHERE st.stream_id = $1), 0) AS current_version) cur \
+         LEFT JOIN LATERAL ( \
+             SELECT {columns} FROM {s}.eventcore_events x \
+             WHERE x.stream_id = $1 AND x.stream_version {compare} $2 \
+               AND ($3::text[] IS NULL OR x.event_type = ANY($3)) \
+             ORDER BY x.stream_version {order} LIMIT $4 \
+         ) e ON true \
+         ORDER BY e.stream_version {order}"
+    )
 }

@@ -130,3 +130,28 @@ pub(crate) fn readable_prefix(rows: &[PgRow]) -> Result<Vec<RecordedEvent>, Stor
     }
     Ok(events)
 }
+
+/// The stream's version and the readable events of a page of one stream
+/// (up to the first row that cannot be read; its error only when it
+/// comes first, as for [`readable_prefix`]).
+pub(crate) fn stream_page_rows(
+    rows: &[PgRow],
+) -> Result<(Vec<RecordedEvent>, StreamVersion), StoreError> {
+    let get = |e: sqlx::Error| error::to_store_error(e);
+    let mut version = StreamVersion::INITIAL;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let current: i64 = row.try_get("current_version").map_err(get)?;
+        version = to_version(current);
+        let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
+        if event_id.is_none() {
+            continue;
+        }
+        match recorded_event(row) {
+            Ok(event) => events.push(event),
+            Err(error) if events.is_empty() => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok((events, version))
+}

@@ -3,9 +3,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use eventcore::{
-    AppendRequest, AppendResult, EventId, EventMetadata, EventStore, ExpectedVersion,
+    AppendRequest, AppendResult, Direction, EventId, EventMetadata, EventStore, ExpectedVersion,
     IdempotencyKey, KeyPurpose, Payload, ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey,
-    StoreError, StreamId, StreamVersion, StreamsRead, Subscription, Upcasters, VersionConflict,
+    StoreError, StreamId, StreamPage, StreamQuery, StreamVersion, StreamsRead, Subscription,
+    Upcasters, VersionConflict,
 };
 use sqlx::{
     Connection, PgConnection, PgPool, Row,
@@ -24,7 +25,7 @@ use crate::{
     queries::Queries,
     rows::{
         add_stream_row, corrupt, readable_prefix, recorded_event, snapshot_versions, stream_id,
-        to_version, written_event,
+        stream_page_rows, to_version, written_event,
     },
     schema, telemetry,
 };
@@ -327,6 +328,34 @@ impl PostgresEventStore {
             .await
             .map_err(error::to_store_error)?;
         readable_prefix(&rows)
+    }
+
+    /// One page of one stream as stored (no upcasting).
+    async fn read_stream_stored(&self, query: StreamQuery) -> Result<StreamPage, StoreError> {
+        let (statement, from) = match query.direction {
+            Direction::Forwards => (
+                &self.shared.queries.read_stream_forwards,
+                query.from.map_or(1, |v| v.value()),
+            ),
+            Direction::Backwards => (
+                &self.shared.queries.read_stream_backwards,
+                query.from.map_or(u64::MAX, |v| v.value()),
+            ),
+        };
+        let types: Option<Vec<&str>> = query
+            .event_types
+            .as_ref()
+            .map(|types| types.iter().map(AsRef::as_ref).collect());
+        let rows = sqlx::query(statement)
+            .bind(query.stream_id.as_ref())
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(types)
+            .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
+            .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
+            .await
+            .map_err(error::to_store_error)?;
+        let (events, version) = stream_page_rows(&rows)?;
+        Ok(query.page(events, version))
     }
 
     async fn try_append(&self, request: &AppendRequest) -> Result<AppendResult, Failure> {
@@ -877,6 +906,16 @@ impl EventStore for PostgresEventStore {
             self.await_in_flight().await?;
             self.upcasters
                 .read_page(query, |stored| self.read_stored(stored))
+                .await
+        })
+        .await
+    }
+
+    async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
+        let span = self.span("read_stream");
+        traced(span, async move {
+            self.upcasters
+                .read_stream_page(query, |stored| self.read_stream_stored(stored))
                 .await
         })
         .await

@@ -87,6 +87,7 @@ mod retry;
 pub mod snapshot;
 mod store;
 mod stream_id;
+mod stream_page;
 mod subscription;
 pub mod telemetry;
 pub mod upcast;
@@ -207,6 +208,7 @@ pub use store::{
     ReadAllQuery, StoreError, StreamAppend, StreamsRead, VersionConflict, WrittenEvent,
 };
 pub use stream_id::{InvalidStreamId, STREAM_ID_MAX_CHARS, StreamId};
+pub use stream_page::{Direction, StreamPage, StreamQuery};
 pub use subscription::{AppendNotifier, Subscription};
 pub use upcast::{
     InvalidUpcasters, Outdated, OutdatedEvent, UpcastError, UpcastProblem, Upcasters,

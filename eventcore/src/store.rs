@@ -94,6 +94,42 @@ pub trait EventStore: Send + Sync {
         snapshot: &Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// One page of one stream: from a version, forwards or backwards, at
+    /// most `query.limit` events of the wanted types, and the stream's
+    /// current version, from one consistent read.
+    ///
+    /// For browsing and tools: only the page is read, however long the
+    /// stream. Continue with [`StreamPage::next`](crate::StreamPage::next)
+    /// until it is `None`; pages neither repeat nor skip an event. An absent
+    /// stream is an empty page at version 0. The default reads the whole
+    /// stream and cuts the page from it; adapters that can read only the
+    /// page should.
+    fn read_stream(
+        &self,
+        query: &crate::StreamQuery,
+    ) -> impl Future<Output = Result<crate::StreamPage, StoreError>> + Send {
+        async move {
+            let read = self
+                .read_streams(std::slice::from_ref(&query.stream_id))
+                .await?;
+            let version = read.version(&query.stream_id);
+            let wanted = read
+                .events
+                .into_iter()
+                .filter(|e| query.reaches(e.version) && query.wants(&e.event_type));
+            let events: Vec<RecordedEvent> = match query.direction {
+                crate::Direction::Forwards => wanted.take(query.limit.get()).collect(),
+                crate::Direction::Backwards => {
+                    let mut events: Vec<RecordedEvent> = wanted.collect();
+                    events.reverse();
+                    events.truncate(query.limit.get());
+                    events
+                }
+            };
+            Ok(query.page(events, version))
+        }
+    }
+
     /// The snapshot under `key`, if it has state version `state_version`,
     /// and the events of `streams` after the versions it covers (all of
     /// them without one), with every stream's current version: what a
@@ -181,6 +217,13 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         streams: &[StreamId],
     ) -> impl Future<Output = Result<(Option<Snapshot>, StreamsRead), StoreError>> + Send {
         (**self).read_from_snapshot(key, state_version, streams)
+    }
+
+    fn read_stream(
+        &self,
+        query: &crate::StreamQuery,
+    ) -> impl Future<Output = Result<crate::StreamPage, StoreError>> + Send {
+        (**self).read_stream(query)
     }
 }
 

@@ -119,6 +119,13 @@ impl<S: EventStore> EventStore for Scripted<S> {
         self.inner.read_all(query).await
     }
 
+    async fn read_stream(
+        &self,
+        query: &eventcore::StreamQuery,
+    ) -> Result<eventcore::StreamPage, StoreError> {
+        self.inner.read_stream(query).await
+    }
+
     fn subscribe(&self, query: ReadAllQuery) -> Subscription {
         self.inner.subscribe(query)
     }

@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use crate::{
     AppendRequest, CheckpointStore, CommandExecutor, DecodeProblem, Event, EventMetadata,
     EventStore, EventType, ExecutionError, ExecutionOptions, ExpectedVersion, NewEvent, Outdated,
-    Projection, ProjectionRunner, ReadAllQuery, RecordedEvent, StoreError, StreamId, StreamVersion,
-    UpcastProblem, Upcasters,
+    Projection, ProjectionRunner, ReadAllQuery, RecordedEvent, StoreError, StreamId, StreamQuery,
+    StreamVersion, UpcastProblem, Upcasters,
 };
 
 /// The current type name of the suite's deposits (stored at versions 1 to 3).
@@ -52,6 +52,7 @@ macro_rules! evolution_conformance_tests {
             old_shapes_are_read_in_their_current_shape,
             a_type_filter_finds_events_stored_under_old_names,
             a_split_reads_each_event_as_the_type_its_content_says,
+            stream_pages_read_old_events_in_their_current_shape,
             a_command_folds_old_events_in_their_current_shape,
             a_projection_applies_old_events_in_their_current_shape,
             a_projection_meets_an_upcast_failure_under_its_error_policy,
@@ -365,25 +366,18 @@ pub async fn a_type_filter_finds_events_stored_under_old_names<S, K>(
     assert_current(&followed, "filtered subscription");
 }
 
-/// A split reads each stored event as the type its content says, on every
-/// path; a type filter then delivers only the events read as the wanted
-/// type, in full pages, without holes or repeats, whatever the page size.
-pub async fn a_split_reads_each_event_as_the_type_its_content_says<S, K>(
-    store: S,
-    raw: S,
-    _checkpoints: K,
-) where
-    S: EventStore + Clone + 'static,
-    K: CheckpointStore,
-{
-    let id = stream("evolution-settled");
-    let settled = |cents: u64, closing: bool| {
-        stored(
-            SETTLED,
-            1,
-            json!({ "Settled": { "cents": cents, "closing": closing } }),
-        )
-    };
+/// A settlement as the old code wrote it.
+fn settled(cents: u64, closing: bool) -> NewEvent {
+    stored(
+        SETTLED,
+        1,
+        json!({ "Settled": { "cents": cents, "closing": closing } }),
+    )
+}
+
+/// Deposits of amounts 1 to 4 (stored as deposits, settlements and under
+/// the old name) between closings (stored as closings and settlements).
+fn settled_history() -> Vec<NewEvent> {
     let closed = || NewEvent::from_event(&EvolvingEvent::Closed, EventMetadata::default()).unwrap();
     let mut events = vec![
         settled(2, true),
@@ -399,7 +393,33 @@ pub async fn a_split_reads_each_event_as_the_type_its_content_says<S, K>(
     events.insert(2, settled(2, false));
     events.insert(4, settled(3, false));
     events.push(deposits.remove(2));
-    write_as_old_code(&raw, &id, events).await;
+    events
+}
+
+/// The amounts of `events`, all deposits.
+fn amounts(events: &[RecordedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| match e.decode::<EvolvingEvent>().unwrap().payload {
+            EvolvingEvent::Deposited { amount, .. } => amount,
+            EvolvingEvent::Closed => panic!("a closing in a page of deposits"),
+        })
+        .collect()
+}
+
+/// A split reads each stored event as the type its content says, on every
+/// path; a type filter then delivers only the events read as the wanted
+/// type, in full pages, without holes or repeats, whatever the page size.
+pub async fn a_split_reads_each_event_as_the_type_its_content_says<S, K>(
+    store: S,
+    raw: S,
+    _checkpoints: K,
+) where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore,
+{
+    let id = stream("evolution-settled");
+    write_as_old_code(&raw, &id, settled_history()).await;
 
     let all = store.read_all(&everything()).await.unwrap();
     let types: Vec<&str> = all.iter().map(|e| e.event_type.as_ref()).collect();
@@ -412,15 +432,6 @@ pub async fn a_split_reads_each_event_as_the_type_its_content_says<S, K>(
     let read = store.read_streams(std::slice::from_ref(&id)).await.unwrap();
     assert_eq!(read.events, all, "read_streams reads as read_all does");
 
-    let amounts = |events: &[RecordedEvent]| -> Vec<u64> {
-        events
-            .iter()
-            .map(|e| match e.decode::<EvolvingEvent>().unwrap().payload {
-                EvolvingEvent::Deposited { amount, .. } => amount,
-                EvolvingEvent::Closed => panic!("a closing in a page of deposits"),
-            })
-            .collect()
-    };
     for size in [1, 2, 3, 10] {
         let mut query = ReadAllQuery::from_start()
             .page_size(NonZeroUsize::new(size).unwrap())
@@ -477,6 +488,55 @@ pub async fn a_split_reads_each_event_as_the_type_its_content_says<S, K>(
             );
         }
         other => panic!("writing a split type must be refused, got {other:?}"),
+    }
+}
+
+/// Pages of one stream read old events in their current shapes, and a
+/// type filter on a current name finds them under old names and through
+/// splits, in full pages, forwards and backwards.
+pub async fn stream_pages_read_old_events_in_their_current_shape<S, K>(
+    store: S,
+    raw: S,
+    _checkpoints: K,
+) where
+    S: EventStore + Clone + 'static,
+    K: CheckpointStore,
+{
+    let id = stream("evolution-paged");
+    write_as_old_code(&raw, &id, settled_history()).await;
+    let read = store.read_streams(std::slice::from_ref(&id)).await.unwrap();
+    let whole = store
+        .read_stream(&StreamQuery::forwards(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        whole.events, read.events,
+        "a page reads as read_streams does"
+    );
+    assert_eq!(whole.stream_version, StreamVersion::new(9));
+    let deposited = EventType::try_new(DEPOSITED).unwrap();
+    for size in [1, 2, 3, 10] {
+        let limit = NonZeroUsize::new(size).unwrap();
+        for (first, expected) in [
+            (StreamQuery::forwards(id.clone()), vec![1, 2, 3, 4]),
+            (StreamQuery::backwards(id.clone()), vec![4, 3, 2, 1]),
+        ] {
+            let direction = first.direction;
+            let mut next = Some(first.limit(limit).event_types([deposited.clone()]));
+            let mut found = Vec::new();
+            while let Some(query) = next {
+                let page = store.read_stream(&query).await.unwrap();
+                assert!(page.events.len() <= size);
+                if page.next.is_some() {
+                    assert_eq!(page.events.len(), size, "only the last page is short");
+                }
+                assert_eq!(page.stream_version, StreamVersion::new(9));
+                found.extend(amounts(&page.events));
+                next = page.next;
+                assert!(found.len() <= 4, "no event twice");
+            }
+            assert_eq!(found, expected, "pages of {size}, {direction:?}");
+        }
     }
 }
 

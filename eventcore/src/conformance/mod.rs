@@ -30,8 +30,15 @@ use crate::{
 pub mod evolution;
 mod keys;
 mod order;
+mod streams;
 
 pub use keys::an_idempotency_key_is_refused_for_another_purpose;
+
+pub use streams::{
+    stream_pages_backwards_newest_first, stream_pages_filter_by_event_type,
+    stream_pages_forwards_without_holes_or_duplicates,
+    stream_pages_past_the_end_and_of_absent_streams,
+};
 
 pub use order::{
     a_commands_events_keep_the_order_it_emitted_them, an_event_order_must_match_the_streams_events,
@@ -104,6 +111,10 @@ macro_rules! conformance_tests {
             an_event_order_must_match_the_streams_events,
             a_commands_events_keep_the_order_it_emitted_them,
             an_idempotency_key_is_refused_for_another_purpose,
+            stream_pages_forwards_without_holes_or_duplicates,
+            stream_pages_backwards_newest_first,
+            stream_pages_past_the_end_and_of_absent_streams,
+            stream_pages_filter_by_event_type,
         );
     };
 }

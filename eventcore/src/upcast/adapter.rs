@@ -1,12 +1,71 @@
 //! What store adapters call to read through [`Upcasters`] and to guard
 //! their write path: every adapter the same way.
 
-use std::future::Future;
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use super::{Retype, Upcasters};
 use crate::{
     AppendRequest, EventType, Outdated, OutdatedEvent, ReadAllQuery, RecordedEvent, StoreError,
+    StreamPage, StreamQuery,
 };
+
+/// A query read a page at a time: the global order or one stream.
+trait PagedQuery: Clone {
+    fn limit(&self) -> usize;
+    fn event_types(&self) -> Option<&[EventType]>;
+    fn with_event_types(self, types: Vec<EventType>) -> Self;
+    fn wants(&self, event_type: &EventType) -> bool;
+    /// The query for what follows `last`; `None` if nothing can.
+    fn after(&self, last: &RecordedEvent) -> Option<Self>;
+}
+
+impl PagedQuery for ReadAllQuery {
+    fn limit(&self) -> usize {
+        self.limit.get()
+    }
+    fn event_types(&self) -> Option<&[EventType]> {
+        self.event_types.as_deref()
+    }
+    fn with_event_types(self, types: Vec<EventType>) -> Self {
+        Self {
+            event_types: Some(types),
+            ..self
+        }
+    }
+    fn wants(&self, event_type: &EventType) -> bool {
+        ReadAllQuery::wants(self, event_type)
+    }
+    fn after(&self, last: &RecordedEvent) -> Option<Self> {
+        Some(Self {
+            after: last.position,
+            ..self.clone()
+        })
+    }
+}
+
+impl PagedQuery for StreamQuery {
+    fn limit(&self) -> usize {
+        self.limit.get()
+    }
+    fn event_types(&self) -> Option<&[EventType]> {
+        self.event_types.as_deref()
+    }
+    fn with_event_types(self, types: Vec<EventType>) -> Self {
+        Self {
+            event_types: Some(types),
+            ..self
+        }
+    }
+    fn wants(&self, event_type: &EventType) -> bool {
+        StreamQuery::wants(self, event_type)
+    }
+    fn after(&self, last: &RecordedEvent) -> Option<Self> {
+        StreamQuery::after(self, last)
+    }
+}
 
 /// The stored names a type filter must read, and whether the events found
 /// must be filtered again once upcast (a split reads some of one stored
@@ -51,23 +110,85 @@ impl Upcasters {
     pub async fn read_page<F, Fut>(
         &self,
         query: &ReadAllQuery,
-        mut read_stored: F,
+        read_stored: F,
     ) -> Result<Vec<RecordedEvent>, StoreError>
     where
         F: FnMut(ReadAllQuery) -> Fut,
         Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>>,
     {
+        self.read_filtered(query, read_stored).await
+    }
+
+    /// For adapters: one page of one stream for `query`, in current shapes,
+    /// from `read_stored`, the adapter's own read of one page of stored rows
+    /// (which returns the stream's version too).
+    ///
+    /// Type filters are handled as by [`read_page`](Self::read_page): old
+    /// names are read too, and pages are refilled where a split makes
+    /// that necessary. An event that cannot be upcast ends the page; its
+    /// error comes only when it is first.
+    ///
+    /// # Errors
+    /// What `read_stored` fails with, or [`StoreError::Upcast`], when the
+    /// page would otherwise start with it.
+    pub async fn read_stream_page<F, Fut>(
+        &self,
+        query: &StreamQuery,
+        mut read_stored: F,
+    ) -> Result<StreamPage, StoreError>
+    where
+        F: FnMut(StreamQuery) -> Fut,
+        Fut: Future<Output = Result<StreamPage, StoreError>>,
+    {
         if self.is_empty() {
             return read_stored(query.clone()).await;
         }
-        let Some(wanted) = &query.event_types else {
+        // The version of the first read: the one the page was cut from.
+        let version = AtomicU64::new(u64::MAX);
+        let version_ref = &version;
+        let events = self
+            .read_filtered(query, |stored| {
+                let read = read_stored(stored);
+                async move {
+                    let page = read.await?;
+                    let _ = version_ref.compare_exchange(
+                        u64::MAX,
+                        page.stream_version.value(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    Ok(page.events)
+                }
+            })
+            .await?;
+        let version = match version.into_inner() {
+            u64::MAX => crate::StreamVersion::INITIAL,
+            read => crate::StreamVersion::new(read),
+        };
+        Ok(query.page(events, version))
+    }
+
+    /// One page for `query` in current shapes, reading stored rows through
+    /// `read_stored` under every stored name a type filter needs, refilled
+    /// after a split.
+    async fn read_filtered<Q, F, Fut>(
+        &self,
+        query: &Q,
+        mut read_stored: F,
+    ) -> Result<Vec<RecordedEvent>, StoreError>
+    where
+        Q: PagedQuery,
+        F: FnMut(Q) -> Fut,
+        Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>>,
+    {
+        if self.is_empty() {
+            return read_stored(query.clone()).await;
+        }
+        let Some(wanted) = query.event_types() else {
             return self.upcast_page(read_stored(query.clone()).await?);
         };
         let stored = self.stored_names(wanted);
-        let mut next = ReadAllQuery {
-            event_types: Some(stored.names),
-            ..query.clone()
-        };
+        let mut next = query.clone().with_event_types(stored.names);
         if !stored.filter_again {
             return self.upcast_page(read_stored(next).await?);
         }
@@ -79,15 +200,25 @@ impl Upcasters {
                 // The error comes again on the next read, after this page.
                 Err(_) => return Ok(page),
             };
-            let Some(last) = rows.last().map(|e| e.position) else {
+            let Some(following) = rows.last().and_then(|last| next.after(last)) else {
+                // Nothing read, or nothing can follow what was.
+                for row in rows {
+                    match self.upcast(row) {
+                        Ok(event) if query.wants(&event.event_type) => page.push(event),
+                        Ok(_) => {}
+                        Err(error) if page.is_empty() => return Err(error.into()),
+                        Err(_) => return Ok(page),
+                    }
+                }
+                page.truncate(query.limit());
                 return Ok(page);
             };
-            let full = rows.len() >= next.limit.get();
+            let full = rows.len() >= next.limit();
             for row in rows {
                 match self.upcast(row) {
                     Ok(event) if query.wants(&event.event_type) => {
                         page.push(event);
-                        if page.len() >= query.limit.get() {
+                        if page.len() >= query.limit() {
                             return Ok(page);
                         }
                     }
@@ -101,7 +232,7 @@ impl Upcasters {
             if !full && !page.is_empty() {
                 return Ok(page);
             }
-            next.after = last;
+            next = following;
         }
     }
 
