@@ -25,6 +25,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod archive;
 mod checkpoints;
 mod leadership;
 mod store;

@@ -6,7 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use eventcore::archive::{ArchivedEvent, BatchError, ImportProblem, ImportTarget, ImportedBatch};
 use eventcore::{
     AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, Direction, EventId, EventStore,
     GlobalPosition, IdempotencyKey, KeyPurpose, NewEvent, ReadAllQuery, RecordedEvent, Snapshot,
@@ -60,6 +61,10 @@ struct Log {
     /// The snapshot reaching furthest under each key.
     snapshots: HashMap<SnapshotKey, Snapshot>,
     ids: EventIds,
+    /// Where each event is in `events`, by id: built for imports only (an
+    /// append needs no lookup by id), up to `indexed` events.
+    by_id: HashMap<EventId, usize, foldhash::quality::RandomState>,
+    indexed: usize,
 }
 
 /// An idempotency key's record: the result it replays, what it was used for, when.
@@ -281,7 +286,9 @@ impl Log {
         }
 
         self.appends += 1;
-        let recorded_at = Utc::now();
+        // Microseconds, as PostgreSQL keeps them: an event reads back the
+        // same from both stores, and moves between them unchanged.
+        let recorded_at = Utc::now().trunc_subsecs(6);
         // Event ids are UUIDv7 stamped with the append's time: one clock
         // reading per append rather than one per event.
         let (seconds, nanos) = (
@@ -392,6 +399,67 @@ impl Log {
             .cloned()
             .collect();
         (events, StreamVersion::new(len as u64))
+    }
+
+    /// Writes archived events as they are, all or none (see
+    /// [`ImportTarget::import_batch`]).
+    fn import(&mut self, batch: &[ArchivedEvent]) -> Result<ImportedBatch, BatchError> {
+        for (index, event) in self.events.iter().enumerate().skip(self.indexed) {
+            self.by_id.insert(event.id, index);
+        }
+        self.indexed = self.events.len();
+        // Check everything first: a refused batch changes nothing.
+        let mut added: HashMap<&StreamId, u64> = HashMap::new();
+        let mut new = Vec::with_capacity(batch.len());
+        let mut in_batch = std::collections::HashSet::new();
+        for (index, event) in batch.iter().enumerate() {
+            if let Some(stored) = self.by_id.get(&event.id).map(|&i| &self.events[i]) {
+                if stored.stream_id == event.stream_id && stored.version == event.version {
+                    continue;
+                }
+                let problem = ImportProblem::IdElsewhere {
+                    stream_id: stored.stream_id.clone(),
+                    version: stored.version,
+                };
+                return Err(BatchError::Refused { index, problem });
+            }
+            let added = added.entry(&event.stream_id).or_default();
+            let current = self.version(&event.stream_id).value() + *added;
+            if event.version.value() != current + 1 || !in_batch.insert(event.id) {
+                let problem = ImportProblem::VersionGap {
+                    current: StreamVersion::new(current),
+                };
+                return Err(BatchError::Refused { index, problem });
+            }
+            *added += 1;
+            new.push(event);
+        }
+        if !new.is_empty() {
+            self.appends += 1;
+        }
+        let written = new.len() as u64;
+        for event in new {
+            let index = self.events.len();
+            self.streams
+                .entry(event.stream_id.clone())
+                .or_default()
+                .push(index);
+            self.events.push(Arc::new(RecordedEvent {
+                id: event.id,
+                stream_id: event.stream_id.clone(),
+                version: event.version,
+                position: GlobalPosition::new(self.appends, index as u64 + 1),
+                recorded_at: event.recorded_at,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+            }));
+        }
+        Ok(ImportedBatch {
+            written,
+            skipped: batch.len() as u64 - written,
+        })
     }
 
     fn read_all(&self, query: &ReadAllQuery) -> Vec<Arc<RecordedEvent>> {
@@ -517,6 +585,25 @@ impl EventStore for InMemoryEventStore {
         async move {
             self.log().save_snapshot(snapshot);
             Ok(())
+        }
+        .await
+    }
+}
+
+impl ImportTarget for InMemoryEventStore {
+    async fn import_batch(&self, events: &[ArchivedEvent]) -> Result<ImportedBatch, BatchError> {
+        async move {
+            let (done, head) = {
+                let mut log = self.log();
+                let done = log.import(events)?;
+                (done, log.events.len() as u64)
+            };
+            self.shared.head.send_if_modified(|stored| {
+                let grown = *stored != head;
+                *stored = head;
+                grown && self.shared.head.receiver_count() > 0
+            });
+            Ok(done)
         }
         .await
     }

@@ -16,3 +16,9 @@ mod evolution {
         )
     });
 }
+
+mod archive {
+    use eventcore_memory::InMemoryEventStore;
+
+    eventcore::archive_conformance_tests!(|| async { InMemoryEventStore::new() });
+}

@@ -13,3 +13,9 @@ mod evolution {
         (store.clone().with_upcasters(upcasters), store, checkpoints)
     });
 }
+
+mod archive {
+    use super::support;
+
+    eventcore::archive_conformance_tests!(support::fresh_store);
+}

@@ -181,16 +181,7 @@ impl NewEvent {
                 source,
             })?
             .map_err(|problem| refusal(problem, &event_type, "payload"))?;
-        if metadata.user_id.as_ref().is_some_and(|u| u.contains('\0')) {
-            return Err(refusal(JsonProblem::Nul, &event_type, "metadata"));
-        }
-        for (key, value) in &metadata.custom {
-            if key.contains('\0') {
-                return Err(refusal(JsonProblem::Nul, &event_type, "metadata"));
-            }
-            // Custom values sit two levels down in the stored metadata object.
-            check_json(value, 3).map_err(|p| refusal(p, &event_type, "metadata"))?;
-        }
+        check_metadata(&metadata, &event_type)?;
         Ok(Self {
             event_type,
             schema_version: 1,
@@ -233,6 +224,24 @@ fn refusal(problem: JsonProblem, event_type: &EventType, part: &'static str) -> 
         JsonProblem::TooDeep => EncodeError::TooDeep { event_type, part },
         JsonProblem::NonFinite => EncodeError::NonFinite { event_type, part },
     }
+}
+
+/// Checks `metadata` can be stored: no NUL, no nesting past [`MAX_JSON_DEPTH`].
+pub(crate) fn check_metadata(
+    metadata: &EventMetadata,
+    event_type: &EventType,
+) -> Result<(), EncodeError> {
+    if metadata.user_id.as_ref().is_some_and(|u| u.contains('\0')) {
+        return Err(refusal(JsonProblem::Nul, event_type, "metadata"));
+    }
+    for (key, value) in &metadata.custom {
+        if key.contains('\0') {
+            return Err(refusal(JsonProblem::Nul, event_type, "metadata"));
+        }
+        // Custom values sit two levels down in the stored metadata object.
+        check_json(value, 3).map_err(|p| refusal(p, event_type, "metadata"))?;
+    }
+    Ok(())
 }
 
 /// A stored event as the store returns it, with its payload still JSON.

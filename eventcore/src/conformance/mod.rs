@@ -27,6 +27,7 @@ use crate::{
     StreamAppend, StreamId, StreamVersion, UserId,
 };
 
+pub mod archive;
 pub mod evolution;
 mod keys;
 mod order;

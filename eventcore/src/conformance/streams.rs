@@ -71,7 +71,7 @@ pub async fn stream_pages_forwards_without_holes_or_duplicates<S: EventStore>(st
         )
         .await
         .unwrap();
-    assert_eq!(versions(&[middle.clone()]), [4, 5, 6]);
+    assert_eq!(versions(std::slice::from_ref(&middle)), [4, 5, 6]);
     assert_eq!(middle.next.map(|q| q.from), Some(Some(v(7))));
     let read = store.read_streams(std::slice::from_ref(&a)).await.unwrap();
     let whole = store.read_stream(&StreamQuery::forwards(a)).await.unwrap();
@@ -89,7 +89,7 @@ pub async fn stream_pages_backwards_newest_first<S: EventStore>(store: S) {
         .read_stream(&StreamQuery::last(a.clone(), size(3)))
         .await
         .unwrap();
-    assert_eq!(versions(&[last.clone()]), [10, 9, 8]);
+    assert_eq!(versions(std::slice::from_ref(&last)), [10, 9, 8]);
     assert_eq!(markers(&last.events), [10, 9, 8]);
     assert_eq!(last.stream_version, v(10));
     let next = last.next.expect("older events follow");

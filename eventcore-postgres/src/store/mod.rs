@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use eventcore::telemetry::traced;
 
+mod import;
+use import::ImportQueries;
+
 use crate::{
     ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, PostgresLeadership,
     SchemaName,
@@ -68,6 +71,7 @@ struct Shared {
     /// When this store last purged expired keys.
     last_key_purge: std::sync::Mutex<Option<std::time::Instant>>,
     queries: Queries,
+    import_queries: ImportQueries,
 }
 
 /// Settings of a store beyond its pool.
@@ -227,6 +231,7 @@ impl PostgresEventStore {
                 channel,
                 listener,
                 queries: Queries::new(&settings.schema),
+                import_queries: ImportQueries::new(&settings.schema.quoted()),
                 schema: settings.schema,
                 poll_interval: settings.poll_interval,
                 in_flight_wait: settings.in_flight_wait,
