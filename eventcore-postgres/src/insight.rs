@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use eventcore::{EventType, StoreError, StreamId, StreamVersion};
+use eventcore::{EventType, GlobalPosition, StoreError, StreamId, StreamVersion};
 use sqlx::Row;
 
 use crate::{PostgresEventStore, TransactionHolder, error, telemetry};
@@ -276,6 +276,27 @@ impl PostgresEventStore {
                 })
             })
             .collect()
+    }
+
+    /// The position of the newest event readers can be given now (below
+    /// the delivery watermark), `None` in an empty store: where a reader
+    /// that wants only what comes next starts. One step backwards through
+    /// the global-order index.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the database cannot be asked.
+    pub async fn head(&self) -> Result<Option<GlobalPosition>, StoreError> {
+        let s = self.schema().quoted();
+        let row: Option<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT transaction_id::text, sequence FROM {s}.eventcore_events \
+             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *telemetry::connection(self.pool(), "read").await?)
+        .await
+        .map_err(error::to_store_error)?;
+        row.map(|(transaction, sequence)| crate::rows::position(&transaction, sequence))
+            .transpose()
     }
 
     /// The delivery watermark, the committed events held back behind it

@@ -122,5 +122,5 @@ pub use insight::{
     Watermark,
 };
 pub use leadership::{PostgresLeadership, PostgresLease};
-pub use schema::InitializeError;
+pub use schema::{InitializeError, MigrationInfo, SchemaStatus};
 pub use store::{ConnectError, PostgresEventStore};

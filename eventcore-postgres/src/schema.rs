@@ -7,56 +7,69 @@ use crate::SchemaName;
 /// A migration: its version and its SQL, with `__SCHEMA__` for the quoted schema name.
 struct Migration {
     version: i32,
+    name: &'static str,
     sql: &'static str,
 }
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
+        name: "events, streams and the append function",
         sql: include_str!("migrations/0001_events.sql"),
     },
     Migration {
         version: 2,
+        name: "projection checkpoints",
         sql: include_str!("migrations/0002_checkpoints.sql"),
     },
     Migration {
         version: 3,
+        name: "idempotency keys",
         sql: include_str!("migrations/0003_idempotency.sql"),
     },
     Migration {
         version: 4,
+        name: "stream lookups by hash",
         sql: include_str!("migrations/0004_stream_hash_lookup.sql"),
     },
     Migration {
         version: 5,
+        name: "snapshots",
         sql: include_str!("migrations/0005_snapshots.sql"),
     },
     Migration {
         version: 6,
+        name: "append plans without table scans",
         sql: include_str!("migrations/0006_append_plans.sql"),
     },
     Migration {
         version: 7,
+        name: "leaner append function",
         sql: include_str!("migrations/0007_lean_append.sql"),
     },
     Migration {
         version: 8,
+        name: "projection leases and fencing",
         sql: include_str!("migrations/0008_projection_leases.sql"),
     },
     Migration {
         version: 9,
+        name: "append lock timeout",
         sql: include_str!("migrations/0009_append_lock_timeout.sql"),
     },
     Migration {
         version: 10,
+        name: "idempotency key purpose and retention",
         sql: include_str!("migrations/0010_idempotency_purpose.sql"),
     },
     Migration {
         version: 11,
+        name: "event schema versions",
         sql: include_str!("migrations/0011_event_schema_versions.sql"),
     },
     Migration {
         version: 12,
+        name: "recorded_at index",
         sql: include_str!("migrations/0012_recorded_at_index.sql"),
     },
 ];
@@ -172,4 +185,64 @@ fn failed_migration(schema: &str, version: i32, source: sqlx::Error) -> Initiali
         version,
         source,
     }
+}
+
+/// A migration of EventCore's schema: its version and what it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationInfo {
+    /// Its version; migrations apply in version order.
+    pub version: i32,
+    /// What it adds or changes.
+    pub name: &'static str,
+}
+
+/// Where a schema stands against the migrations this EventCore knows:
+/// from [`PostgresEventStore::schema_status`](crate::PostgresEventStore::schema_status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The schema.
+    pub schema: String,
+    /// The newest migration applied (0: none, the schema is not initialized).
+    pub applied: i32,
+    /// The newest migration this EventCore knows.
+    pub known: i32,
+    /// Migrations [`initialize`](crate::PostgresEventStore::initialize)
+    /// would apply, in order.
+    pub pending: Vec<MigrationInfo>,
+}
+
+/// The schema's applied version and what `initialize` would apply; reads only.
+pub(crate) async fn status(
+    pool: &PgPool,
+    schema: &SchemaName,
+) -> Result<SchemaStatus, InitializeError> {
+    let name = schema.to_string();
+    let table = format!("{}.eventcore_migrations", schema.quoted());
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&table)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| database(&name, e))?;
+    let applied = if exists {
+        let current: Option<i32> = sqlx::query_scalar(&format!("SELECT max(version) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .map_err(|e| database(&name, e))?;
+        current.unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(SchemaStatus {
+        schema: name,
+        applied,
+        known: MIGRATIONS.last().map_or(0, |m| m.version),
+        pending: MIGRATIONS
+            .iter()
+            .filter(|m| m.version > applied)
+            .map(|m| MigrationInfo {
+                version: m.version,
+                name: m.name,
+            })
+            .collect(),
+    })
 }

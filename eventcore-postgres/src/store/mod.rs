@@ -268,6 +268,16 @@ impl PostgresEventStore {
         schema::initialize(&self.pool, &self.shared.schema).await
     }
 
+    /// The schema's applied migration and the ones
+    /// [`initialize`](Self::initialize) would apply, without applying any:
+    /// what `eventcore migrate --dry-run` shows.
+    ///
+    /// # Errors
+    /// [`InitializeError::Database`] if the database cannot be asked.
+    pub async fn schema_status(&self) -> Result<crate::SchemaStatus, InitializeError> {
+        schema::status(&self.pool, &self.shared.schema).await
+    }
+
     /// Projection checkpoints in this store's schema (table `eventcore_checkpoints`).
     pub fn checkpoints(&self) -> PostgresCheckpointStore {
         PostgresCheckpointStore::new(self.pool.clone(), &self.shared.schema)
