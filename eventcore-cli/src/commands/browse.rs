@@ -176,12 +176,11 @@ pub async fn tail(context: &Context, args: &TailArgs) -> Result<(), Failure> {
     let mut query = ReadAllQuery::after(after);
     query.event_types = event_types(&args.types)?;
     let mut subscription = context.store.subscribe(query);
-    if !context.json {
-        eprintln!(
-            "following schema {} after {after} (Ctrl-C stops)",
-            context.store.schema()
-        );
-    }
+    // On stderr whatever the format: stdout carries only events.
+    eprintln!(
+        "following schema {} after {after} (Ctrl-C stops)",
+        context.store.schema()
+    );
     let mut shown = 0u64;
     let mut out = std::io::stdout().lock();
     let ctrl_c = tokio::signal::ctrl_c();
@@ -213,8 +212,6 @@ pub async fn tail(context: &Context, args: &TailArgs) -> Result<(), Failure> {
             .and_then(|()| out.flush())
             .map_err(Failure::other)?;
     }
-    if !context.json {
-        eprintln!("{shown} events shown");
-    }
+    eprintln!("{shown} events shown");
     Ok(())
 }
