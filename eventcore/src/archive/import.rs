@@ -102,8 +102,9 @@ pub struct ImportSummary {
     pub skipped: u64,
 }
 
-/// Why [`import`] stopped. Every batch written before stays written;
-/// running the same import again resumes after it.
+/// Why [`import`] stopped. Every batch written before stays written (for
+/// a line that is not an archived event, every event before it); running
+/// the import again resumes after them.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The archive could not be read, or a line is not an archived event.
@@ -222,7 +223,19 @@ where
         }
     }
     while let Some(event) = lines.next() {
-        pending.push(lines.line(), event?);
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                // What comes before a bad line is imported: fixed, the
+                // archive is imported again from there.
+                if !pending.events.is_empty() {
+                    pending.write(target, &mut summary).await?;
+                    progress(&summary);
+                }
+                return Err(error.into());
+            }
+        };
+        pending.push(lines.line(), event);
         if pending.events.len() >= options.batch_size.get() {
             pending.write(target, &mut summary).await?;
             progress(&summary);
