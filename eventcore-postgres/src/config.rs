@@ -27,7 +27,9 @@ use sqlx::{
 #[derive(Clone)]
 pub struct PostgresConfig {
     url: String,
+    replica_urls: Vec<String>,
     max_connections: u32,
+    write_connections: Option<u32>,
     min_connections: u32,
     acquire_timeout: Duration,
     idle_timeout: Option<Duration>,
@@ -182,7 +184,16 @@ impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
             .field("url", &redact(&self.url))
+            .field(
+                "replica_urls",
+                &self
+                    .replica_urls
+                    .iter()
+                    .map(|u| redact(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("max_connections", &self.max_connections)
+            .field("write_connections", &self.write_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("idle_timeout", &self.idle_timeout)
@@ -237,7 +248,9 @@ impl PostgresConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            replica_urls: Vec::new(),
             max_connections: 10,
+            write_connections: None,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
@@ -251,8 +264,10 @@ impl PostgresConfig {
         }
     }
 
-    /// Settings from `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS` and
-    /// `DATABASE_ACQUIRE_TIMEOUT` (seconds), defaults for the rest.
+    /// Settings from `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS`,
+    /// `DATABASE_ACQUIRE_TIMEOUT` (seconds) and `DATABASE_REPLICA_URLS`
+    /// (comma-separated, see [`read_replica`](Self::read_replica)),
+    /// defaults for the rest.
     ///
     /// # Errors
     /// [`ConfigError`] naming the missing or malformed variable.
@@ -265,14 +280,41 @@ impl PostgresConfig {
         if let Some(seconds) = env_number("DATABASE_ACQUIRE_TIMEOUT")? {
             config = config.acquire_timeout(Duration::from_secs(seconds));
         }
+        if let Ok(replicas) = std::env::var("DATABASE_REPLICA_URLS") {
+            for url in replicas.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                config = config.read_replica(url);
+            }
+        }
         Ok(config)
     }
 
-    /// Most connections the pool opens (at least 1).
+    /// Most connections the read pool opens (at least 1), and the writer
+    /// pool too unless [`write_connections`](Self::write_connections) sizes
+    /// it; each replica's pool opens as many. See the crate docs,
+    /// "Connections", for the whole budget.
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
+    }
+
+    /// Most connections the writer pool (appends) opens, at least 1; the
+    /// same as [`max_connections`](Self::max_connections) unless set.
+    ///
+    /// Appends have a pool of their own because its connections default
+    /// to `SERIALIZABLE`: an append is then one autocommit statement, one
+    /// round trip, instead of BEGIN, the call and COMMIT. Appends hold a
+    /// connection only for that round trip, so a writer pool smaller than
+    /// the read pool serves as many commands when the database is near.
+    #[must_use]
+    pub fn write_connections(mut self, n: u32) -> Self {
+        self.write_connections = Some(n.max(1));
+        self
+    }
+
+    /// The writer pool's limit.
+    pub(crate) fn writer_limit(&self) -> u32 {
+        self.write_connections.unwrap_or(self.max_connections)
     }
 
     /// Connections the pool keeps open even when idle.
@@ -408,16 +450,56 @@ impl PostgresConfig {
         self.poll_interval
     }
 
+    /// Adds a streaming replica (hot standby) of the primary at `url`, for
+    /// the store handles [`PostgresEventStore::replica`](crate::PostgresEventStore::replica)
+    /// returns: their event reads (`read_all`, subscriptions, projection
+    /// catch-up, stream pages, and command reads when given to an
+    /// executor) go to the replica; appends, idempotency keys, snapshots
+    /// saved, checkpoints, leases and notifications stay on the primary.
+    /// Each replica gets a pool of its own, sized like the primary's and
+    /// opened lazily (a replica that is down fails only the reads sent to it).
+    ///
+    /// ```
+    /// use eventcore_postgres::PostgresConfig;
+    ///
+    /// let config = PostgresConfig::new("postgres://app:secret@primary/bank")
+    ///     .read_replica("postgres://app:secret@replica-1/bank");
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    #[must_use]
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        self.replica_urls.push(url.into());
+        self
+    }
+
+    /// The sqlx options of each configured replica, in order.
+    pub(crate) fn replica_pool_options(
+        &self,
+    ) -> Result<Vec<(PgPoolOptions, PgConnectOptions)>, ConfigError> {
+        self.replica_urls
+            .iter()
+            .map(|url| self.pool_options_for(url))
+            .collect()
+    }
+
     /// The sqlx connect and pool options these settings describe.
     pub(crate) fn pool_options(&self) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
-        if let Ok(parsed) = url::Url::parse(&self.url)
+        self.pool_options_for(&self.url)
+    }
+
+    /// The options for the server at `url`, with these settings.
+    fn pool_options_for(
+        &self,
+        url: &str,
+    ) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
+        if let Ok(parsed) = url::Url::parse(url)
             && !matches!(parsed.scheme(), "postgres" | "postgresql")
         {
             return Err(ConfigError::NotPostgres {
                 scheme: parsed.scheme().to_owned(),
             });
         }
-        let mut connect = PgConnectOptions::from_str(&password_parameters_checked(&self.url)?)
+        let mut connect = PgConnectOptions::from_str(&password_parameters_checked(url)?)
             .map_err(|source| ConfigError::InvalidUrl { source })?;
         if let Some(timeout) = self.statement_timeout {
             connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);

@@ -292,7 +292,7 @@ impl PostgresEventStore {
              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
         ))
-        .fetch_optional(&mut *telemetry::connection(self.pool(), "read").await?)
+        .fetch_optional(&mut *telemetry::connection(&self.events, self.events_label).await?)
         .await
         .map_err(error::to_store_error)?;
         row.map(|(transaction, sequence)| crate::rows::position(&transaction, sequence))

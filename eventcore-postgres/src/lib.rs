@@ -57,20 +57,37 @@
 //!
 //! # Connections
 //!
-//! What one store (with all its clones) opens at most:
+//! What one store (with all its clones) opens at most, also as numbers
+//! from [`PostgresEventStore::connection_limit`]:
 //!
 //! | what | connections |
 //! |---|---|
 //! | read pool: reads, `read_all`, checkpoints, snapshots, stream rows, key lookups | `max_connections` |
-//! | writer pool: appends | `max_connections` |
+//! | writer pool: appends (its connections default to `SERIALIZABLE`, so an append is one round trip) | `write_connections` (default `max_connections`); none for a store made [`from_pool`](PostgresEventStore::from_pool), whose appends share that pool |
 //! | listener, shared by every subscription and projection runner of the store, open while any subscription waits | 1 |
 //! | each projection runner with [`PostgresEventStore::leadership`], leading or in standby | 1 each |
+//! | each read replica ([`PostgresConfig::read_replica`]), on that replica | `max_connections` |
 //!
-//! So `2 × max_connections + 1 + runners`. Subscriptions take a read-pool
-//! connection only for the moment of each page read, so even
-//! `max_connections(1)` serves commands and any number of subscriptions.
-//! Two stores made with [`PostgresEventStore::new`] each have their own
-//! pools and listener; clone a store to share them.
+//! So on the primary `max_connections + write_connections + 1 + runners`
+//! ([`ConnectionLimit::on_primary`]), and `max_connections` on each
+//! replica; `tests/connection_budget.rs` checks both from
+//! `pg_stat_activity` under commands, subscriptions and leases.
+//! Subscriptions take a read-pool connection only for the moment of each
+//! page read, so even `max_connections(1)` serves commands and any number
+//! of subscriptions. Two stores made with [`PostgresEventStore::new`] each
+//! have their own pools and listener; clone a store to share them.
+//!
+//! # Read replicas
+//!
+//! [`PostgresEventStore::replica`] is a handle whose event reads
+//! (`read_all`, subscriptions, projection catch-up, stream pages, command
+//! reads) go to a streaming replica, with everything that writes or
+//! coordinates (appends, keys, checkpoints, leases, notifications) on the
+//! primary. The global order is as gap-safe there as on the primary (see
+//! `replica`'s docs for why). After a write,
+//! [`PostgresEventStore::wal_position`] is a token a replica reader can
+//! wait for ([`PostgresEventStore::wait_for`], bounded, with a typed
+//! timeout) to read its own write.
 //!
 //! # Long transactions
 //!
@@ -123,4 +140,4 @@ pub use insight::{
 };
 pub use leadership::{PostgresLeadership, PostgresLease};
 pub use schema::{InitializeError, MigrationInfo, SchemaStatus};
-pub use store::{ConnectError, PostgresEventStore};
+pub use store::{ConnectError, ConnectionLimit, PostgresEventStore, WaitError, WalPosition};

@@ -3,7 +3,8 @@
 //! Recorded, like `eventcore::telemetry`'s, only while a `metrics`
 //! recorder is installed. The store holds two pools (`read`: reads,
 //! checkpoints, and the connections leases take out of it; `write`:
-//! appends), one LISTEN connection while any subscription runs, and one
+//! appends), a pool per read replica (`replica`, all replicas under one
+//! label), one LISTEN connection while any subscription runs, and one
 //! connection per projection lease it holds.
 //!
 //! | name | type | unit | labels | meaning |

@@ -292,6 +292,66 @@ impl ThrowawayCluster {
         Ok(cluster)
     }
 
+    /// Starts a streaming replica (hot standby) of this cluster: a base
+    /// backup (`pg_basebackup -R -X stream`) into a directory of its own,
+    /// started on a free loopback port; stopped and deleted when dropped.
+    ///
+    /// # Errors
+    /// [`TestServerError`] when the backup or the start fails.
+    pub async fn start_replica(&self) -> Result<Self, TestServerError> {
+        let replica = Self {
+            bin_dir: self.bin_dir.clone(),
+            data_dir: std::env::temp_dir().join(format!(
+                "eventcore-pg-replica-{}",
+                uuid::Uuid::now_v7().simple()
+            )),
+            port: free_port()?,
+            run_as: self.run_as.clone(),
+        };
+        let data_dir = replica.data_dir_arg();
+        let primary_port = self.port.to_string();
+        replica
+            .run(
+                "pg_basebackup",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary_port,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    &data_dir,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ],
+            )
+            .await?;
+        replica.start_server().await?;
+        Ok(replica)
+    }
+
+    /// Pauses WAL replay on this replica (`pg_wal_replay_pause()`): it
+    /// stops seeing the primary's commits until [`resume_replay`](Self::resume_replay).
+    ///
+    /// # Errors
+    /// [`TestServerError`] when `psql` fails (on a primary, for one).
+    pub async fn pause_replay(&self) -> Result<(), TestServerError> {
+        self.psql("SELECT pg_wal_replay_pause()").await.map(drop)
+    }
+
+    /// Resumes WAL replay after [`pause_replay`](Self::pause_replay).
+    ///
+    /// # Errors
+    /// [`TestServerError`] when `psql` fails.
+    pub async fn resume_replay(&self) -> Result<(), TestServerError> {
+        self.psql("SELECT pg_wal_replay_resume()").await.map(drop)
+    }
+
     /// The server's URL without a database name (append `/dbname`).
     pub fn server_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)

@@ -19,3 +19,11 @@ mod archive {
 
     eventcore::archive_conformance_tests!(support::fresh_store);
 }
+
+/// The same suite on a store made from the caller's pool: appends run in
+/// explicit SERIALIZABLE transactions on that pool.
+mod from_pool {
+    use super::support;
+
+    eventcore::conformance_tests!(support::fresh_store_from_pool);
+}

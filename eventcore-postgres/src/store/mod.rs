@@ -18,7 +18,9 @@ use uuid::Uuid;
 use eventcore::telemetry::traced;
 
 mod import;
+mod replica;
 use import::ImportQueries;
+pub use replica::{WaitError, WalPosition};
 
 use crate::{
     ConfigError, InitializeError, PostgresCheckpointStore, PostgresConfig, PostgresLeadership,
@@ -32,6 +34,29 @@ use crate::{
     },
     schema, telemetry,
 };
+
+/// The most connections a store opens, from
+/// [`PostgresEventStore::connection_limit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimit {
+    /// The read pool's limit: reads, checkpoints, bookkeeping (and appends
+    /// for a store made [`from_pool`](PostgresEventStore::from_pool)).
+    pub read: u32,
+    /// The writer pool's limit (0 when appends share the read pool).
+    pub write: u32,
+    /// The LISTEN connection, open while any subscription waits.
+    pub listener: u32,
+    /// Each configured replica's pool limit, on that replica.
+    pub replicas: Vec<u32>,
+}
+
+impl ConnectionLimit {
+    /// The most connections on the primary with `runners` projection
+    /// runners using the store's leadership (one lease connection each).
+    pub fn on_primary(&self, runners: u32) -> u32 {
+        self.read + self.write + self.listener + runners
+    }
+}
 
 /// An [`EventStore`] on PostgreSQL; clones share the pool.
 ///
@@ -48,8 +73,18 @@ use crate::{
 /// [`PostgresEventStore::delivery_lag`] shows by how much.
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
-    /// Reads and bookkeeping, at the server's default isolation.
+    /// Bookkeeping on the primary (stream rows, idempotency keys,
+    /// checkpoints, leases), at the server's default isolation.
     pool: PgPool,
+    /// Where this handle reads events: `pool`, or a replica's pool for a
+    /// handle from [`replica`](Self::replica).
+    pub(crate) events: PgPool,
+    /// The pool label of `events` in the connection metrics.
+    pub(crate) events_label: &'static str,
+    /// Appends run on the read pool in explicit SERIALIZABLE transactions
+    /// (a store made from the user's pool), not as one statement on
+    /// SERIALIZABLE-default writer connections.
+    writes_in_transactions: bool,
     /// Appends: the same server, with connections that default to
     /// `SERIALIZABLE`, so an append is one autocommit statement.
     writer: PgPool,
@@ -61,6 +96,8 @@ pub struct PostgresEventStore {
 #[derive(Debug)]
 struct Shared {
     schema: SchemaName,
+    /// One pool per configured read replica.
+    replicas: Vec<PgPool>,
     channel: String,
     /// The one LISTEN connection all subscriptions of this store share.
     listener: Arc<ListenerHub>,
@@ -113,6 +150,9 @@ fn store_session(options: PgConnectOptions) -> PgConnectOptions {
 /// The oldest transaction still running and the next transaction id to be assigned.
 const SNAPSHOT_BOUNDS: &str = "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text \
                                FROM pg_current_snapshot() AS s";
+/// How appends begin their transactions (a no-op change of level on the
+/// writer's SERIALIZABLE-default connections, needed on a user's pool).
+const BEGIN_SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 /// Whether every transaction below `$1` has ended.
 const WATERMARK_PASSED: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8";
 /// How often keyed appends purge expired idempotency keys, at most.
@@ -156,6 +196,7 @@ impl PostgresEventStore {
         let connect_options = store_session(connect_options);
         let writer = pool_options
             .clone()
+            .max_connections(config.writer_limit())
             .connect_lazy_with(serializable(connect_options.clone()));
         let endpoint = format!(
             "{}:{}",
@@ -179,9 +220,15 @@ impl PostgresEventStore {
                 });
             }
         };
+        let replicas = config
+            .replica_pool_options()?
+            .into_iter()
+            .map(|(options, connect)| options.connect_lazy_with(store_session(connect)))
+            .collect();
         Ok(Self::build(
             pool,
             writer,
+            replicas,
             Settings {
                 schema: config.schema_name().clone(),
                 poll_interval: config.subscription_poll_interval(),
@@ -194,40 +241,64 @@ impl PostgresEventStore {
 
     /// Uses an existing pool, with EventCore's tables in schema `public`.
     ///
-    /// Appends use a second pool with the same options whose connections
-    /// default to `SERIALIZABLE`; it connects when first needed.
+    /// The store opens no pool of its own: appends run on `pool` too, each
+    /// in an explicit `SERIALIZABLE` transaction (BEGIN, the append, COMMIT:
+    /// three round trips where a store from [`new`](Self::new) needs one,
+    /// since its writer connections default to `SERIALIZABLE`). Beyond
+    /// `pool`'s own limit it opens only the listener and the lease
+    /// connections (see the crate docs, "Connections").
     pub fn from_pool(pool: PgPool) -> Self {
         Self::from_pool_with_schema(pool, SchemaName::default())
     }
 
-    /// Uses an existing pool, with EventCore's tables in `schema`.
+    /// Uses an existing pool, with EventCore's tables in `schema`; see
+    /// [`from_pool`](Self::from_pool).
     pub fn from_pool_with_schema(pool: PgPool, schema: SchemaName) -> Self {
-        let writer = pool
-            .options()
-            .clone()
-            .connect_lazy_with(serializable(store_session(
-                pool.connect_options().as_ref().clone(),
-            )));
-        Self::build(
+        let mut store = Self::build(
+            pool.clone(),
             pool,
-            writer,
+            Vec::new(),
             Settings {
                 schema,
                 ..Settings::default()
             },
-        )
+        );
+        store.writes_in_transactions = true;
+        store
     }
 
-    fn build(pool: PgPool, writer: PgPool, settings: Settings) -> Self {
+    /// The most connections this store (with its clones) opens: its
+    /// pools' limits and the listener. Each projection runner using
+    /// [`leadership`](Self::leadership) adds one (see the crate docs,
+    /// "Connections").
+    pub fn connection_limit(&self) -> ConnectionLimit {
+        let limit = |pool: &PgPool| pool.options().get_max_connections();
+        ConnectionLimit {
+            read: limit(&self.pool),
+            write: if self.writes_in_transactions {
+                0
+            } else {
+                limit(&self.writer)
+            },
+            listener: 1,
+            replicas: self.shared.replicas.iter().map(limit).collect(),
+        }
+    }
+
+    fn build(pool: PgPool, writer: PgPool, replicas: Vec<PgPool>, settings: Settings) -> Self {
         let channel = settings.schema.channel();
         let listener = Arc::new(ListenerHub::new(
             pool.connect_options().as_ref().clone(),
             channel.clone(),
         ));
         Self {
+            events: pool.clone(),
+            events_label: "read",
+            writes_in_transactions: false,
             pool,
             writer,
             shared: Arc::new(Shared {
+                replicas,
                 channel,
                 listener,
                 queries: Queries::new(&settings.schema),
@@ -306,7 +377,7 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn delivery_lag(&self) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(&self.shared.queries.delivery_lag)
-            .fetch_one(&mut *telemetry::connection(&self.pool, "read").await?)
+            .fetch_one(&mut *telemetry::connection(&self.events, self.events_label).await?)
             .await
             .map_err(error::to_store_error)?;
         Ok(u64::try_from(count).unwrap_or(0))
@@ -339,7 +410,7 @@ impl PostgresEventStore {
             .bind(i64::try_from(query.after.sequence()).unwrap_or(i64::MAX))
             .bind(types)
             .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
-            .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
+            .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
             .await
             .map_err(error::to_store_error)?;
         readable_prefix(&rows)
@@ -366,7 +437,7 @@ impl PostgresEventStore {
             .bind(i64::try_from(from).unwrap_or(i64::MAX))
             .bind(types)
             .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
-            .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
+            .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
             .await
             .map_err(error::to_store_error)?;
         let (events, version) = stream_page_rows(&rows)?;
@@ -383,9 +454,31 @@ impl PostgresEventStore {
             .await
             .map_err(Failure::Other)?;
         if let Some(key) = request.idempotency_key() {
-            return self
+            let result = self
                 .append_with_key(&mut connection, &params, request, key)
                 .await;
+            // Released first: on a store made from the caller's pool the
+            // purge needs a connection of that same pool.
+            drop(connection);
+            if result.as_ref().is_ok_and(|r| !r.replayed) {
+                self.purge_keys_now_and_then().await;
+            }
+            return result;
+        }
+        if self.writes_in_transactions {
+            let mut tx = connection
+                .begin_with(BEGIN_SERIALIZABLE)
+                .await
+                .map_err(error::classify)?;
+            let rows = self
+                .append_query(&params)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(error::classify)?;
+            // A conflict rolls back as the transaction drops.
+            let result = append_outcome(&rows, request).map_err(Failure::Other)?;
+            tx.commit().await.map_err(error::commit_failure)?;
+            return Ok(result);
         }
         // The writer's connections default to SERIALIZABLE, so this one
         // statement is a whole transaction: check, insert, bump, commit.
@@ -425,10 +518,17 @@ impl PostgresEventStore {
         key: &IdempotencyKey,
     ) -> Result<AppendResult, Failure> {
         let purpose = request.key_purpose();
-        if let Some(recorded) = self.recorded(key, purpose).await.map_err(Failure::Other)? {
+        if let Some(recorded) = self
+            .recorded_holding(connection, key, purpose)
+            .await
+            .map_err(Failure::Other)?
+        {
             return Ok(recorded);
         }
-        let mut tx = connection.begin().await.map_err(error::classify)?;
+        let mut tx = (*connection)
+            .begin_with(BEGIN_SERIALIZABLE)
+            .await
+            .map_err(error::classify)?;
         let rows = self
             .append_query(params)
             .fetch_all(&mut *tx)
@@ -439,7 +539,11 @@ impl PostgresEventStore {
             Err(conflict @ StoreError::Conflict { .. }) => {
                 drop(tx);
                 // The streams may have moved because this very key was written meanwhile.
-                return match self.recorded(key, purpose).await.map_err(Failure::Other)? {
+                return match self
+                    .recorded_holding(connection, key, purpose)
+                    .await
+                    .map_err(Failure::Other)?
+                {
                     Some(recorded) => Ok(recorded),
                     None => Err(Failure::Other(conflict)),
                 };
@@ -456,7 +560,11 @@ impl PostgresEventStore {
             Ok(_) => {}
             Err(e) if error::is_duplicate_key(&e) => {
                 drop(tx);
-                return match self.recorded(key, purpose).await.map_err(Failure::Other)? {
+                return match self
+                    .recorded_holding(connection, key, purpose)
+                    .await
+                    .map_err(Failure::Other)?
+                {
                     Some(recorded) => Ok(recorded),
                     None => Err(Failure::Other(error::to_store_error(e))),
                 };
@@ -464,7 +572,6 @@ impl PostgresEventStore {
             Err(e) => return Err(error::classify(e)),
         }
         tx.commit().await.map_err(error::commit_failure)?;
-        self.purge_keys_now_and_then().await;
         Ok(result)
     }
 
@@ -474,10 +581,39 @@ impl PostgresEventStore {
         key: &IdempotencyKey,
         purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
+        let mut connection = telemetry::connection(&self.pool, "read").await?;
+        self.recorded_on(&mut connection, key, purpose).await
+    }
+
+    /// [`recorded`](Self::recorded) for an append holding `connection`:
+    /// on the read pool, at its default isolation (a SERIALIZABLE lookup
+    /// would add predicate locks that fail concurrent keyed appends), but
+    /// on `connection` itself when appends share the read pool (waiting
+    /// for a second connection of that pool could wait forever).
+    async fn recorded_holding(
+        &self,
+        connection: &mut PgConnection,
+        key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        if self.writes_in_transactions {
+            self.recorded_on(connection, key, purpose).await
+        } else {
+            self.recorded(key, purpose).await
+        }
+    }
+
+    /// The recorded result, read on `connection`.
+    async fn recorded_on(
+        &self,
+        connection: &mut PgConnection,
+        key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
+    ) -> Result<Option<AppendResult>, StoreError> {
         let stored: Option<(Json<AppendResult>, Option<String>)> =
             sqlx::query_as(&self.shared.queries.find_key)
                 .bind(key.as_ref())
-                .fetch_optional(&mut *telemetry::connection(&self.pool, "read").await?)
+                .fetch_optional(&mut *connection)
                 .await
                 .map_err(error::to_store_error)?;
         let Some((Json(result), recorded)) = stored else {
@@ -533,7 +669,7 @@ impl PostgresEventStore {
     /// them: whatever committed before this call is then delivered.
     async fn await_in_flight(&self) -> Result<(), StoreError> {
         let (oldest, next): (String, String) = sqlx::query_as(SNAPSHOT_BOUNDS)
-            .fetch_one(&mut *telemetry::connection(&self.pool, "read").await?)
+            .fetch_one(&mut *telemetry::connection(&self.events, self.events_label).await?)
             .await
             .map_err(error::to_store_error)?;
         if oldest == next {
@@ -544,7 +680,7 @@ impl PostgresEventStore {
         loop {
             let passed: bool = sqlx::query_scalar(WATERMARK_PASSED)
                 .bind(&next)
-                .fetch_one(&mut *telemetry::connection(&self.pool, "read").await?)
+                .fetch_one(&mut *telemetry::connection(&self.events, self.events_label).await?)
                 .await
                 .map_err(error::to_store_error)?;
             if passed {
@@ -752,7 +888,7 @@ impl EventStore for PostgresEventStore {
             let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
             let rows = sqlx::query(&self.shared.queries.read_streams)
                 .bind(&names)
-                .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
+                .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
                 .await
                 .map_err(error::to_store_error)?;
             let mut versions: BTreeMap<StreamId, StreamVersion> = stream_ids
@@ -789,7 +925,7 @@ impl EventStore for PostgresEventStore {
             let rows = sqlx::query(&self.shared.queries.read_after)
                 .bind(&names)
                 .bind(&known)
-                .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
+                .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
                 .await
                 .map_err(error::to_store_error)?;
             let mut read = StreamsRead::default();
@@ -807,7 +943,7 @@ impl EventStore for PostgresEventStore {
         traced(span, async move {
             let row = sqlx::query(&self.shared.queries.load_snapshot)
                 .bind(key.as_str())
-                .fetch_optional(&mut *telemetry::connection(&self.pool, "read").await?)
+                .fetch_optional(&mut *telemetry::connection(&self.events, self.events_label).await?)
                 .await
                 .map_err(error::to_store_error)?;
             let Some(row) = row else {
@@ -845,7 +981,7 @@ impl EventStore for PostgresEventStore {
                 .bind(key.as_str())
                 .bind(i64::from(state_version))
                 .bind(&names)
-                .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
+                .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
                 .await
                 .map_err(error::to_store_error)?;
             let get = |e: sqlx::Error| error::to_store_error(e);

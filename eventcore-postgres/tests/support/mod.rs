@@ -79,3 +79,20 @@ pub async fn append_as_release_10(
     .unwrap();
     tx.commit().await.unwrap();
 }
+
+/// An initialized store in a fresh schema, made from a pool of the
+/// caller's (`from_pool_with_schema`): appends share that pool.
+pub async fn fresh_store_from_pool() -> PostgresEventStore {
+    let url = testing::test_database_url()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    let schema = eventcore_postgres::SchemaName::new(&testing::fresh_schema_name()).unwrap();
+    let store = PostgresEventStore::from_pool_with_schema(pool, schema);
+    store.initialize().await.unwrap();
+    store
+}
