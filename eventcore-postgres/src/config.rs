@@ -28,6 +28,7 @@ use sqlx::{
 pub struct PostgresConfig {
     url: String,
     replica_urls: Vec<String>,
+    session_url: Option<String>,
     max_connections: u32,
     write_connections: Option<u32>,
     min_connections: u32,
@@ -184,6 +185,7 @@ impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
             .field("url", &redact(&self.url))
+            .field("session_url", &self.session_url.as_deref().map(redact))
             .field(
                 "replica_urls",
                 &self
@@ -249,6 +251,7 @@ impl PostgresConfig {
         Self {
             url: url.into(),
             replica_urls: Vec::new(),
+            session_url: None,
             max_connections: 10,
             write_connections: None,
             min_connections: 0,
@@ -265,9 +268,11 @@ impl PostgresConfig {
     }
 
     /// Settings from `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS`,
-    /// `DATABASE_ACQUIRE_TIMEOUT` (seconds) and `DATABASE_REPLICA_URLS`
-    /// (comma-separated, see [`read_replica`](Self::read_replica)),
-    /// defaults for the rest.
+    /// `DATABASE_ACQUIRE_TIMEOUT` (seconds), `DATABASE_SESSION_URL` (when
+    /// `DATABASE_URL` is a transaction pooler, see
+    /// [`transaction_pooler`](Self::transaction_pooler)) and
+    /// `DATABASE_REPLICA_URLS` (comma-separated, see
+    /// [`read_replica`](Self::read_replica)), defaults for the rest.
     ///
     /// # Errors
     /// [`ConfigError`] naming the missing or malformed variable.
@@ -279,6 +284,9 @@ impl PostgresConfig {
         }
         if let Some(seconds) = env_number("DATABASE_ACQUIRE_TIMEOUT")? {
             config = config.acquire_timeout(Duration::from_secs(seconds));
+        }
+        if let Ok(session) = std::env::var("DATABASE_SESSION_URL") {
+            config = config.transaction_pooler(session);
         }
         if let Ok(replicas) = std::env::var("DATABASE_REPLICA_URLS") {
             for url in replicas.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -472,6 +480,73 @@ impl PostgresConfig {
         self
     }
 
+    /// Declares that the URL given to [`new`](Self::new) is a transaction
+    /// pooler (PgBouncer with `pool_mode = transaction`, or one like it)
+    /// and that `session_url` reaches the same database with sessions of
+    /// its own (directly, or through a session-mode pool).
+    ///
+    /// Appends, reads and snapshot loads go through the pooler, each in a
+    /// transaction of its own (a pooler may hand every statement outside
+    /// one to another server connection) and with unnamed statements
+    /// (named prepared statements stay behind on the server connection
+    /// that prepared them): BEGIN, the statement and COMMIT, two round
+    /// trips more than directly. The statement timeout is set per
+    /// transaction (`SET LOCAL`), since a pooler drops the `options`
+    /// startup parameter. What needs a session goes to `session_url`:
+    /// subscriptions' LISTEN, projection leases (session advisory locks:
+    /// through a transaction pooler two runners would both lead),
+    /// checkpoints, `initialize`, stream rows, idempotency keys, snapshot
+    /// saves and the operator's queries.
+    ///
+    /// The pooler must let sqlx's startup parameters through: PgBouncer
+    /// needs `ignore_startup_parameters = extra_float_digits,options`.
+    /// Leadership through a pooler that was not declared is refused: see
+    /// [`PostgresLeadership`](crate::PostgresLeadership).
+    ///
+    /// ```
+    /// use eventcore_postgres::PostgresConfig;
+    ///
+    /// let config = PostgresConfig::new("postgres://app:secret@pgbouncer:6432/bank")
+    ///     .transaction_pooler("postgres://app:secret@db:5432/bank");
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    #[must_use]
+    pub fn transaction_pooler(mut self, session_url: impl Into<String>) -> Self {
+        self.session_url = Some(session_url.into());
+        self
+    }
+
+    /// Whether [`transaction_pooler`](Self::transaction_pooler) was declared.
+    pub(crate) fn behind_transaction_pooler(&self) -> bool {
+        self.session_url.is_some()
+    }
+
+    /// The options of the session connections: `session_url`'s when
+    /// behind a transaction pooler, else the main URL's.
+    pub(crate) fn session_pool_options(
+        &self,
+    ) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
+        self.pool_options_for(self.session_url.as_deref().unwrap_or(&self.url))
+    }
+
+    /// The statement timeout, for pooled transactions (`SET LOCAL`).
+    pub(crate) fn statement_timeout_setting(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
+    /// The options of connections through the transaction pooler: no
+    /// `options` startup parameter (a pooler drops or refuses it) and no
+    /// statement cache (a prepared statement lives on one server connection).
+    pub(crate) fn pooled_pool_options(
+        &self,
+    ) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
+        let (pool, _) = self.pool_options_for(&self.url)?;
+        let connect = PgConnectOptions::from_str(&password_parameters_checked(&self.url)?)
+            .map_err(|source| ConfigError::InvalidUrl { source })?
+            .statement_cache_capacity(0);
+        Ok((pool, connect))
+    }
+
     /// The sqlx options of each configured replica, in order.
     pub(crate) fn replica_pool_options(
         &self,
@@ -480,11 +555,6 @@ impl PostgresConfig {
             .iter()
             .map(|url| self.pool_options_for(url))
             .collect()
-    }
-
-    /// The sqlx connect and pool options these settings describe.
-    pub(crate) fn pool_options(&self) -> Result<(PgPoolOptions, PgConnectOptions), ConfigError> {
-        self.pool_options_for(&self.url)
     }
 
     /// The options for the server at `url`, with these settings.

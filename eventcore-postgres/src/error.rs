@@ -150,6 +150,18 @@ pub(crate) fn to_store_error(error: sqlx::Error) -> StoreError {
                 source: Some(Box::new(error)),
             }
         }
+        // A prepared statement missing from (or already in) the session
+        // that runs it: statements of one connection met different server
+        // sessions, as through a transaction pooler.
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("26000" | "42P05")) => {
+            StoreError::Backend {
+                reason: "a prepared statement was not in the session that ran it: a transaction \
+                         pooler (PgBouncer with pool_mode = transaction) is between the store and \
+                         PostgreSQL; declare it with PostgresConfig::transaction_pooler(session_url)"
+                    .to_owned(),
+                source: Some(Box::new(error)),
+            }
+        }
         sqlx::Error::Database(db) => StoreError::Backend {
             reason: format!(
                 "PostgreSQL error {}",

@@ -287,14 +287,17 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn head(&self) -> Result<Option<GlobalPosition>, StoreError> {
         let s = self.schema().quoted();
+        let mut connection = self.events_call().await?;
         let row: Option<(String, i64)> = sqlx::query_as(&format!(
             "SELECT transaction_id::text, sequence FROM {s}.eventcore_events \
              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
         ))
-        .fetch_optional(&mut *telemetry::connection(&self.events, self.events_label).await?)
+        .persistent(self.persistent())
+        .fetch_optional(&mut *connection)
         .await
         .map_err(error::to_store_error)?;
+        connection.done().await?;
         row.map(|(transaction, sequence)| crate::rows::position(&transaction, sequence))
             .transpose()
     }

@@ -12,6 +12,19 @@ use crate::{SchemaName, error};
 const TRY_LOCK: &str =
     "SELECT pg_try_advisory_lock(hashtext('eventcore-projection:' || $1), hashtext($2))";
 
+/// Marks the lease's session with a token of its own (a session setting).
+const MARK_SESSION: &str = "SELECT set_config('eventcore.lease', $1, false)";
+
+/// Whether the statement runs in the session marked with token `$1`.
+const SAME_SESSION: &str =
+    "SELECT current_setting('eventcore.lease', true) IS NOT DISTINCT FROM $1";
+
+/// Why a lease was refused when its statements do not share one session.
+const POOLER: &str = "the lease's statements ran in different server sessions: a transaction \
+    pooler (PgBouncer with pool_mode = transaction) is between the store and PostgreSQL, and a \
+    session advisory lock there would let two runners lead; give the store a session URL \
+    (PostgresConfig::transaction_pooler) for leases, listening and checkpoints";
+
 /// A [`Leadership`] shared by every process on one database: the lease is a
 /// session advisory lock held on a connection of its own, so it ends when
 /// its holder stops, crashes or loses the connection. Runners in standby
@@ -48,6 +61,8 @@ pub struct PostgresLease {
     connection: PgConnection,
     name: String,
     generation: i64,
+    /// The mark of the lock's session.
+    token: String,
     /// Counts the connection for `eventcore_postgres_lease_connections`.
     _held: crate::telemetry::Held,
 }
@@ -62,7 +77,8 @@ impl PostgresLeadership {
                  SET generation = l.generation + 1, acquired_at = now() RETURNING generation"
             ),
             generation: format!(
-                "SELECT generation FROM {s}.eventcore_projection_leases WHERE projection = $1"
+                "SELECT generation, current_setting('eventcore.lease', true) IS NOT DISTINCT FROM $2 \
+                 FROM {s}.eventcore_projection_leases WHERE projection = $1"
             ),
         };
         Self {
@@ -85,7 +101,7 @@ impl PostgresLeadership {
         &self,
         connection: &mut PgConnection,
         name: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<(i64, String)>, StoreError> {
         let locked: bool = sqlx::query_scalar(TRY_LOCK)
             .bind(self.schema.as_str())
             .bind(name)
@@ -95,12 +111,29 @@ impl PostgresLeadership {
         if !locked {
             return Ok(None);
         }
+        // A session lock is only a lease if every later statement of this
+        // connection meets the same session: mark it, and check the mark
+        // now and at every look (`holds`). Through a transaction pooler the
+        // next statement may run in another session, which has no mark or
+        // another lease's.
+        let token = uuid::Uuid::now_v7().to_string();
+        sqlx::query(MARK_SESSION)
+            .bind(&token)
+            .execute(&mut *connection)
+            .await
+            .map_err(error::to_store_error)?;
         let generation: i64 = sqlx::query_scalar(&self.queries.raise_generation)
             .bind(name)
             .fetch_one(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
-        Ok(Some(generation))
+        if !same_session(connection, &token).await? {
+            return Err(StoreError::Backend {
+                reason: POOLER.to_owned(),
+                source: None,
+            });
+        }
+        Ok(Some((generation, token)))
     }
 }
 
@@ -110,12 +143,13 @@ impl Leadership for PostgresLeadership {
     async fn acquire(&self, name: &str) -> Result<PostgresLease, StoreError> {
         let mut connection = self.lock_connection().await?;
         loop {
-            if let Some(generation) = self.try_lock(&mut connection, name).await? {
+            if let Some((generation, token)) = self.try_lock(&mut connection, name).await? {
                 return Ok(PostgresLease {
                     _held: crate::telemetry::Held::lease(),
                     connection,
                     name: name.to_owned(),
                     generation,
+                    token,
                 });
             }
             tokio::time::sleep(self.poll).await;
@@ -125,11 +159,12 @@ impl Leadership for PostgresLeadership {
     async fn try_acquire(&self, name: &str) -> Result<Option<PostgresLease>, StoreError> {
         let mut connection = self.lock_connection().await?;
         match self.try_lock(&mut connection, name).await? {
-            Some(generation) => Ok(Some(PostgresLease {
+            Some((generation, token)) => Ok(Some(PostgresLease {
                 _held: crate::telemetry::Held::lease(),
                 connection,
                 name: name.to_owned(),
                 generation,
+                token,
             })),
             None => {
                 let _ = connection.close().await;
@@ -142,11 +177,20 @@ impl Leadership for PostgresLeadership {
         // A session lock lasts as long as its session: an answer on the
         // lock's own connection proves it is held, and the generation proves
         // no one took over meanwhile.
-        let current: Result<Option<i64>, _> = sqlx::query_scalar(&self.queries.generation)
+        let current: Result<Option<(i64, bool)>, _> = sqlx::query_as(&self.queries.generation)
             .bind(&lease.name)
+            .bind(&lease.token)
             .fetch_optional(&mut lease.connection)
             .await;
-        matches!(current, Ok(Some(generation)) if generation == lease.generation)
+        match current {
+            Ok(Some((generation, same))) if generation == lease.generation => {
+                if !same {
+                    tracing::error!(projection = %lease.name, "{POOLER}");
+                }
+                same
+            }
+            _ => false,
+        }
     }
 
     fn fence(&self, lease: &PostgresLease) -> Option<FencingToken> {
@@ -154,4 +198,13 @@ impl Leadership for PostgresLeadership {
             u64::try_from(lease.generation).unwrap_or(0),
         ))
     }
+}
+
+/// Whether `connection`'s statement runs in the session marked `token`.
+async fn same_session(connection: &mut PgConnection, token: &str) -> Result<bool, StoreError> {
+    sqlx::query_scalar(SAME_SESSION)
+        .bind(token)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(error::to_store_error)
 }

@@ -97,13 +97,14 @@ impl Queries {
                         NULL::text AS transaction_text, NULL::bigint AS sequence, \
                         NULL::timestamptz AS recorded_at, NULL::text AS event_type, \
                         NULL::int AS event_version, \
-                        snap.versions::text AS payload, snap.state AS metadata, NULL::xid8 AS tx \
+                        snap.versions::text AS payload, snap.state AS metadata, NULL::bigint AS tx \
                  FROM snap \
                  UNION ALL \
                  SELECT 1, w.stream_id, w.current_version, \
                         e.event_id, e.stream_id, e.stream_version, \
                         e.transaction_id::text, e.sequence, e.recorded_at, \
-                        e.event_type, e.event_version, e.payload::text, e.metadata, e.transaction_id \
+                        e.event_type, e.event_version, e.payload::text, e.metadata, \
+                        e.transaction_id::text::bigint \
                  FROM wanted w \
                  LEFT JOIN LATERAL ( \
                      SELECT * FROM {s}.eventcore_events x \

@@ -541,6 +541,187 @@ impl Drop for ThrowawayCluster {
     }
 }
 
+/// A PgBouncer in `pool_mode = transaction` in front of a
+/// [`ThrowawayCluster`], on a free loopback port; stopped and its
+/// directory deleted when dropped. Needs the `pgbouncer` program (Debian:
+/// `apt-get install pgbouncer`; `.ci/run` installs it); as root it runs
+/// as user `postgres` (PgBouncer refuses to run as root).
+///
+/// It ignores the `extra_float_digits` and `options` startup parameters
+/// (`ignore_startup_parameters`), as a pooler in front of sqlx clients
+/// must: see [`PostgresConfig::transaction_pooler`](crate::PostgresConfig::transaction_pooler).
+#[derive(Debug)]
+pub struct PgBouncer {
+    dir: PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    /// Starts a PgBouncer for `cluster`, `pool_size` server connections per
+    /// database and user.
+    ///
+    /// # Errors
+    /// [`TestServerError`] when `pgbouncer` is missing or does not start.
+    pub async fn start(
+        cluster: &ThrowawayCluster,
+        pool_size: u32,
+    ) -> Result<Self, TestServerError> {
+        let dir = std::env::temp_dir().join(format!(
+            "eventcore-pgbouncer-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let io = |source| TestServerError::Spawn {
+            program: format!("writing {}", dir.display()),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let port = free_port()?;
+        let config = format!(
+            "[databases]\n* = host=127.0.0.1 port={target}\n\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n\
+             max_client_conn = 1000\ndefault_pool_size = {pool_size}\nserver_round_robin = 1\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+            target = cluster.port,
+            dir = dir.display(),
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), config).map_err(io)?;
+        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").map_err(io)?;
+        let program = pgbouncer_program().await?;
+        let mut command = match &cluster.run_as {
+            Some(user) => {
+                let chown = std::process::Command::new("chown")
+                    .args(["-R", user])
+                    .arg(&dir)
+                    .status()
+                    .map_err(|source| TestServerError::Spawn {
+                        program: "chown".to_owned(),
+                        source,
+                    })?;
+                if !chown.success() {
+                    return Err(TestServerError::Program {
+                        program: "chown".to_owned(),
+                        output: format!("exit {chown}"),
+                    });
+                }
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", user, "--", &program]);
+                c
+            }
+            None => std::process::Command::new(&program),
+        };
+        let child = command
+            .arg(dir.join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| TestServerError::Spawn {
+                program: format!("{program} (Debian: apt-get install pgbouncer)"),
+                source,
+            })?;
+        let bouncer = Self { dir, port, child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(bouncer);
+            }
+            if std::time::Instant::now() >= deadline {
+                let log =
+                    std::fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default();
+                return Err(TestServerError::Program {
+                    program: "pgbouncer".to_owned(),
+                    output: format!("not listening on 127.0.0.1:{port} after 20 s: {log}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The URL of database `postgres` through the pooler.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+/// The `pgbouncer` program: `PGBOUNCER`, on `PATH`, or Debian's
+/// `/usr/sbin/pgbouncer`; installed with `apt-get` when missing and this
+/// process may (root, `apt-get` present), once per process.
+async fn pgbouncer_program() -> Result<String, TestServerError> {
+    static INSTALLED: OnceCell<Result<String, String>> = OnceCell::const_new();
+    let found = INSTALLED
+        .get_or_init(|| async {
+            if let Ok(program) = std::env::var("PGBOUNCER") {
+                return Ok(program);
+            }
+            let locate = || async {
+                for candidate in ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"] {
+                    if Path::new(candidate).is_file() {
+                        return Some(candidate.to_owned());
+                    }
+                }
+                let which = Command::new("which").arg("pgbouncer").output().await.ok()?;
+                which
+                    .status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&which.stdout).trim().to_owned())
+            };
+            if let Some(program) = locate().await {
+                return Ok(program);
+            }
+            if !running_as_root().await {
+                return Err(
+                    "pgbouncer is not installed (Debian: apt-get install pgbouncer)".to_owned(),
+                );
+            }
+            let installed = Command::new("apt-get")
+                .args(["install", "-y", "-q", "pgbouncer"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| {
+                    format!("pgbouncer is not installed and apt-get could not run: {e}")
+                })?;
+            if !installed.status.success() {
+                return Err(format!(
+                    "pgbouncer is not installed and `apt-get install pgbouncer` failed: {}",
+                    String::from_utf8_lossy(&installed.stderr)
+                ));
+            }
+            locate()
+                .await
+                .ok_or_else(|| "apt-get installed pgbouncer, but it is not found".to_owned())
+        })
+        .await;
+    found.clone().map_err(|output| TestServerError::Program {
+        program: "pgbouncer".to_owned(),
+        output,
+    })
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // `runuser` may stay between us and PgBouncer: stop PgBouncer itself.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The directory with `initdb` and `pg_ctl`: `PG_BIN_DIR`, `pg_config --bindir`,
 /// or the newest `/usr/lib/postgresql/*/bin`.
 async fn find_bin_dir() -> Result<PathBuf, TestServerError> {

@@ -30,6 +30,9 @@ const OPENING_CENTS: u64 = 10_000;
 const CHILD_SCHEMA: &str = "MULTIPROCESS_CHILD_SCHEMA";
 const CHILD_INDEX: &str = "MULTIPROCESS_CHILD_INDEX";
 const CHILD_COMMANDS: &str = "MULTIPROCESS_CHILD_COMMANDS";
+/// For the children of the PgBouncer test: the pooler's and the session URL.
+const CHILD_POOLER: &str = "MULTIPROCESS_CHILD_POOLER";
+const CHILD_SESSION: &str = "MULTIPROCESS_CHILD_SESSION";
 
 fn commands_per_process() -> u64 {
     if std::env::var("EVENTCORE_LONG_TESTS").is_ok_and(|v| v == "1") {
@@ -48,10 +51,13 @@ fn account(n: u64) -> StreamId {
 async fn child(schema: &str, index: u64, commands: u64) {
     // One command at a time: one connection to read, one to write. Sixteen
     // processes (two tests at once) stay far below the server's limit.
-    let config = PostgresConfig::new(testing::test_database_url().await.unwrap())
-        .max_connections(1)
-        .schema(schema)
-        .unwrap();
+    let config = match (std::env::var(CHILD_POOLER), std::env::var(CHILD_SESSION)) {
+        (Ok(pooler), Ok(session)) => PostgresConfig::new(pooler).transaction_pooler(session),
+        _ => PostgresConfig::new(testing::test_database_url().await.unwrap()),
+    }
+    .max_connections(1)
+    .schema(schema)
+    .unwrap();
     let store = PostgresEventStore::new(config).await.unwrap();
     let executor = CommandExecutor::new(store);
     let mut rng = fastrand::Rng::with_seed(index);
@@ -88,6 +94,17 @@ async fn run_children(
     to_kill: &[u64],
     kill_after: u64,
 ) -> Outcome {
+    run_children_with(store, test_name, to_kill, kill_after, &[]).await
+}
+
+/// [`run_children`], with more environment for the children.
+async fn run_children_with(
+    store: &PostgresEventStore,
+    test_name: &str,
+    to_kill: &[u64],
+    kill_after: u64,
+    env: &[(&str, String)],
+) -> Outcome {
     let url = testing::test_database_url().await.unwrap();
     let commands = commands_per_process();
     let mut handles = Vec::new();
@@ -98,6 +115,7 @@ async fn run_children(
             .env(CHILD_INDEX, index.to_string())
             .env(CHILD_COMMANDS, commands.to_string())
             .env("DATABASE_URL", &url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -272,6 +290,46 @@ async fn writers_killed_mid_run_leave_nothing_half_written() {
         "{} of {PROCESSES} processes killed with SIGKILL: {} transfers written, {} acknowledged, 0 half-written",
         outcome.killed,
         transfers,
+        outcome.acknowledged.len()
+    );
+}
+
+/// The same eight processes with every append and read through PgBouncer
+/// in transaction mode (sessions direct): money conserved, every
+/// acknowledged transfer present once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_processes_share_twenty_accounts_through_pgbouncer() {
+    if let (Ok(schema), Ok(index)) = (std::env::var(CHILD_SCHEMA), std::env::var(CHILD_INDEX)) {
+        let commands = std::env::var(CHILD_COMMANDS).unwrap().parse().unwrap();
+        return child(&schema, index.parse().unwrap(), commands).await;
+    }
+    let cluster = testing::ThrowawayCluster::start().await.unwrap();
+    let bouncer = testing::PgBouncer::start(&cluster, 4).await.unwrap();
+    let config = PostgresConfig::new(bouncer.url())
+        .transaction_pooler(cluster.url())
+        .schema("bank_through_pgbouncer")
+        .unwrap();
+    let store = PostgresEventStore::new(config).await.unwrap();
+    store.initialize().await.unwrap();
+    open_accounts(&store).await;
+    let outcome = run_children_with(
+        &store,
+        "eight_processes_share_twenty_accounts_through_pgbouncer",
+        &[],
+        0,
+        &[
+            (CHILD_POOLER, bouncer.url()),
+            (CHILD_SESSION, cluster.url()),
+        ],
+    )
+    .await;
+    let events = everything(&store).await;
+    let transfers = check_invariants(&events, &outcome.acknowledged);
+    assert_eq!(transfers, outcome.acknowledged.len());
+    println!(
+        "through PgBouncer (transaction mode, 4 server connections): {PROCESSES} processes x {} \
+         commands: {} transfers acknowledged and present once, money conserved",
+        commands_per_process(),
         outcome.acknowledged.len()
     );
 }

@@ -208,9 +208,16 @@ async fn connect(args: &Args, run_id: &str, max_tasks: usize) -> anyhow::Result<
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let connections = u32::try_from(max_tasks)?.max(2);
     let schema = run_id.to_owned();
-    let config = PostgresConfig::new(url.clone())
+    // DATABASE_SESSION_URL: DATABASE_URL is a transaction pooler (PgBouncer)
+    // and this reaches PostgreSQL directly; the raw baseline uses it.
+    let session = std::env::var("DATABASE_SESSION_URL").ok();
+    let mut config = PostgresConfig::new(url.clone())
         .max_connections(connections)
         .schema(&schema)?;
+    if let Some(session) = &session {
+        config = config.transaction_pooler(session.clone());
+    }
+    let url = session.unwrap_or(url);
     let store = PostgresEventStore::new(config)
         .await
         .context("connecting to PostgreSQL (set DATABASE_URL)")?;

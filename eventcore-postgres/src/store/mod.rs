@@ -35,6 +35,44 @@ use crate::{
     schema, telemetry,
 };
 
+/// The connection of one store call that reads events: from the pool as
+/// it is or, through a transaction pooler, inside a transaction of its own
+/// (a pooler may hand statements outside one to different server
+/// connections, and a statement's Parse and its Bind must meet).
+pub(crate) enum CallConnection {
+    Direct(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Pooled(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl std::ops::Deref for CallConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Direct(connection) => connection,
+            Self::Pooled(transaction) => transaction,
+        }
+    }
+}
+
+impl std::ops::DerefMut for CallConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Direct(connection) => connection,
+            Self::Pooled(transaction) => transaction,
+        }
+    }
+}
+
+impl CallConnection {
+    /// Ends the call's transaction, if it has one.
+    pub(crate) async fn done(self) -> Result<(), StoreError> {
+        match self {
+            Self::Direct(_) => Ok(()),
+            Self::Pooled(transaction) => transaction.commit().await.map_err(error::to_store_error),
+        }
+    }
+}
+
 /// The most connections a store opens, from
 /// [`PostgresEventStore::connection_limit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +119,16 @@ pub struct PostgresEventStore {
     pub(crate) events: PgPool,
     /// The pool label of `events` in the connection metrics.
     pub(crate) events_label: &'static str,
-    /// Appends run on the read pool in explicit SERIALIZABLE transactions
-    /// (a store made from the user's pool), not as one statement on
+    /// Appends run in explicit SERIALIZABLE transactions (on the caller's
+    /// pool, or through a transaction pooler), not as one statement on
     /// SERIALIZABLE-default writer connections.
     writes_in_transactions: bool,
+    /// Appends take their connections from the read pool (a store made
+    /// from the caller's pool).
+    appends_share_pool: bool,
+    /// Event reads and appends go through a transaction pooler: each call
+    /// in a transaction of its own, with unnamed statements.
+    pub(crate) pooled: bool,
     /// Appends: the same server, with connections that default to
     /// `SERIALIZABLE`, so an append is one autocommit statement.
     writer: PgPool,
@@ -109,6 +153,10 @@ struct Shared {
     last_key_purge: std::sync::Mutex<Option<std::time::Instant>>,
     queries: Queries,
     import_queries: ImportQueries,
+    /// How an append's transaction begins.
+    begin_write: String,
+    /// How a read's transaction begins through a transaction pooler.
+    begin_read: String,
 }
 
 /// Settings of a store beyond its pool.
@@ -118,6 +166,8 @@ struct Settings {
     in_flight_wait: Duration,
     key_retention: Duration,
     upcasters: Upcasters,
+    /// Set per transaction when statements go through a transaction pooler.
+    statement_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -128,6 +178,7 @@ impl Default for Settings {
             in_flight_wait: crate::config::DEFAULT_IN_FLIGHT_WAIT,
             key_retention: eventcore::DEFAULT_IDEMPOTENCY_RETENTION,
             upcasters: Upcasters::none(),
+            statement_timeout: None,
         }
     }
 }
@@ -150,6 +201,15 @@ fn store_session(options: PgConnectOptions) -> PgConnectOptions {
 /// The oldest transaction still running and the next transaction id to be assigned.
 const SNAPSHOT_BOUNDS: &str = "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text \
                                FROM pg_current_snapshot() AS s";
+/// A transaction's BEGIN with the session settings a pooler cannot keep
+/// (the statement timeout, JIT off) set for the transaction.
+fn pooled_begin(begin: &str, statement_timeout: Option<Duration>) -> String {
+    let timeout = statement_timeout.map_or_else(String::new, |t| {
+        format!("; SET LOCAL statement_timeout = {}", t.as_millis())
+    });
+    format!("{begin}; SET LOCAL jit = off{timeout}")
+}
+
 /// How appends begin their transactions (a no-op change of level on the
 /// writer's SERIALIZABLE-default connections, needed on a user's pool).
 const BEGIN_SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
@@ -192,12 +252,24 @@ impl PostgresEventStore {
     /// # Errors
     /// [`ConnectError`] if the configuration is invalid or the database unreachable.
     pub async fn new(config: PostgresConfig) -> Result<Self, ConnectError> {
-        let (pool_options, connect_options) = config.pool_options()?;
+        // Sessions: the main URL, or the session URL behind a transaction pooler.
+        let (pool_options, connect_options) = config.session_pool_options()?;
         let connect_options = store_session(connect_options);
-        let writer = pool_options
-            .clone()
-            .max_connections(config.writer_limit())
-            .connect_lazy_with(serializable(connect_options.clone()));
+        let pooled = config.behind_transaction_pooler();
+        let (writer, pooled_events) = if pooled {
+            let (options, connect) = config.pooled_pool_options()?;
+            let writer = options
+                .clone()
+                .max_connections(config.writer_limit())
+                .connect_lazy_with(connect.clone());
+            (writer, Some(options.connect_lazy_with(connect)))
+        } else {
+            let writer = pool_options
+                .clone()
+                .max_connections(config.writer_limit())
+                .connect_lazy_with(serializable(connect_options.clone()));
+            (writer, None)
+        };
         let endpoint = format!(
             "{}:{}",
             connect_options.get_host(),
@@ -225,7 +297,7 @@ impl PostgresEventStore {
             .into_iter()
             .map(|(options, connect)| options.connect_lazy_with(store_session(connect)))
             .collect();
-        Ok(Self::build(
+        let mut store = Self::build(
             pool,
             writer,
             replicas,
@@ -235,8 +307,15 @@ impl PostgresEventStore {
                 in_flight_wait: config.read_in_flight_wait(),
                 key_retention: config.key_retention(),
                 upcasters: config.configured_upcasters(),
+                statement_timeout: config.statement_timeout_setting(),
             },
-        ))
+        );
+        if let Some(events) = pooled_events {
+            store.events = events;
+            store.pooled = true;
+            store.writes_in_transactions = true;
+        }
+        Ok(store)
     }
 
     /// Uses an existing pool, with EventCore's tables in schema `public`.
@@ -264,6 +343,7 @@ impl PostgresEventStore {
             },
         );
         store.writes_in_transactions = true;
+        store.appends_share_pool = true;
         store
     }
 
@@ -295,9 +375,13 @@ impl PostgresEventStore {
             events: pool.clone(),
             events_label: "read",
             writes_in_transactions: false,
+            pooled: false,
+            appends_share_pool: false,
             pool,
             writer,
             shared: Arc::new(Shared {
+                begin_write: pooled_begin(BEGIN_SERIALIZABLE, settings.statement_timeout),
+                begin_read: pooled_begin("BEGIN", settings.statement_timeout),
                 replicas,
                 channel,
                 listener,
@@ -376,10 +460,13 @@ impl PostgresEventStore {
     /// # Errors
     /// [`StoreError`] if the database cannot be asked.
     pub async fn delivery_lag(&self) -> Result<u64, StoreError> {
+        let mut connection = self.events_call().await?;
         let count: i64 = sqlx::query_scalar(&self.shared.queries.delivery_lag)
-            .fetch_one(&mut *telemetry::connection(&self.events, self.events_label).await?)
+            .persistent(self.persistent())
+            .fetch_one(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
+        connection.done().await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
@@ -399,20 +486,43 @@ impl PostgresEventStore {
         )
     }
 
+    /// A connection to read events on (see [`CallConnection`]).
+    pub(crate) async fn events_call(&self) -> Result<CallConnection, StoreError> {
+        let connection = telemetry::connection(&self.events, self.events_label).await?;
+        if !self.pooled {
+            return Ok(CallConnection::Direct(connection));
+        }
+        let transaction =
+            sqlx::Transaction::begin(connection, Some(self.shared.begin_read.clone().into()))
+                .await
+                .map_err(error::to_store_error)?;
+        Ok(CallConnection::Pooled(transaction))
+    }
+
+    /// Whether statements may be prepared once per connection: not through
+    /// a transaction pooler, where the next transaction may be on another
+    /// server connection.
+    pub(crate) fn persistent(&self) -> bool {
+        !self.pooled
+    }
+
     /// One page of the global order as stored (no upcasting).
     async fn read_stored(&self, query: ReadAllQuery) -> Result<Vec<RecordedEvent>, StoreError> {
         let types: Option<Vec<&str>> = query
             .event_types
             .as_ref()
             .map(|types| types.iter().map(AsRef::as_ref).collect());
+        let mut connection = self.events_call().await?;
         let rows = sqlx::query(&self.shared.queries.read_all)
+            .persistent(self.persistent())
             .bind(query.after.transaction().to_string())
             .bind(i64::try_from(query.after.sequence()).unwrap_or(i64::MAX))
             .bind(types)
             .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
-            .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
+            .fetch_all(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
+        connection.done().await?;
         readable_prefix(&rows)
     }
 
@@ -432,14 +542,17 @@ impl PostgresEventStore {
             .event_types
             .as_ref()
             .map(|types| types.iter().map(AsRef::as_ref).collect());
+        let mut connection = self.events_call().await?;
         let rows = sqlx::query(statement)
+            .persistent(self.persistent())
             .bind(query.stream_id.as_ref())
             .bind(i64::try_from(from).unwrap_or(i64::MAX))
             .bind(types)
             .bind(i64::try_from(query.limit.get()).unwrap_or(i64::MAX))
-            .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
+            .fetch_all(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
+        connection.done().await?;
         let (events, version) = stream_page_rows(&rows)?;
         Ok(query.page(events, version))
     }
@@ -467,7 +580,7 @@ impl PostgresEventStore {
         }
         if self.writes_in_transactions {
             let mut tx = connection
-                .begin_with(BEGIN_SERIALIZABLE)
+                .begin_with(self.shared.begin_write.clone())
                 .await
                 .map_err(error::classify)?;
             let rows = self
@@ -495,6 +608,7 @@ impl PostgresEventStore {
         params: &'q AppendParams<'q>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
         sqlx::query(&self.shared.queries.append)
+            .persistent(self.persistent())
             .bind(&params.streams)
             .bind(&params.expected)
             .bind(&params.event_stream)
@@ -526,7 +640,7 @@ impl PostgresEventStore {
             return Ok(recorded);
         }
         let mut tx = (*connection)
-            .begin_with(BEGIN_SERIALIZABLE)
+            .begin_with(self.shared.begin_write.clone())
             .await
             .map_err(error::classify)?;
         let rows = self
@@ -551,6 +665,7 @@ impl PostgresEventStore {
             Err(other) => return Err(Failure::Other(other)),
         };
         let recorded = sqlx::query(&self.shared.queries.record_key)
+            .persistent(self.persistent())
             .bind(key.as_ref())
             .bind(Json(&result))
             .bind(purpose.map(KeyPurpose::as_str))
@@ -596,7 +711,7 @@ impl PostgresEventStore {
         key: &IdempotencyKey,
         purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
-        if self.writes_in_transactions {
+        if self.appends_share_pool {
             self.recorded_on(connection, key, purpose).await
         } else {
             self.recorded(key, purpose).await
@@ -612,6 +727,7 @@ impl PostgresEventStore {
     ) -> Result<Option<AppendResult>, StoreError> {
         let stored: Option<(Json<AppendResult>, Option<String>)> =
             sqlx::query_as(&self.shared.queries.find_key)
+                .persistent(self.persistent())
                 .bind(key.as_ref())
                 .fetch_optional(&mut *connection)
                 .await
@@ -668,21 +784,27 @@ impl PostgresEventStore {
     /// has ended, so the watermark a following read uses lies above all of
     /// them: whatever committed before this call is then delivered.
     async fn await_in_flight(&self) -> Result<(), StoreError> {
+        let mut connection = self.events_call().await?;
         let (oldest, next): (String, String) = sqlx::query_as(SNAPSHOT_BOUNDS)
-            .fetch_one(&mut *telemetry::connection(&self.events, self.events_label).await?)
+            .persistent(self.persistent())
+            .fetch_one(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
+        connection.done().await?;
         if oldest == next {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + self.shared.in_flight_wait;
         let mut pause = Duration::from_millis(1);
         loop {
+            let mut connection = self.events_call().await?;
             let passed: bool = sqlx::query_scalar(WATERMARK_PASSED)
+                .persistent(self.persistent())
                 .bind(&next)
-                .fetch_one(&mut *telemetry::connection(&self.events, self.events_label).await?)
+                .fetch_one(&mut *connection)
                 .await
                 .map_err(error::to_store_error)?;
+            connection.done().await?;
             if passed {
                 return Ok(());
             }
@@ -886,11 +1008,14 @@ impl EventStore for PostgresEventStore {
         let span = self.span("read_streams");
         traced(span, async move {
             let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
+            let mut connection = self.events_call().await?;
             let rows = sqlx::query(&self.shared.queries.read_streams)
+                .persistent(self.persistent())
                 .bind(&names)
-                .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
+                .fetch_all(&mut *connection)
                 .await
                 .map_err(error::to_store_error)?;
+            connection.done().await?;
             let mut versions: BTreeMap<StreamId, StreamVersion> = stream_ids
                 .iter()
                 .map(|id| (id.clone(), StreamVersion::INITIAL))
@@ -922,12 +1047,15 @@ impl EventStore for PostgresEventStore {
                 .values()
                 .map(|v| i64::try_from(v.value()).unwrap_or(i64::MAX))
                 .collect();
+            let mut connection = self.events_call().await?;
             let rows = sqlx::query(&self.shared.queries.read_after)
+                .persistent(self.persistent())
                 .bind(&names)
                 .bind(&known)
-                .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
+                .fetch_all(&mut *connection)
                 .await
                 .map_err(error::to_store_error)?;
+            connection.done().await?;
             let mut read = StreamsRead::default();
             for row in &rows {
                 add_stream_row(&mut read, row)?;
@@ -941,11 +1069,14 @@ impl EventStore for PostgresEventStore {
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
         let span = self.span("load_snapshot");
         traced(span, async move {
+            let mut connection = self.events_call().await?;
             let row = sqlx::query(&self.shared.queries.load_snapshot)
+                .persistent(self.persistent())
                 .bind(key.as_str())
-                .fetch_optional(&mut *telemetry::connection(&self.events, self.events_label).await?)
+                .fetch_optional(&mut *connection)
                 .await
                 .map_err(error::to_store_error)?;
+            connection.done().await?;
             let Some(row) = row else {
                 return Ok(None);
             };
@@ -977,13 +1108,16 @@ impl EventStore for PostgresEventStore {
         let span = self.span("read_from_snapshot");
         traced(span, async move {
             let names: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
+            let mut connection = self.events_call().await?;
             let rows = sqlx::query(&self.shared.queries.read_from_snapshot)
+                .persistent(self.persistent())
                 .bind(key.as_str())
                 .bind(i64::from(state_version))
                 .bind(&names)
-                .fetch_all(&mut *telemetry::connection(&self.events, self.events_label).await?)
+                .fetch_all(&mut *connection)
                 .await
                 .map_err(error::to_store_error)?;
+            connection.done().await?;
             let get = |e: sqlx::Error| error::to_store_error(e);
             let mut snapshot = None;
             let mut read = StreamsRead::default();
