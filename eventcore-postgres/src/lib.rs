@@ -89,6 +89,22 @@
 //! wait for ([`PostgresEventStore::wait_for`], bounded, with a typed
 //! timeout) to read its own write.
 //!
+//! # Transaction poolers
+//!
+//! Through PgBouncer in `pool_mode = transaction`, declare it:
+//! `PostgresConfig::new(pooler_url).transaction_pooler(session_url)`
+//! ([`PostgresConfig::transaction_pooler`]). Appends, reads and snapshot
+//! loads then go through the pooler, each call in a transaction of its own
+//! with unnamed statements (PgBouncer 1.18, Debian's, keeps no prepared
+//! statements across server connections); LISTEN, leases, checkpoints,
+//! keys and `initialize` use the session URL. A lease taken through an
+//! undeclared pooler is refused with an error that says so (named
+//! statements fail there first, with the same advice), so two runners
+//! never lead at once. The pooler costs round trips: measured in
+//! BENCHMARKS.md, transfers run at 0.4x-0.6x of direct on one machine;
+//! it pays where many application processes would otherwise each keep
+//! their own connections to the server.
+//!
 //! # Long transactions
 //!
 //! A transaction left open anywhere on the server holds back two things:

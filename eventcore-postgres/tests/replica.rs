@@ -323,3 +323,68 @@ async fn read_your_writes_waits_for_the_replica_and_times_out_while_replay_is_pa
     assert_eq!(seen.events.len(), 1);
     assert_eq!(seen.events[0].id, written.events[0].id);
 }
+
+/// Counts what it applied.
+#[derive(Debug, Clone)]
+struct Counting(String, Arc<std::sync::atomic::AtomicU64>);
+
+impl Projection for Counting {
+    type Error = std::convert::Infallible;
+    fn name(&self) -> &str {
+        &self.0
+    }
+    async fn apply(&mut self, _: &RecordedEvent) -> Result<(), Self::Error> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    async fn reset(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Projection catch-up over 20,000 stored events, from the replica and
+/// from the primary, alternated; prints the figures (no timing is asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_catch_up_from_the_replica_and_from_the_primary() {
+    let (_primary, _replica, store) = pair().await;
+    let (appends, per_append) = (200_u64, 100_u64);
+    for n in 0..appends {
+        let events = (0..per_append)
+            .map(|k| event(json!({ "who": format!("{n}-{k}") })))
+            .collect();
+        store
+            .append(AppendRequest::single(
+                stream(&format!("catch-up-{}", n % 50)),
+                ExpectedVersion::Any,
+                events,
+            ))
+            .await
+            .unwrap();
+    }
+    let total = appends * per_append;
+    let position = store.wal_position().await.unwrap();
+    let on_replica = store.replica().unwrap();
+    on_replica.wait_for(&position, WAIT).await.unwrap();
+    let mut figures = Vec::new();
+    for round in 0..2 {
+        for (source, reader) in [("replica", on_replica.clone()), ("primary", store.clone())] {
+            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let projection = Counting(format!("catch-up-{source}-{round}"), count.clone());
+            let started = Instant::now();
+            let runner = ProjectionRunner::new(reader, projection, store.checkpoints()).start();
+            tokio::time::timeout(WAIT, runner.wait_for(|s| s.events_processed >= total))
+                .await
+                .expect("the projection catches up")
+                .unwrap();
+            let took = started.elapsed();
+            runner.stop().await.unwrap();
+            assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), total);
+            figures.push(format!(
+                "{source} {:.0} events/s ({:.2} s)",
+                total as f64 / took.as_secs_f64(),
+                took.as_secs_f64()
+            ));
+        }
+    }
+    println!("projection catch-up over {total} events: {}", figures.join(", "));
+}

@@ -62,6 +62,14 @@ async fn no_password_in_logs_or_errors() {
         .schema(&testing::fresh_schema_name())
         .unwrap();
     messages.push(format!("{config:?}"));
+    // Replica and session URLs are redacted alike.
+    messages.push(format!(
+        "{:?}",
+        config
+            .clone()
+            .read_replica(url.clone())
+            .transaction_pooler(url.clone())
+    ));
     let store = PostgresEventStore::new(config).await.unwrap();
     store.initialize().await.unwrap();
     let stream = StreamId::try_new("logged").unwrap();
