@@ -386,5 +386,8 @@ async fn projection_catch_up_from_the_replica_and_from_the_primary() {
             ));
         }
     }
-    println!("projection catch-up over {total} events: {}", figures.join(", "));
+    println!(
+        "projection catch-up over {total} events: {}",
+        figures.join(", ")
+    );
 }
