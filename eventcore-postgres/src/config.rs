@@ -92,7 +92,7 @@ pub enum ConfigError {
         key: String,
     },
     /// The database URL does not parse (the URL itself is not repeated, it may hold a password).
-    #[error("the database URL is invalid: {source}")]
+    #[error("the database URL is invalid")]
     InvalidUrl {
         /// sqlx's parse error.
         #[source]

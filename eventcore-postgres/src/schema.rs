@@ -80,7 +80,7 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";
 #[derive(Debug, thiserror::Error)]
 pub enum InitializeError {
     /// The database could not be reached or refused a bookkeeping statement.
-    #[error("could not prepare schema {schema}: {source}")]
+    #[error("could not prepare schema {schema}")]
     Database {
         /// The schema being initialized.
         schema: String,
@@ -89,7 +89,7 @@ pub enum InitializeError {
         source: sqlx::Error,
     },
     /// A migration failed; nothing of it was applied.
-    #[error("migration {version} of schema {schema} failed: {source}")]
+    #[error("migration {version} of schema {schema} failed")]
     Migration {
         /// The schema being initialized.
         schema: String,

@@ -156,8 +156,9 @@ pub struct ExecutionResult {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutionError<E> {
     /// `handle` refused the command with a business error; never retried.
-    #[error("command refused: {0}")]
-    Rejected(#[source] E),
+    /// Prints as the business error itself (its source is the error's own).
+    #[error(transparent)]
+    Rejected(E),
     /// Every attempt ran into a conflict, a transient failure or an
     /// unreachable store. Nothing was written unless `outcome_unknown`.
     #[error(
@@ -230,7 +231,7 @@ pub enum ExecutionError<E> {
     /// The store failed in a way retrying here cannot fix. Nothing was
     /// written unless the source is [`StoreError::UnknownOutcome`] or
     /// `outcome_unknown` is set.
-    #[error("{command}: {source}{}", unknown_note(*.outcome_unknown))]
+    #[error("{command}: the event store failed{}", unknown_note(*.outcome_unknown))]
     Store {
         /// The command's type name.
         command: &'static str,
@@ -364,6 +365,9 @@ fn unknown_note(unknown: bool) -> &'static str {
 }
 
 fn list_streams(streams: &[StreamId]) -> String {
+    if streams.is_empty() {
+        return "none".to_owned();
+    }
     let names: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
     names.join(", ")
 }

@@ -73,6 +73,7 @@
 pub mod archive;
 mod command;
 mod coordination;
+mod error_chain;
 mod event;
 mod executor;
 mod finite;
@@ -103,6 +104,7 @@ pub mod projection_conformance;
 pub use command::__private;
 pub use command::{CommandLogic, CommandStreams, DeclaredStream, HandleContext, Writes};
 
+pub use error_chain::error_chain;
 pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventType};
 /// Derives [`CommandStreams`] for a struct whose `#[stream]` fields name the streams it reads.
 ///

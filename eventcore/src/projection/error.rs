@@ -8,7 +8,7 @@ use crate::{GlobalPosition, StoreError};
 #[non_exhaustive]
 pub enum ProjectionError {
     /// `apply`, `reset` or `resume_from` failed and the error policy says stop.
-    #[error("projection {name} failed at the event after {position}: {source}")]
+    #[error("projection {name} failed at the event after {position}")]
     Apply {
         /// The projection's name.
         name: String,
@@ -19,7 +19,7 @@ pub enum ProjectionError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A stored event could not be read and the error policy says stop.
-    #[error("projection {name} stopped at an unreadable event: {source}")]
+    #[error("projection {name} stopped at an unreadable event")]
     Unreadable {
         /// The projection's name.
         name: String,

@@ -342,7 +342,7 @@ where
                     break;
                 }
                 Err(error) => {
-                    let message = error.to_string();
+                    let message = crate::error_chain(&error);
                     tracing::warn!(projection = %live.checkpoint.name, event = %event.id, error = %message, "projection apply failed");
                     live.checkpoint.last_error = Some(message);
                     if self.options.on_error == ErrorPolicy::Skip {
@@ -385,7 +385,7 @@ where
     ) -> Result<(), Led> {
         let name = live.checkpoint.name.clone();
         tracing::warn!(projection = %name, %error, "reading the global order failed");
-        live.checkpoint.last_error = Some(error.to_string());
+        live.checkpoint.last_error = Some(crate::error_chain(&error));
         status.send_replace(live.status());
         let Some(position) = error.undecodable_position() else {
             // The subscription pauses and reads again by itself.

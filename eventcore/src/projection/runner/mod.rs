@@ -224,7 +224,7 @@ where
             Ok(()) => status.send_modify(|s| s.state = ProjectionState::Stopped),
             Err(error) => status.send_modify(|s| {
                 s.state = ProjectionState::Failed;
-                s.last_error = Some(error.to_string());
+                s.last_error = Some(crate::error_chain(error));
             }),
         }
         outcome.map(|()| self.projection)
@@ -292,7 +292,7 @@ where
                 }
                 Err(error) => {
                     tracing::warn!(projection = %name, %error, "could not compete for leadership; trying again");
-                    status.send_modify(|s| s.last_error = Some(error.to_string()));
+                    status.send_modify(|s| s.last_error = Some(crate::error_chain(&error)));
                     let pause = pauses.next().unwrap_or(STANDBY_MAX_PAUSE);
                     match pause_unless_stopped(control, pause).await {
                         Some(Control::Abort) => return Err(aborted(name)),
