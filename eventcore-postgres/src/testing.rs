@@ -100,6 +100,7 @@ async fn prepare_database() -> Result<String, TestServerError> {
     if !forced {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             drop_stale_schemas(&url).await?;
+            drop_schemas_at_exit(&url).await;
             return Ok(url);
         }
     }
@@ -129,6 +130,7 @@ async fn prepare_database() -> Result<String, TestServerError> {
     };
     let url = create_test_database(&server).await?;
     drop_stale_schemas(&url).await?;
+    drop_schemas_at_exit(&url).await;
     Ok(url)
 }
 
@@ -197,11 +199,59 @@ async fn drop_stale_schemas(url: &str) -> Result<(), TestServerError> {
     Ok(())
 }
 
-/// A schema name no other test uses.
+/// A schema name no other test uses: `eventcore_t_<time>_<run>_<id>`,
+/// where `<run>` is this process's run id (see [`test_database_url`]:
+/// the schemas of a run are dropped when its process exits).
 pub fn fresh_schema_name() -> String {
     let unique = uuid::Uuid::now_v7().simple().to_string();
-    let tail = unique.get(unique.len().saturating_sub(16)..).unwrap_or("");
-    format!("{SCHEMA_PREFIX}{}_{tail}", now_secs())
+    let tail = unique.get(unique.len().saturating_sub(12)..).unwrap_or("");
+    format!("{SCHEMA_PREFIX}{}_{}_{tail}", now_secs(), run_id())
+}
+
+/// This process's run id: random, the same for all its schemas.
+fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        // The last hex digits of a v7 id are random.
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        format!("r{}", id.get(id.len().saturating_sub(8)..).unwrap_or("0"))
+    })
+}
+
+/// Drops this run's schemas from the database at `url` once this process
+/// has exited, however it exits: a watcher process waits for it and runs
+/// `psql` (found with the PostgreSQL binaries; without one the schemas
+/// stay until a later run's hourly sweep). The URL travels in the
+/// watcher's environment, never on a command line others can read.
+async fn drop_schemas_at_exit(url: &str) {
+    let Ok(bin_dir) = find_bin_dir().await else {
+        return;
+    };
+    let psql = bin_dir.join("psql");
+    if !psql.is_file() {
+        return;
+    }
+    let pattern = format!("{SCHEMA_PREFIX}%_{}_%", run_id());
+    let sql = format!(
+        "DO $$DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace \
+         WHERE nspname LIKE '{pattern}' LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); \
+         END LOOP; END$$"
+    );
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         \"$EVENTCORE_PSQL\" -X -q -d \"$EVENTCORE_CLEANUP_URL\" -c \"$EVENTCORE_CLEANUP_SQL\" \
+         >/dev/null 2>&1",
+        pid = std::process::id(),
+    );
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("EVENTCORE_PSQL", &psql)
+        .env("EVENTCORE_CLEANUP_URL", url)
+        .env("EVENTCORE_CLEANUP_SQL", sql)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// Settings for a store in a fresh schema of the test database, not yet initialized.

@@ -369,3 +369,63 @@ async fn events_from_before_schema_versions_read_as_version_one() {
         assert_eq!(event.payload.to_value().unwrap()["upcast"], json!(true));
     }
 }
+
+const LITTER_CHILD: &str = "EVENTCORE_LITTER_CHILD";
+
+/// A test process leaves no schema behind: the schemas of `fresh_store`
+/// are dropped once the process that made them exits (here a child
+/// process that makes two and exits without dropping them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_schemas_are_dropped_when_their_process_exits() {
+    if std::env::var(LITTER_CHILD).is_ok() {
+        for _ in 0..2 {
+            let store = testing::fresh_store().await.unwrap();
+            println!("schema {}", store.schema());
+        }
+        return;
+    }
+    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "test_schemas_are_dropped_when_their_process_exits",
+            "--nocapture",
+        ])
+        .env(LITTER_CHILD, "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("schema ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let store = testing::fresh_store().await.unwrap();
+    let remaining = || async {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)")
+                .bind(&names)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        count
+    };
+    let started = std::time::Instant::now();
+    while remaining().await > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the child's schemas are still there after a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!(
+        "the child's {} schemas were dropped {:?} after it exited",
+        names.len(),
+        started.elapsed()
+    );
+}
