@@ -22,10 +22,12 @@ pub struct Field<'a> {
 /// How a `#[stream]` field holds its stream ids.
 #[derive(Clone, Copy)]
 pub enum StreamShape {
-    /// `StreamId`, or `&StreamId` when `by_ref`.
+    /// One id: `StreamId` or a typed id (`AccountId`), or a reference to
+    /// one when `by_ref`.
     Single { by_ref: bool },
-    /// Anything whose shared reference iterates `&StreamId` (`Vec<StreamId>`,
-    /// `Option<StreamId>`, `[StreamId; N]`, ...), or a reference that does when `by_ref`.
+    /// Anything whose shared reference iterates ids (`Vec<StreamId>`,
+    /// `Option<AccountId>`, `[StreamId; N]`, ...), or a reference that does
+    /// when `by_ref`.
     Many { by_ref: bool },
 }
 
@@ -91,9 +93,19 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// The fields marked `#[stream]`.
+    /// The fields marked `#[stream]` (not `#[stream(skip)]`).
     pub fn stream_fields(&self) -> impl Iterator<Item = &Field<'a>> {
-        self.fields.iter().filter(|f| f.stream.is_some())
+        self.fields
+            .iter()
+            .filter(|f| f.stream.as_ref().is_some_and(|s| !s.skip))
+    }
+
+    /// Fields with no `#[stream]` attribute whose type names `StreamId`
+    /// (alone or in a collection): most likely a forgotten `#[stream]`.
+    pub fn unmarked_stream_ids(&self) -> impl Iterator<Item = &Field<'a>> {
+        self.fields
+            .iter()
+            .filter(|f| f.stream.is_none() && names_stream_id(f.ty))
     }
 }
 
@@ -105,9 +117,7 @@ impl Field<'_> {
                 Some(StreamShape::Single { .. }) => Some(StreamShape::Single { by_ref: true }),
                 Some(StreamShape::Many { .. }) => Some(StreamShape::Many { by_ref: true }),
                 None => match &*reference.elem {
-                    Type::Slice(slice) if is_stream_id(&slice.elem) => {
-                        Some(StreamShape::Many { by_ref: true })
-                    }
+                    Type::Slice(_) => Some(StreamShape::Many { by_ref: true }),
                     _ => None,
                 },
             },
@@ -117,26 +127,23 @@ impl Field<'_> {
 }
 
 fn shape_of_owned(ty: &Type) -> Option<StreamShape> {
-    if is_stream_id(ty) {
-        return Some(StreamShape::Single { by_ref: false });
-    }
     match ty {
         Type::Group(group) => shape_of_owned(&group.elem),
         Type::Paren(paren) => shape_of_owned(&paren.elem),
-        Type::Array(array) if is_stream_id(&array.elem) => {
-            Some(StreamShape::Many { by_ref: false })
-        }
+        Type::Array(_) => Some(StreamShape::Many { by_ref: false }),
         Type::Path(path) if path.qself.is_none() => {
             let last = path.path.segments.last()?;
-            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-                return None;
-            };
-            let mut types = args.args.iter().filter_map(|arg| match arg {
-                syn::GenericArgument::Type(ty) => Some(ty),
-                _ => None,
-            });
-            let first = types.next()?;
-            is_stream_id(first).then_some(StreamShape::Many { by_ref: false })
+            match &last.arguments {
+                // `StreamId`, `AccountId`, `ids::OrderId`: one id.
+                syn::PathArguments::None => Some(StreamShape::Single { by_ref: false }),
+                // `Vec<_>`, `Option<_>`, `BTreeSet<_>`: a collection of ids.
+                syn::PathArguments::AngleBracketed(args) => args
+                    .args
+                    .iter()
+                    .any(|arg| matches!(arg, syn::GenericArgument::Type(_)))
+                    .then_some(StreamShape::Many { by_ref: false }),
+                syn::PathArguments::Parenthesized(_) => None,
+            }
         }
         _ => None,
     }
@@ -152,6 +159,26 @@ fn is_stream_id(ty: &Type) -> bool {
             .segments
             .last()
             .is_some_and(|last| last.ident == "StreamId" && last.arguments.is_none()),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is `StreamId`, a reference to one, or a collection (array,
+/// slice, generic type) whose element is one.
+fn names_stream_id(ty: &Type) -> bool {
+    if is_stream_id(ty) {
+        return true;
+    }
+    match ty {
+        Type::Group(group) => names_stream_id(&group.elem),
+        Type::Paren(paren) => names_stream_id(&paren.elem),
+        Type::Reference(reference) => names_stream_id(&reference.elem),
+        Type::Array(array) => is_stream_id(&array.elem),
+        Type::Slice(slice) => is_stream_id(&slice.elem),
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last().is_some_and(|last| {
+            matches!(&last.arguments, syn::PathArguments::AngleBracketed(args)
+                if args.args.iter().any(|arg| matches!(arg, syn::GenericArgument::Type(t) if is_stream_id(t))))
+        }),
         _ => false,
     }
 }

@@ -1,8 +1,8 @@
 //! Code generation; everything is named by absolute path.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
-use syn::{DeriveInput, ext::IdentExt};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{DeriveInput, ext::IdentExt, spanned::Spanned};
 
 use crate::{
     ast::{Field, Input, StreamShape},
@@ -40,19 +40,20 @@ fn expand(input: &Input<'_>) -> TokenStream {
 
 fn push_streams(field: &Field<'_>) -> Option<TokenStream> {
     let name = field.ident;
+    // Spanned at the field's type: a type that is no stream id is reported there.
+    let as_id = quote_spanned!(field.ty.span()=> ::eventcore::AsStreamId::as_stream_id);
     Some(match field.shape()? {
-        StreamShape::Single { by_ref: false } => {
-            quote! { streams.push(::core::clone::Clone::clone(&self.#name)); }
-        }
-        StreamShape::Single { by_ref: true } => {
-            quote! { streams.push(::core::clone::Clone::clone(self.#name)); }
+        StreamShape::Single { by_ref } => {
+            let source = field_ref(name, by_ref);
+            quote! { streams.push(::core::clone::Clone::clone(#as_id(#source))); }
         }
         StreamShape::Many { by_ref } => {
             let source = field_ref(name, by_ref);
             quote! {
-                streams.extend(
-                    ::core::iter::Iterator::cloned(::core::iter::IntoIterator::into_iter(#source)),
-                );
+                streams.extend(::core::iter::Iterator::map(
+                    ::core::iter::IntoIterator::into_iter(#source),
+                    |id| ::core::clone::Clone::clone(#as_id(id)),
+                ));
             }
         }
     })
@@ -62,6 +63,7 @@ fn accessor(field: &Field<'_>) -> Option<TokenStream> {
     let name = field.ident;
     let vis = field.vis;
     let plain = name.unraw();
+    let as_id = quote_spanned!(field.ty.span()=> ::eventcore::AsStreamId::as_stream_id);
     Some(match field.shape()? {
         StreamShape::Single { by_ref } => {
             let method = format_ident!("{}_stream", plain);
@@ -72,7 +74,7 @@ fn accessor(field: &Field<'_>) -> Option<TokenStream> {
             quote! {
                 #[doc = #doc]
                 #vis fn #method(&self) -> ::eventcore::DeclaredStream<Self> {
-                    ::eventcore::__private::declared(#id)
+                    ::eventcore::__private::declared(#as_id(#id))
                 }
             }
         }
@@ -87,7 +89,7 @@ fn accessor(field: &Field<'_>) -> Option<TokenStream> {
                 #vis fn #method(&self) -> ::std::vec::Vec<::eventcore::DeclaredStream<Self>> {
                     ::core::iter::Iterator::collect(::core::iter::Iterator::map(
                         ::core::iter::IntoIterator::into_iter(#source),
-                        ::eventcore::__private::declared,
+                        |id| ::eventcore::__private::declared(#as_id(id)),
                     ))
                 }
             }

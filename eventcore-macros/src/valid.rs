@@ -10,19 +10,30 @@ pub fn check(input: &Input<'_>) -> syn::Result<()> {
     if input.stream_fields().next().is_none() {
         errors.push(syn::Error::new(
             input.ident.span(),
-            "#[derive(Command)] needs at least one field marked #[stream] (of type StreamId, or a collection of StreamId)",
+            "#[derive(Command)] needs at least one field marked #[stream] (a StreamId, a typed id implementing eventcore::AsStreamId, or a collection of them)",
         ));
     }
     for field in input.stream_fields() {
         if field.shape().is_none() {
             errors.push(syn::Error::new(
                 field.ty.span(),
-                "#[stream] fields must be a StreamId or a collection of StreamId (such as Vec<StreamId>)",
+                "#[stream] fields must be a StreamId, a typed id implementing eventcore::AsStreamId, or a collection of them (such as Vec<StreamId>)",
             ));
             if let Some(stream) = &field.stream {
                 errors.push(syn::Error::new(stream.span, "#[stream] is declared here"));
             }
         }
+    }
+    for field in input.unmarked_stream_ids() {
+        errors.push(syn::Error::new(
+            field.ident.span(),
+            format!(
+                "field `{}` holds a StreamId but is not marked: mark it #[stream] if the command \
+                 reads that stream (then it may write to it), or #[stream(skip)] if it is not a \
+                 stream the command reads",
+                field.ident
+            ),
+        ));
     }
     let mut errors = errors.into_iter();
     match errors.next() {

@@ -138,6 +138,30 @@ impl<C: ?Sized> fmt::Debug for DeclaredStream<C> {
     }
 }
 
+/// What [`Writes::emit`] accepts as the stream to write to: only a
+/// [`DeclaredStream`] of the same command.
+///
+/// Sealed by construction: nothing else implements it, so writing to a
+/// bare [`StreamId`] (or to another command's stream) does not compile.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a stream this command declared, so it cannot write to it",
+    label = "not a declared stream of this command",
+    note = "write through an accessor `#[derive(Command)]` generates for a `#[stream]` field \
+            (`self.<field>_stream()`), or through a stream discovered while handling \
+            (`ctx.discover(&id)`): a command writes only to streams it read; mark the field \
+            `#[stream]` if the command should read it"
+)]
+pub trait WriteTarget<C: ?Sized> {
+    /// The declared stream.
+    fn into_declared(self) -> DeclaredStream<C>;
+}
+
+impl<C: ?Sized> WriteTarget<C> for DeclaredStream<C> {
+    fn into_declared(self) -> DeclaredStream<C> {
+        self
+    }
+}
+
 /// The events a command decided to write, each aimed at a stream it read.
 pub struct Writes<C: CommandLogic + ?Sized> {
     events: Vec<(StreamId, C::Event)>,
@@ -151,14 +175,14 @@ impl<C: CommandLogic + ?Sized> Writes<C> {
 
     /// Adds `event` to `stream`, builder style.
     #[must_use]
-    pub fn emit(mut self, stream: DeclaredStream<C>, event: C::Event) -> Self {
+    pub fn emit(mut self, stream: impl WriteTarget<C>, event: C::Event) -> Self {
         self.push(stream, event);
         self
     }
 
     /// Adds `event` to `stream`.
-    pub fn push(&mut self, stream: DeclaredStream<C>, event: C::Event) {
-        self.events.push((stream.id, event));
+    pub fn push(&mut self, stream: impl WriteTarget<C>, event: C::Event) {
+        self.events.push((stream.into_declared().id, event));
     }
 
     /// How many events are to be written.

@@ -102,16 +102,22 @@ pub mod projection_conformance;
 
 #[doc(hidden)]
 pub use command::__private;
-pub use command::{CommandLogic, CommandStreams, DeclaredStream, HandleContext, Writes};
+pub use command::{
+    CommandLogic, CommandStreams, DeclaredStream, HandleContext, WriteTarget, Writes,
+};
 
 pub use error_chain::error_chain;
 pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventType};
 /// Derives [`CommandStreams`] for a struct whose `#[stream]` fields name the streams it reads.
 ///
-/// A `#[stream]` field is a [`StreamId`], or a collection of them
-/// (`Vec<StreamId>`, `Option<StreamId>`, `BTreeSet<StreamId>`,
-/// `[StreamId; N]`, `&[StreamId]`, ...). Repeated stream values are read
-/// once. For each field the derive also generates a write-target accessor
+/// A `#[stream]` field is a [`StreamId`], a typed id of the application's
+/// (any type implementing [`AsStreamId`], such as `AccountId(StreamId)`),
+/// or a collection of either (`Vec<_>`, `Option<_>`, `BTreeSet<_>`,
+/// `[_; N]`, `&[_]`, ...), or a reference to one. Repeated stream values
+/// are read once. A field that holds a `StreamId` must say what it is:
+/// `#[stream]`, or `#[stream(skip)]` for an id the command carries but
+/// does not read (a forgotten `#[stream]` would otherwise compile and
+/// leave the stream unread). For each field the derive also generates a write-target accessor
 /// with the field's visibility: `<field>_stream()` returning a
 /// [`DeclaredStream`] for a single id, `<field>_streams()` returning a `Vec`
 /// of them for a collection. Those accessors (and
@@ -119,8 +125,11 @@ pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventTyp
 /// writing to a stream the command did not declare does not compile.
 ///
 /// Generics and lifetimes on the struct are supported. Misuse (no
-/// `#[stream]` field, a field of another type, arguments to `#[stream]`,
-/// enums, tuple structs, unions) is a compile error at the offending span.
+/// `#[stream]` field, an unmarked `StreamId` field, a `#[stream]` field of a
+/// type that is no stream id, unknown arguments to `#[stream]`, enums,
+/// tuple structs, unions) is a compile error at the offending span that
+/// says what to write instead, and so is writing to a stream the command
+/// did not declare ([`WriteTarget`]).
 ///
 /// ```
 /// use eventcore::{Command, CommandStreams, StreamId};
@@ -132,6 +141,9 @@ pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventTyp
 ///     #[stream]
 ///     to: StreamId,
 ///     cents: u64,
+///     /// Who asked: carried along, not a stream this command reads.
+///     #[stream(skip)]
+///     requested_by: StreamId,
 /// }
 ///
 /// #[derive(Command)]
@@ -142,7 +154,7 @@ pub use event::{EVENT_TYPE_MAX_CHARS, Event, EventId, EventType, InvalidEventTyp
 /// }
 ///
 /// let a = StreamId::try_new("a")?;
-/// let t = Transfer { from: a.clone(), to: a.clone(), cents: 5 };
+/// let t = Transfer { from: a.clone(), to: a.clone(), cents: 5, requested_by: a.clone() };
 /// assert_eq!(t.declared_streams(), vec![a.clone()], "read once");
 /// assert_eq!(t.from_stream().id(), &a);
 /// let c = CloseAll { accounts: vec![a.clone()], reason: "audit" };
@@ -210,7 +222,7 @@ pub use store::{
     AppendRequest, AppendResult, BoxError, DEFAULT_PAGE_SIZE, EventStore, InvalidAppend,
     ReadAllQuery, StoreError, StreamAppend, StreamsRead, VersionConflict, WrittenEvent,
 };
-pub use stream_id::{InvalidStreamId, STREAM_ID_MAX_CHARS, StreamId};
+pub use stream_id::{AsStreamId, InvalidStreamId, STREAM_ID_MAX_CHARS, StreamId};
 pub use stream_page::{Direction, StreamPage, StreamQuery};
 pub use subscription::{AppendNotifier, Subscription};
 pub use upcast::{

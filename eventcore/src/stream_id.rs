@@ -64,6 +64,43 @@ pub struct StreamId(Arc<str>);
 
 arc_name!(StreamId, InvalidStreamId, validate_stream_id, trim = true);
 
+/// A type that is a stream id: `StreamId` itself, or an application's typed
+/// id that wraps one. `#[stream]` fields may hold any of them (or a
+/// collection of them).
+///
+/// ```
+/// use eventcore::{AsStreamId, StreamId};
+///
+/// /// An account's stream, typed.
+/// struct AccountId(StreamId);
+///
+/// impl AsStreamId for AccountId {
+///     fn as_stream_id(&self) -> &StreamId {
+///         &self.0
+///     }
+/// }
+///
+/// let account = AccountId(StreamId::try_new("account-7")?);
+/// assert_eq!(account.as_stream_id().as_ref(), "account-7");
+/// # Ok::<(), eventcore::InvalidStreamId>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a stream id",
+    label = "a `#[stream]` field must hold a `StreamId`, a type that is one, or a collection of them",
+    note = "implement `eventcore::AsStreamId` for `{Self}` (returning the `StreamId` it wraps), or \
+            mark the field `#[stream(skip)]` if it is not a stream the command reads"
+)]
+pub trait AsStreamId {
+    /// The stream id.
+    fn as_stream_id(&self) -> &StreamId;
+}
+
+impl AsStreamId for StreamId {
+    fn as_stream_id(&self) -> &StreamId {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

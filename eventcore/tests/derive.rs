@@ -177,3 +177,55 @@ mod event_derive {
         assert_eq!(event.schema_version(), 2);
     }
 }
+
+mod typed_ids {
+    use eventcore::{AsStreamId, Command, CommandStreams, StreamId};
+
+    /// An application's typed id for account streams.
+    #[derive(Clone)]
+    pub struct AccountId(StreamId);
+
+    impl AsStreamId for AccountId {
+        fn as_stream_id(&self) -> &StreamId {
+            &self.0
+        }
+    }
+
+    #[derive(Command)]
+    pub struct Transfer<'a> {
+        #[stream]
+        pub from: AccountId,
+        #[stream]
+        pub to: &'a AccountId,
+        #[stream]
+        pub cosigners: Vec<AccountId>,
+        #[stream]
+        pub fee_account: Option<AccountId>,
+        /// Carried along, not read: no stream of this command.
+        #[stream(skip)]
+        pub audit: StreamId,
+    }
+
+    #[test]
+    fn typed_ids_and_their_collections_are_streams_and_skipped_ids_are_not() {
+        let id = |name: &str| AccountId(StreamId::try_new(name).unwrap());
+        let to = id("b");
+        let command = Transfer {
+            from: id("a"),
+            to: &to,
+            cosigners: vec![id("c"), id("a")],
+            fee_account: Some(id("fees")),
+            audit: StreamId::try_new("audit").unwrap(),
+        };
+        let declared: Vec<String> = command
+            .declared_streams()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(declared, ["a", "b", "c", "fees"]);
+        assert_eq!(command.audit.as_ref(), "audit", "skipped, but still a field");
+        assert_eq!(command.to_stream().id().as_ref(), "b");
+        assert_eq!(command.cosigners_streams().len(), 2);
+        assert_eq!(command.fee_account_streams()[0].id().as_ref(), "fees");
+    }
+}

@@ -170,6 +170,8 @@ struct StaleTarget {
     #[stream]
     own: StreamId,
     kept: Mutex<Option<DeclaredStream<StaleTarget>>>,
+    /// Found while handling, not declared.
+    #[stream(skip)]
     discover: Option<StreamId>,
 }
 

@@ -18,6 +18,7 @@ impl Event for Deposited {
 struct Deposit {
     #[stream]
     account: StreamId,
+    #[stream(skip)]
     audit_log: StreamId,
 }
 
@@ -39,6 +40,18 @@ impl CommandLogic for Deposit {
         Ok(Writes::new()
             .emit(self.audit_log.clone(), Deposited)
             .emit(other.elsewhere_stream(), Deposited))
+    }
+}
+
+impl CommandLogic for Other {
+    type State = ();
+    type Event = Deposited;
+    type Error = std::convert::Infallible;
+
+    fn apply(&self, _: &mut (), _: &StoredEvent<Deposited>) {}
+
+    fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Self::Error> {
+        Ok(Writes::new())
     }
 }
 
