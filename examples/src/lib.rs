@@ -11,6 +11,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// The README's code blocks, run as doctests so that they keep compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod balances;
 pub mod banking;
 pub mod otel;
