@@ -223,7 +223,11 @@ mod typed_ids {
             .map(ToString::to_string)
             .collect();
         assert_eq!(declared, ["a", "b", "c", "fees"]);
-        assert_eq!(command.audit.as_ref(), "audit", "skipped, but still a field");
+        assert_eq!(
+            command.audit.as_ref(),
+            "audit",
+            "skipped, but still a field"
+        );
         assert_eq!(command.to_stream().id().as_ref(), "b");
         assert_eq!(command.cosigners_streams().len(), 2);
         assert_eq!(command.fee_account_streams()[0].id().as_ref(), "fees");

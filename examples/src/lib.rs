@@ -19,3 +19,4 @@ pub struct ReadmeDoctests;
 pub mod balances;
 pub mod banking;
 pub mod otel;
+pub mod web;
