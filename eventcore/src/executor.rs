@@ -124,8 +124,25 @@ impl ExecutionOptions {
     }
 }
 
-/// What a successful execution wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a successful execution wrote; serializable, for an API to return
+/// it or a client to keep it.
+///
+/// ```
+/// # use std::{collections::BTreeMap, time::Duration};
+/// # use eventcore::{CorrelationId, ExecutionResult};
+/// let result = ExecutionResult {
+///     events: Vec::new(),
+///     versions: BTreeMap::new(),
+///     attempts: 1,
+///     backoff: Duration::ZERO,
+///     correlation_id: CorrelationId::new_v7(),
+///     replayed: false,
+/// };
+/// let json = serde_json::to_string(&result)?;
+/// assert_eq!(serde_json::from_str::<ExecutionResult>(&json)?, result);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutionResult {
     /// Every event written, with its stream, version and global position.
     pub events: Vec<WrittenEvent>,
