@@ -1,5 +1,8 @@
 //! Event sourcing where the consistency boundary is whatever set of streams a command reads.
 //!
+//! New here? Read the [guide]: quick start, concepts, writing and
+//! testing commands, projections, production, troubleshooting.
+//!
 //! # Concepts
 //!
 //! - A **stream** ([`StreamId`]) is an ordered, append-only sequence of
@@ -77,13 +80,14 @@ mod error_chain;
 mod event;
 mod executor;
 mod finite;
+pub mod guide;
 mod idempotency;
 mod limits;
 mod metadata;
 mod name;
 mod payload;
 mod position;
-mod projection;
+pub mod projection;
 mod recorded;
 mod retry;
 pub mod snapshot;
