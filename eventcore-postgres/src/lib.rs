@@ -105,6 +105,9 @@
 //! it pays where many application processes would otherwise each keep
 //! their own connections to the server.
 //!
+//! Growing further than one primary (partitioning, Citus, YugabyteDB,
+//! CockroachDB) is a design note: [`beyond_one_primary`].
+//!
 //! # Long transactions
 //!
 //! A transaction left open anywhere on the server holds back two things:
@@ -132,6 +135,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod beyond_one_primary;
 mod checkpoints;
 mod config;
 mod error;
