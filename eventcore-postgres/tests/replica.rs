@@ -286,7 +286,12 @@ async fn read_your_writes_waits_for_the_replica_and_times_out_while_replay_is_pa
         ))
         .await
         .unwrap();
-    let position = store.wal_position().await.unwrap();
+    // The append's own token: the WAL position after its commit.
+    let token = written
+        .commit_token
+        .clone()
+        .expect("a store with replicas returns a token");
+    let position = eventcore_postgres::WalPosition::parse(&token).expect("an LSN");
     let started = Instant::now();
     match on_replica
         .wait_for(&position, Duration::from_millis(500))

@@ -137,6 +137,7 @@ impl ExecutionOptions {
 ///     backoff: Duration::ZERO,
 ///     correlation_id: CorrelationId::new_v7(),
 ///     replayed: false,
+///     commit_token: None,
 /// };
 /// let json = serde_json::to_string(&result)?;
 /// assert_eq!(serde_json::from_str::<ExecutionResult>(&json)?, result);
@@ -157,6 +158,11 @@ pub struct ExecutionResult {
     /// Whether this is the result of an earlier execution with the same
     /// idempotency key, returned without writing anything.
     pub replayed: bool,
+    /// The store's token for the commit ([`AppendResult::commit_token`]):
+    /// on PostgreSQL with read replicas, what a replica reader waits for
+    /// to read this write (`PostgresEventStore::wait_for`).
+    #[serde(default)]
+    pub commit_token: Option<String>,
 }
 
 /// Why an execution failed.
@@ -713,6 +719,7 @@ impl<S: EventStore> CommandExecutor<S> {
                         backoff,
                         correlation_id,
                         replayed: result.replayed,
+                        commit_token: result.commit_token,
                     });
                 }
                 Err(error) => error,
@@ -1027,6 +1034,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 events: Vec::new(),
                 versions: decision.versions,
                 replayed: false,
+                commit_token: None,
             });
         }
         // One entry per stream read, in stream order, expecting the version read.

@@ -562,6 +562,12 @@ pub struct AppendResult {
     /// idempotency key (nothing was written this time).
     #[serde(skip)]
     pub replayed: bool,
+    /// An adapter's token for the commit, which readers of a replica can
+    /// wait for to see this append (PostgreSQL with read replicas: the WAL
+    /// position after the commit, see `PostgresEventStore::wait_for`);
+    /// `None` where a store has no replicas to wait for.
+    #[serde(skip)]
+    pub commit_token: Option<String>,
 }
 
 /// One stream whose version did not match what an append expected.

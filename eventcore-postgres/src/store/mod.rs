@@ -997,6 +997,7 @@ fn append_outcome(rows: &[PgRow], request: &AppendRequest) -> Result<AppendResul
             events,
             versions,
             replayed: false,
+            commit_token: None,
         })
     } else {
         Err(StoreError::Conflict { conflicts })
@@ -1175,7 +1176,14 @@ impl EventStore for PostgresEventStore {
         traced(span, async move {
             self.upcasters.check_append(&request)?;
             match self.try_append(&request).await {
-                Ok(result) => Ok(result),
+                Ok(mut result) => {
+                    // With replicas, a token a replica reader can wait for;
+                    // the append stands even if asking for it fails.
+                    if !self.shared.replicas.is_empty() {
+                        result.commit_token = self.wal_position().await.ok().map(|p| p.to_string());
+                    }
+                    Ok(result)
+                }
                 Err(Failure::Other(error)) => Err(error),
                 Err(Failure::Contention(cause)) => {
                     Err(self.explain_contention(&request, cause).await)
