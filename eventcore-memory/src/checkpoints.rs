@@ -14,6 +14,23 @@ use eventcore::{
 ///
 /// Like [`InMemoryEventStore`](crate::InMemoryEventStore), it lives as long
 /// as the process: for tests, prototypes and the memory demo.
+///
+/// ```
+/// use eventcore::{Checkpoint, CheckpointStore, ProjectionRequest};
+/// use eventcore_memory::InMemoryCheckpointStore;
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let checkpoints = InMemoryCheckpointStore::new();
+/// assert!(checkpoints.load("balances").await?.is_none());
+/// checkpoints.save(&Checkpoint::initial("balances")).await?;
+/// // What an operator asks of the running leader:
+/// checkpoints.request("balances", ProjectionRequest::Pause).await?;
+/// let pending = checkpoints.pending_request("balances").await?;
+/// assert_eq!(pending.map(|p| p.request), Some(ProjectionRequest::Pause));
+/// # Ok::<(), eventcore::StoreError>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCheckpointStore {
     saved: Arc<Mutex<Saved>>,

@@ -11,6 +11,23 @@ use tokio::sync::Notify;
 /// A [`Leadership`] for runners in one process: one lease per projection
 /// name; clones share the leases. Each lease's fencing token is one more
 /// than the previous lease's of the same name.
+///
+/// ```
+/// use eventcore::Leadership;
+/// use eventcore_memory::InMemoryLeadership;
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let leadership = InMemoryLeadership::new();
+/// let first = leadership.try_acquire("balances").await?.expect("free");
+/// assert!(leadership.try_acquire("balances").await?.is_none(), "one leader");
+/// let first_fence = leadership.fence(&first);
+/// drop(first); // hands leadership on
+/// let second = leadership.try_acquire("balances").await?.expect("free again");
+/// assert!(leadership.fence(&second) > first_fence, "newer leaders fence older ones out");
+/// # Ok::<(), eventcore::StoreError>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryLeadership {
     shared: Arc<Shared>,

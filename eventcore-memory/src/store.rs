@@ -27,6 +27,35 @@ use uuid::{ContextV7, Timestamp, Uuid};
 /// comes only from adapters over a database someone can write to by hand.
 /// Test a runner's handling of such rows with a wrapping store that yields
 /// the error (as `eventcore`'s own tests do).
+///
+/// ```
+/// use eventcore::{
+///     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent,
+///     ReadAllQuery, StreamId, StreamQuery,
+/// };
+/// use eventcore_memory::InMemoryEventStore;
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let clone = store.clone(); // the same events
+/// let counted = EventType::try_new("Counted")?;
+/// let event = |n: u32| {
+///     NewEvent::from_parts(counted.clone(), serde_json::json!({ "n": n }), EventMetadata::default())
+/// };
+/// let counter = StreamId::try_new("counter-1")?;
+/// store
+///     .append(AppendRequest::single(counter.clone(), ExpectedVersion::NoStream, vec![event(1)?, event(2)?]))
+///     .await?;
+/// // A second writer that expected an empty stream is refused.
+/// let late = AppendRequest::single(counter.clone(), ExpectedVersion::NoStream, vec![event(3)?]);
+/// assert!(clone.append(late).await.is_err());
+/// assert_eq!(clone.read_all(&ReadAllQuery::from_start()).await?.len(), 2);
+/// let last = clone.read_stream(&StreamQuery::last(counter, 1.try_into()?)).await?;
+/// assert_eq!(last.events[0].version.value(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct InMemoryEventStore {
     shared: Arc<Shared>,

@@ -23,6 +23,22 @@ use crate::{SchemaName, error};
 /// UPDATE eventcore_checkpoints SET request = 'pause', requested_at = now()
 ///  WHERE projection = 'bank-balances';   -- or 'resume', 'rebuild'
 /// ```
+///
+/// or in code, and watch every projection's lag:
+///
+/// ```no_run
+/// use eventcore::{CheckpointStore, ProjectionRequest};
+///
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), eventcore::StoreError> {
+/// let checkpoints = store.checkpoints();
+/// checkpoints.request("bank-balances", ProjectionRequest::Rebuild).await?;
+/// for report in checkpoints.report().await? {
+///     println!("{} {} lag {} held back {}", report.checkpoint.name, report.checkpoint.state,
+///              report.lag, report.held_back);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresCheckpointStore {
     pool: PgPool,

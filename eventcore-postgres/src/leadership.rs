@@ -41,6 +41,20 @@ const POOLER: &str = "the lease's statements ran in different server sessions: a
 /// holds one connection of its own (taken out of the store's read pool,
 /// which opens a replacement), so `n` runners add `n` connections to the
 /// store's budget.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use eventcore::Leadership;
+///
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), eventcore::StoreError> {
+/// let leadership = store.leadership(Duration::from_secs(1));
+/// if let Some(mut lease) = leadership.try_acquire("bank-balances").await? {
+///     // This process leads until the lease is dropped or lost.
+///     assert!(leadership.holds(&mut lease).await);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresLeadership {
     pool: PgPool,

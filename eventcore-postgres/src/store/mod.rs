@@ -109,6 +109,25 @@ impl ConnectionLimit {
 /// no later commit can then land below what a reader has passed. The price
 /// is that a long transaction anywhere in the cluster holds delivery back;
 /// [`PostgresEventStore::delivery_lag`] shows by how much.
+///
+/// ```no_run
+/// use eventcore::{CommandExecutor, ProjectionRunner};
+/// use eventcore_postgres::{PostgresConfig, PostgresEventStore};
+///
+/// # async fn demo(projection: impl eventcore::Projection) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = PostgresConfig::from_env()?.schema("bank")?;
+/// let store = PostgresEventStore::new(config).await?;
+/// store.initialize().await?; // creates or upgrades the tables; safe from every process
+///
+/// // Commands, and a projection with its checkpoint and lease in the same schema.
+/// let executor = CommandExecutor::new(store.clone());
+/// let runner = ProjectionRunner::new(store.clone(), projection, store.checkpoints())
+///     .with_leadership(store.leadership(std::time::Duration::from_secs(1)))
+///     .start();
+/// # let _ = (executor, runner);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
     /// Bookkeeping on the primary (stream rows, idempotency keys,
