@@ -17,7 +17,7 @@ use eventcore::{
 use eventcore_postgres::PostgresEventStore;
 use futures::StreamExt;
 use serde_json::json;
-use sqlx::{Connection, PgConnection, types::Json};
+use sqlx::{Connection, PgConnection};
 use tokio::{sync::mpsc::UnboundedReceiver, task::JoinHandle};
 
 /// Calls the store's append function in a transaction the test holds open.
@@ -40,30 +40,7 @@ async fn begin_append_on_channel(
     let url = eventcore_postgres::testing::test_database_url()
         .await
         .unwrap();
-    let mut conn = PgConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let new = event(payload);
-    let sql = format!(
-        "SELECT o_transaction_id, o_sequence FROM \"{}\".eventcore_append($1, $2, $3, $4, $5, $6, $7, $8) \
-         WHERE o_kind = 'event'",
-        store.schema()
-    );
-    let (transaction, sequence): (String, i64) = sqlx::query_as(&sql)
-        .bind(vec![stream_id.as_ref()])
-        .bind(vec![Some(0_i64)])
-        .bind(vec![1_i32])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .bind(vec!["Marked"])
-        .bind(vec![Json(new.payload())])
-        .bind(vec![Json(new.metadata())])
-        .bind(channel)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    (conn, (transaction.parse().unwrap(), sequence as u64))
+    support::begin_append_on(&url, store, stream_id, payload, channel).await
 }
 
 /// Follows the store's global order from the start on a task of its own.

@@ -21,7 +21,7 @@ use eventcore_postgres::{
 };
 use futures::StreamExt;
 use serde_json::json;
-use sqlx::{Connection, PgConnection, types::Json};
+use sqlx::PgConnection;
 use support::{event, stream};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -50,28 +50,15 @@ async fn begin_append_held_open(
     store: &PostgresEventStore,
     stream_id: &StreamId,
 ) -> PgConnection {
-    let mut conn = PgConnection::connect(&primary.url()).await.unwrap();
-    sqlx::query("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let new = event(json!({"who": "A"}));
-    let sql = format!(
-        "SELECT count(*) FROM \"{}\".eventcore_append($1, $2, $3, $4, $5, $6, $7, $8)",
-        store.schema()
-    );
-    let _: i64 = sqlx::query_scalar(&sql)
-        .bind(vec![stream_id.as_ref()])
-        .bind(vec![Some(0_i64)])
-        .bind(vec![1_i32])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .bind(vec!["Marked"])
-        .bind(vec![Json(new.payload())])
-        .bind(vec![Json(new.metadata())])
-        .bind(format!("eventcore_{}", store.schema()))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let channel = format!("eventcore_{}", store.schema());
+    let (conn, _) = support::begin_append_on(
+        &primary.url(),
+        store,
+        stream_id,
+        json!({"who": "A"}),
+        &channel,
+    )
+    .await;
     conn
 }
 

@@ -96,3 +96,41 @@ pub async fn fresh_store_from_pool() -> PostgresEventStore {
     store.initialize().await.unwrap();
     store
 }
+
+/// Calls the store's append function in a transaction the caller holds
+/// open, on a connection of its own to `url`: the event takes its position
+/// (transaction, sequence), returned, and commits when the caller says;
+/// `channel` is notified then.
+pub async fn begin_append_on(
+    url: &str,
+    store: &PostgresEventStore,
+    stream_id: &StreamId,
+    payload: serde_json::Value,
+    channel: &str,
+) -> (sqlx::PgConnection, (u64, u64)) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let new = event(payload);
+    let sql = format!(
+        "SELECT o_transaction_id, o_sequence FROM \"{}\".eventcore_append($1, $2, $3, $4, $5, $6, $7, $8) \
+         WHERE o_kind = 'event'",
+        store.schema()
+    );
+    let (transaction, sequence): (String, i64) = sqlx::query_as(&sql)
+        .bind(vec![stream_id.as_ref()])
+        .bind(vec![Some(0_i64)])
+        .bind(vec![1_i32])
+        .bind(vec![uuid::Uuid::now_v7()])
+        .bind(vec!["Marked"])
+        .bind(vec![sqlx::types::Json(new.payload())])
+        .bind(vec![sqlx::types::Json(new.metadata())])
+        .bind(channel)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    (conn, (transaction.parse().unwrap(), sequence as u64))
+}
