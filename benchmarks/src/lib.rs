@@ -3,6 +3,8 @@
 //!
 //! - [`workload`]: the commands each named workload executes and the data it
 //!   seeds;
+//! - [`cpu`]: CPU time of this process and of the PostgreSQL backends
+//!   serving it, for figures a noisy machine does not move;
 //! - [`counting`]: a store decorator counting what the store answered
 //!   (version conflicts, serialization failures), which the executor's
 //!   result does not say;
@@ -18,6 +20,7 @@
 )]
 
 pub mod counting;
+pub mod cpu;
 pub mod raw;
 pub mod report;
 pub mod run;

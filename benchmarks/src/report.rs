@@ -57,6 +57,10 @@ pub struct RunReport {
     pub store: StoreCounts,
     /// Database round trips per successful command, where counted.
     pub round_trips: Option<f64>,
+    /// CPU time this process spent during the run.
+    pub client_cpu: Option<Duration>,
+    /// CPU time the PostgreSQL backends serving it spent, where readable.
+    pub server_cpu: Option<Duration>,
 }
 
 impl RunReport {
@@ -68,6 +72,16 @@ impl RunReport {
     /// Events written per second.
     pub fn events_per_second(&self) -> f64 {
         per_second(self.events, self.elapsed)
+    }
+
+    /// CPU microseconds per successful command.
+    fn per_command(&self, cpu: Option<Duration>) -> String {
+        match cpu {
+            Some(cpu) if self.commands > 0 => {
+                format!("{:.0}", cpu.as_secs_f64() * 1e6 / self.commands as f64)
+            }
+            _ => "-".to_owned(),
+        }
     }
 
     /// Retries per successful command.
@@ -98,16 +112,22 @@ impl RunReport {
             (Some(x), Some(y)) => Some((x + y) / 2.0),
             (x, y) => x.or(y),
         };
+        let add = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.client_cpu = add(self.client_cpu, other.client_cpu);
+        self.server_cpu = add(self.server_cpu, other.server_cpu);
     }
 
     /// The header of [`RunReport::row`]'s table.
-    pub const HEADER: &'static str = "| workload | contention | tasks | runner | cmds/s | events/s | p50 ms | p95 ms | p99 ms | retries/cmd | conflicts | ser. failures | failed | round trips/cmd |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+    pub const HEADER: &'static str = "| workload | contention | tasks | runner | cmds/s | events/s | p50 ms | p95 ms | p99 ms | retries/cmd | conflicts | ser. failures | failed | round trips/cmd | client CPU µs/cmd | server CPU µs/cmd |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
     /// One markdown table row, prefixed by the workload's own columns.
     pub fn row(&self, workload: &str, contention: &str, tasks: usize) -> String {
         let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
         format!(
-            "| {workload} | {contention} | {tasks} | {} | {:.0} | {:.0} | {} | {} | {} | {:.3} | {} | {} | {} | {} |",
+            "| {workload} | {contention} | {tasks} | {} | {:.0} | {:.0} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
             self.runner,
             self.commands_per_second(),
             self.events_per_second(),
@@ -120,6 +140,8 @@ impl RunReport {
             self.failed,
             self.round_trips
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
+            self.per_command(self.client_cpu),
+            self.per_command(self.server_cpu),
         )
     }
 }
@@ -128,7 +150,7 @@ impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} commands ({:.0}/s, {:.0} events/s), p50 {:?} p95 {:?} p99 {:?}, {:.3} retries/cmd, {} conflicts, {} serialization failures, {} failed",
+            "{}: {} commands ({:.0}/s, {:.0} events/s), p50 {:?} p95 {:?} p99 {:?}, {:.3} retries/cmd, {} conflicts, {} serialization failures, {} failed, CPU per command: client {} µs, server {} µs",
             self.runner,
             self.commands,
             self.commands_per_second(),
@@ -140,6 +162,8 @@ impl fmt::Display for RunReport {
             self.store.conflicts,
             self.store.serialization_failures,
             self.failed,
+            self.per_command(self.client_cpu),
+            self.per_command(self.server_cpu),
         )
     }
 }

@@ -27,6 +27,9 @@ pub struct RunSpec {
     pub seed: u64,
     /// Snapshot every this many folded events; `None` folds every event.
     pub snapshot_every: Option<u64>,
+    /// Each task on streams of its own (task `n` takes the `n`-th group of
+    /// as many streams as a command reads) instead of picking at random.
+    pub stream_per_task: bool,
 }
 
 /// What one task measured.
@@ -56,6 +59,8 @@ impl TaskTally {
             latencies: Latencies::default(),
             store,
             round_trips: None,
+            client_cpu: None,
+            server_cpu: None,
         };
         for tally in tallies {
             report.commands += tally.commands;
@@ -93,8 +98,11 @@ where
             start.wait().await;
             let deadline = Instant::now() + spec.duration;
             while Instant::now() < deadline {
-                let command =
-                    NextCommand::pick(spec.workload, &pool, &mut rng, spec.snapshot_every);
+                let command = if spec.stream_per_task {
+                    NextCommand::for_task(spec.workload, &pool, task, spec.snapshot_every)
+                } else {
+                    NextCommand::pick(spec.workload, &pool, &mut rng, spec.snapshot_every)
+                };
                 let began = Instant::now();
                 match execute(&executor, &command).await {
                     Ok(result) => {

@@ -414,7 +414,33 @@ impl NextCommand {
         rng: &mut fastrand::Rng,
         snapshot_every: Option<u64>,
     ) -> Self {
-        let mut streams = pool.pick(rng, workload.streams_per_command());
+        let streams = pool.pick(rng, workload.streams_per_command());
+        Self::on(workload, streams, rng.u64(1..=100), snapshot_every)
+    }
+
+    /// Task `task`'s command of `workload`: on its own group of streams
+    /// (wrapping around a pool smaller than the tasks need).
+    pub fn for_task(
+        workload: Workload,
+        pool: &StreamPool,
+        task: usize,
+        snapshot_every: Option<u64>,
+    ) -> Self {
+        let k = workload.streams_per_command();
+        let all = pool.streams();
+        let streams = (0..k)
+            .map(|i| all[(task * k + i) % all.len()].clone())
+            .collect();
+        Self::on(workload, streams, 1, snapshot_every)
+    }
+
+    /// The command of `workload` on `streams` (as many as it reads).
+    fn on(
+        workload: Workload,
+        mut streams: Vec<StreamId>,
+        amount: u64,
+        snapshot_every: Option<u64>,
+    ) -> Self {
         match workload {
             Workload::Single | Workload::Long | Workload::Batch => Self::Increment(Increment {
                 stream: streams.remove(0),
@@ -426,7 +452,7 @@ impl NextCommand {
                 Self::Transfer(Transfer {
                     from: streams.remove(0),
                     to,
-                    amount: rng.u64(1..=100),
+                    amount,
                     snapshot_every,
                 })
             }

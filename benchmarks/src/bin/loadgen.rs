@@ -15,6 +15,7 @@ use clap::Parser;
 use eventcore::CommandExecutor;
 use eventcore_benchmarks::{
     counting::CountingStore,
+    cpu,
     raw::run_raw_transfers,
     report::RunReport,
     run::{RunSpec, run_executor},
@@ -72,6 +73,21 @@ struct Args {
     /// Keep the PostgreSQL schema the run created (dropped by default).
     #[arg(long)]
     keep_schema: bool,
+    /// Exactly this many streams, whatever the contention level (at least
+    /// as many as a command reads).
+    #[arg(long, conflicts_with = "single_stream")]
+    streams: Option<usize>,
+    /// Each task on streams of its own (one stream per task for the
+    /// single-stream workloads, one pair for transfers).
+    #[arg(long, conflicts_with = "single_stream")]
+    stream_per_task: bool,
+    /// Every task on one shared stream (one pair for transfers).
+    #[arg(long)]
+    single_stream: bool,
+    /// Streams start empty: nothing is seeded (and the raw baseline, which
+    /// needs its stream rows, is skipped).
+    #[arg(long)]
+    empty_streams: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,6 +112,10 @@ enum Target {
         executor: Arc<CommandExecutor<CountingStore<PostgresEventStore>>>,
         raw: sqlx::PgPool,
         schema: String,
+        /// A connection of its own (not counted) for reading the backends' CPU.
+        monitor: sqlx::PgPool,
+        /// The `application_name` of the store's and the baseline's connections.
+        app_name: String,
     },
 }
 
@@ -135,11 +155,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", RunReport::HEADER);
     for &workload in &workloads {
         for &contention in &contentions {
+            let per_command = workload.streams_per_command();
+            let count = if args.single_stream {
+                per_command
+            } else if let Some(n) = args.streams {
+                n.max(per_command)
+            } else if args.stream_per_task {
+                max_tasks * per_command
+            } else {
+                workload.stream_count(contention)
+            };
             let pool = Arc::new(StreamPool::new(
                 &format!("{run_id}-{workload}-{contention}"),
-                workload.stream_count(contention),
+                count,
             )?);
             let seed_events = match workload {
+                _ if args.empty_streams => 0,
                 Workload::Long => args.long_events,
                 _ => workload.seed_events(),
             };
@@ -152,21 +183,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     target = connect(&args, &run_id, max_tasks).await?;
                     seeded = false;
                 }
-                if !seeded {
+                if !seeded && seed_events > 0 {
                     eprintln!(
                         "seeding {} streams x {} events for {workload}/{contention}",
                         pool.streams().len(),
                         seed_events
                     );
                     seed(&target, &pool, seed_events).await?;
-                    seeded = true;
                 }
+                seeded = true;
                 let spec = RunSpec {
                     workload,
                     tasks,
                     duration: Duration::from_secs_f64(args.seconds),
                     seed: args.seed,
                     snapshot_every: (args.snapshot_every > 0).then_some(args.snapshot_every),
+                    stream_per_task: args.stream_per_task,
                 };
                 let (executor, raw) = measure(&target, &pool, spec, &args).await;
                 for report in std::iter::once(&executor).chain(raw.as_ref()) {
@@ -208,9 +240,24 @@ async fn connect(args: &Args, run_id: &str, max_tasks: usize) -> anyhow::Result<
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let connections = u32::try_from(max_tasks)?.max(2);
     let schema = run_id.to_owned();
+    // Named, so that the backends serving this run can be found for their CPU.
+    let app_name = format!("loadgen-{run_id}");
+    let named = |url: &str| {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}application_name={app_name}")
+    };
+    let monitor_url = std::env::var("DATABASE_SESSION_URL").unwrap_or_else(|_| url.clone());
+    let monitor = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&monitor_url)
+        .await
+        .context("connecting the CPU monitor")?;
+    let url = named(&url);
     // DATABASE_SESSION_URL: DATABASE_URL is a transaction pooler (PgBouncer)
     // and this reaches PostgreSQL directly; the raw baseline uses it.
-    let session = std::env::var("DATABASE_SESSION_URL").ok();
+    let session = std::env::var("DATABASE_SESSION_URL")
+        .ok()
+        .map(|u| named(&u));
     let mut config = PostgresConfig::new(url.clone())
         .max_connections(connections)
         .schema(&schema)?;
@@ -231,6 +278,8 @@ async fn connect(args: &Args, run_id: &str, max_tasks: usize) -> anyhow::Result<
         executor: Arc::new(CommandExecutor::new(CountingStore::new(store))),
         raw,
         schema,
+        monitor,
+        app_name,
     })
 }
 
@@ -257,20 +306,25 @@ async fn measure(
             seed: spec.seed.wrapping_add(u64::from(round) * 1_000),
             ..spec
         };
-        let executor_round = match target {
+        let before = cpu_now(target).await;
+        let mut executor_round = match target {
             Target::Memory(executor) => run_executor(executor.clone(), pool.clone(), spec).await,
             Target::Postgres { executor, .. } => {
                 run_executor(executor.clone(), pool.clone(), spec).await
             }
         };
+        cpu_since(target, &before, &mut executor_round).await;
         eprintln!(
             "  {} {} tasks round {round}: {executor_round}",
             spec.workload, spec.tasks
         );
         absorb(&mut executor_total, executor_round);
         if let Target::Postgres { raw, schema, .. } = target {
-            if spec.workload == Workload::Transfer && !args.no_raw {
-                let raw_round = run_raw_transfers(raw.clone(), schema, pool.clone(), spec).await;
+            if spec.workload == Workload::Transfer && !args.no_raw && !args.empty_streams {
+                let before = cpu_now(target).await;
+                let mut raw_round =
+                    run_raw_transfers(raw.clone(), schema, pool.clone(), spec).await;
+                cpu_since(target, &before, &mut raw_round).await;
                 eprintln!(
                     "  {} {} tasks round {round}: {raw_round}",
                     spec.workload, spec.tasks
@@ -302,7 +356,38 @@ fn unreachable_report(runner: &str) -> RunReport {
         latencies: Default::default(),
         store: Default::default(),
         round_trips: None,
+        client_cpu: None,
+        server_cpu: None,
     }
+}
+
+/// This process's CPU and its backends' so far.
+async fn cpu_now(target: &Target) -> (Option<Duration>, Option<cpu::Backends>) {
+    let client = cpu::process_cpu("self");
+    let server = match target {
+        Target::Memory(_) => None,
+        Target::Postgres {
+            monitor, app_name, ..
+        } => cpu::Backends::sample(monitor, app_name).await.ok(),
+    };
+    (client, server)
+}
+
+/// Sets `report`'s CPU figures: what was spent since `before`.
+async fn cpu_since(
+    target: &Target,
+    before: &(Option<Duration>, Option<cpu::Backends>),
+    report: &mut RunReport,
+) {
+    let (client, server) = cpu_now(target).await;
+    report.client_cpu = client
+        .zip(before.0)
+        .map(|(now, then)| now.saturating_sub(then));
+    report.server_cpu = match (server, &before.1) {
+        // Backends on another machine show no CPU here: no figure then.
+        (Some(now), Some(then)) if !now.is_empty() => Some(now.since(then)),
+        _ => None,
+    };
 }
 
 fn ratio_line(
