@@ -330,7 +330,7 @@ impl PostgresEventStore {
     }
 
     /// Deletes the idempotency keys older than the retention period
-    /// ([`PostgresConfig::idempotency_retention`], 24 hours by default), and
+    /// ([`PostgresConfig::idempotency_retention`](crate::PostgresConfig::idempotency_retention), 24 hours by default), and
     /// only those: a retry whose lookup comes within the period finds its
     /// key. Keyed appends call it by themselves at most once a minute per
     /// store; call it from a maintenance job where keys are rare.
