@@ -75,20 +75,26 @@ fn who(events: &[RecordedEvent]) -> Vec<String> {
 }
 
 /// Applies every event to a shared list, in order.
-#[derive(Debug, Clone, Default)]
-struct Collect(Arc<Mutex<Vec<EventId>>>);
+#[derive(Debug, Clone)]
+struct Collect(String, Arc<Mutex<Vec<EventId>>>);
+
+impl Collect {
+    fn named(name: &str) -> Self {
+        Self(name.to_owned(), Arc::default())
+    }
+}
 
 impl Projection for Collect {
     type Error = std::convert::Infallible;
     fn name(&self) -> &str {
-        "collect"
+        &self.0
     }
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), Self::Error> {
-        self.0.lock().unwrap().push(event.id);
+        self.1.lock().unwrap().push(event.id);
         Ok(())
     }
     async fn reset(&mut self) -> Result<(), Self::Error> {
-        self.0.lock().unwrap().clear();
+        self.1.lock().unwrap().clear();
         Ok(())
     }
 }
@@ -158,7 +164,7 @@ async fn a_replica_delivers_the_gap_safe_order_once_and_in_order() {
 
     // Under load: 4 writers on the primary, a subscription and a projection
     // (lease and checkpoint on the primary) on the replica.
-    let collected = Collect::default();
+    let collected = Collect::named("collect");
     let runner = ProjectionRunner::new(on_replica.clone(), collected.clone(), store.checkpoints())
         .with_leadership(store.leadership(Duration::from_millis(100)))
         .start();
@@ -231,7 +237,7 @@ async fn a_replica_delivers_the_gap_safe_order_once_and_in_order() {
     .await
     .expect("the projection on the replica catches up")
     .unwrap();
-    let applied = collected.0.lock().unwrap().clone();
+    let applied = collected.1.lock().unwrap().clone();
     let all: Vec<EventId> = on_primary.iter().map(|e| e.id).collect();
     assert_eq!(
         applied, all,
@@ -316,24 +322,6 @@ async fn read_your_writes_waits_for_the_replica_and_times_out_while_replay_is_pa
     assert_eq!(seen.events[0].id, written.events[0].id);
 }
 
-/// Counts what it applied.
-#[derive(Debug, Clone)]
-struct Counting(String, Arc<std::sync::atomic::AtomicU64>);
-
-impl Projection for Counting {
-    type Error = std::convert::Infallible;
-    fn name(&self) -> &str {
-        &self.0
-    }
-    async fn apply(&mut self, _: &RecordedEvent) -> Result<(), Self::Error> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-    async fn reset(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
 /// Projection catch-up over 20,000 stored events, from the replica and
 /// from the primary, alternated; prints the figures (no timing is asserted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,8 +348,8 @@ async fn projection_catch_up_from_the_replica_and_from_the_primary() {
     let mut figures = Vec::new();
     for round in 0..2 {
         for (source, reader) in [("replica", on_replica.clone()), ("primary", store.clone())] {
-            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let projection = Counting(format!("catch-up-{source}-{round}"), count.clone());
+            let projection = Collect::named(&format!("catch-up-{source}-{round}"));
+            let applied = projection.1.clone();
             let started = Instant::now();
             let runner = ProjectionRunner::new(reader, projection, store.checkpoints()).start();
             tokio::time::timeout(WAIT, runner.wait_for(|s| s.events_processed >= total))
@@ -370,7 +358,7 @@ async fn projection_catch_up_from_the_replica_and_from_the_primary() {
                 .unwrap();
             let took = started.elapsed();
             runner.stop().await.unwrap();
-            assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), total);
+            assert_eq!(applied.lock().unwrap().len() as u64, total);
             figures.push(format!(
                 "{source} {:.0} events/s ({:.2} s)",
                 total as f64 / took.as_secs_f64(),
