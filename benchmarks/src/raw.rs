@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Instant};
 
 use eventcore::{Event, EventId, StreamId};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, SqlSafeStr, SqlStr};
 use tokio::sync::Barrier;
 
 use crate::{
@@ -31,27 +31,37 @@ pub const ROUND_TRIPS_PER_TRY: u32 = 9;
 /// The baseline's SQL for one schema.
 #[derive(Debug, Clone)]
 struct Sql {
-    read: String,
-    version: String,
-    bump: String,
-    insert: String,
+    read: SqlStr,
+    version: SqlStr,
+    bump: SqlStr,
+    insert: SqlStr,
+}
+
+/// A statement naming the store's tables: the only text not written here is
+/// the schema name, a validated `SchemaName` quoted here.
+fn in_schema(sql: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let s = format!("\"{schema}\"");
         Self {
-            read: format!(
+            read: in_schema(format!(
                 "SELECT stream_id, stream_version, payload FROM {s}.eventcore_events \
                  WHERE stream_id = ANY($1) ORDER BY transaction_id, sequence"
-            ),
-            version: format!("SELECT version FROM {s}.eventcore_streams WHERE stream_id = $1"),
-            bump: format!("UPDATE {s}.eventcore_streams SET version = $2 WHERE stream_id = $1"),
-            insert: format!(
+            )),
+            version: in_schema(format!(
+                "SELECT version FROM {s}.eventcore_streams WHERE stream_id = $1"
+            )),
+            bump: in_schema(format!(
+                "UPDATE {s}.eventcore_streams SET version = $2 WHERE stream_id = $1"
+            )),
+            insert: in_schema(format!(
                 "INSERT INTO {s}.eventcore_events \
                  (event_id, stream_id, stream_version, event_type, payload, metadata) \
                  VALUES ($1, $2, $3, $4, $5, '{{}}')"
-            ),
+            )),
         }
     }
 }
@@ -182,7 +192,7 @@ async fn try_transfer(
     transfer: &Transfer,
 ) -> Result<(), TryFailure> {
     let streams = [transfer.from.as_ref(), transfer.to.as_ref()];
-    let rows = sqlx::query(&sql.read)
+    let rows = sqlx::query(sql.read.clone())
         .bind(&streams[..])
         .fetch_all(&mut *connection)
         .await?;
@@ -212,7 +222,7 @@ async fn try_transfer(
         .execute(&mut *connection)
         .await?;
     for (stream, read) in [(&transfer.from, from_version), (&transfer.to, to_version)] {
-        let current: Option<i64> = sqlx::query_scalar(&sql.version)
+        let current: Option<i64> = sqlx::query_scalar(sql.version.clone())
             .bind(stream.as_ref())
             .fetch_optional(&mut *connection)
             .await?;
@@ -221,7 +231,7 @@ async fn try_transfer(
         }
     }
     for (stream, read) in [(&transfer.from, from_version), (&transfer.to, to_version)] {
-        sqlx::query(&sql.bump)
+        sqlx::query(sql.bump.clone())
             .bind(stream.as_ref())
             .bind(read + 1)
             .execute(&mut *connection)
@@ -247,7 +257,7 @@ async fn insert_event(
 ) -> Result<(), TryFailure> {
     let payload = serde_json::to_value(event)
         .map_err(|e| TryFailure::Other(sqlx::Error::Encode(e.into())))?;
-    sqlx::query(&sql.insert)
+    sqlx::query(sql.insert.clone())
         .bind(*EventId::new_v7().as_uuid())
         .bind(stream.as_ref())
         .bind(version)

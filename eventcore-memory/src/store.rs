@@ -282,19 +282,19 @@ impl Log {
             if now.saturating_duration_since(*at) <= retention {
                 break;
             }
-            if let Some((at, key)) = self.key_ages.pop_front() {
-                if self.idempotent.get(&key).is_some_and(|r| r.at == at) {
-                    self.idempotent.remove(&key);
-                }
+            if let Some((at, key)) = self.key_ages.pop_front()
+                && self.idempotent.get(&key).is_some_and(|r| r.at == at)
+            {
+                self.idempotent.remove(&key);
             }
         }
     }
 
     fn append(&mut self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        if let Some(key) = request.idempotency_key() {
-            if let Some(recorded) = self.recorded(key, request.key_purpose())? {
-                return Ok(recorded);
-            }
+        if let Some(key) = request.idempotency_key()
+            && let Some(recorded) = self.recorded(key, request.key_purpose())?
+        {
+            return Ok(recorded);
         }
         let key = request.idempotency_key().cloned();
         let purpose = request.key_purpose().cloned();

@@ -5,10 +5,10 @@ use eventcore::{
     Checkpoint, CheckpointStore, EventId, FencingToken, GlobalPosition, PendingRequest,
     ProjectionRequest, ProjectionState, StoreError,
 };
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool, Row, SqlStr, postgres::PgRow};
 use uuid::Uuid;
 
-use crate::{SchemaName, error};
+use crate::{SchemaName, error, queries::schema_sql, telemetry};
 
 /// A [`CheckpointStore`] in the `eventcore_checkpoints` table of a store's
 /// schema; get one from [`PostgresEventStore::checkpoints`](crate::PostgresEventStore::checkpoints).
@@ -47,14 +47,14 @@ pub struct PostgresCheckpointStore {
 
 #[derive(Debug)]
 struct Queries {
-    load: String,
-    save: String,
-    claim: String,
-    list: String,
-    report: String,
-    request: String,
-    pending_request: String,
-    clear_request: String,
+    load: SqlStr,
+    save: SqlStr,
+    claim: SqlStr,
+    list: SqlStr,
+    report: SqlStr,
+    request: SqlStr,
+    pending_request: SqlStr,
+    clear_request: SqlStr,
 }
 
 /// The most events [`PostgresCheckpointStore::report`] counts for one
@@ -109,13 +109,13 @@ impl PostgresCheckpointStore {
         Self {
             pool,
             queries: std::sync::Arc::new(Queries {
-                load: format!(
+                load: schema_sql!(
                     "SELECT {columns} FROM {s}.eventcore_checkpoints WHERE projection = $1"
                 ),
                 // Fenced in the statement that writes: a save offering an
                 // older fence than the stored one changes nothing and returns
                 // no row. An unfenced save keeps the stored fence.
-                save: format!(
+                save: schema_sql!(
                     "INSERT INTO {s}.eventcore_checkpoints AS c \
                      (projection, transaction_id, sequence, events_processed, status, last_error, \
                       updated_at, fence, last_event_id, last_processed_at) \
@@ -133,7 +133,7 @@ impl PostgresCheckpointStore {
                 // A new leader's takeover: raises the fence (creating an
                 // initial checkpoint when none is saved) and returns the
                 // checkpoint, unless a newer fence is stored (no row).
-                claim: format!(
+                claim: schema_sql!(
                     "INSERT INTO {s}.eventcore_checkpoints AS c \
                      (projection, transaction_id, sequence, events_processed, status, updated_at, fence) \
                      VALUES ($1, '0'::xid8, 0, 0, 'running', clock_timestamp(), $2) \
@@ -141,7 +141,7 @@ impl PostgresCheckpointStore {
                      WHERE c.fence IS NULL OR c.fence <= excluded.fence \
                      RETURNING {columns}"
                 ),
-                request: format!(
+                request: schema_sql!(
                     "INSERT INTO {s}.eventcore_checkpoints AS c \
                      (projection, transaction_id, sequence, events_processed, status, updated_at, \
                       request, requested_at) \
@@ -149,21 +149,21 @@ impl PostgresCheckpointStore {
                      ON CONFLICT (projection) DO UPDATE \
                      SET request = excluded.request, requested_at = excluded.requested_at"
                 ),
-                pending_request: format!(
+                pending_request: schema_sql!(
                     "SELECT request, requested_at FROM {s}.eventcore_checkpoints \
                      WHERE projection = $1 AND request IS NOT NULL"
                 ),
-                clear_request: format!(
+                clear_request: schema_sql!(
                     "UPDATE {s}.eventcore_checkpoints SET request = NULL, requested_at = NULL \
                      WHERE projection = $1 AND request = $2 AND requested_at = $3"
                 ),
-                list: format!(
+                list: schema_sql!(
                     "SELECT {columns} FROM {s}.eventcore_checkpoints ORDER BY projection"
                 ),
                 // The monitoring query: per projection, how many deliverable
                 // events lie beyond it, and how many are held back, each
                 // counted up to a limit so the cost does not grow with the backlog.
-                report: format!(
+                report: schema_sql!(
                     "WITH horizon AS MATERIALIZED ( \
                          SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin \
                      ), held AS MATERIALIZED ( \
@@ -194,7 +194,7 @@ impl PostgresCheckpointStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn report(&self) -> Result<Vec<ProjectionReport>, StoreError> {
         let limit = i64::try_from(REPORT_COUNT_LIMIT).unwrap_or(i64::MAX);
-        let rows = sqlx::query(&self.queries.report)
+        let rows = sqlx::query(self.queries.report.clone())
             .bind(limit)
             .fetch_all(&self.pool)
             .await
@@ -294,7 +294,7 @@ impl PostgresCheckpointStore {
         &'q self,
         checkpoint: &'q Checkpoint,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(&self.queries.save)
+        sqlx::query(self.queries.save.clone())
             .bind(&checkpoint.name)
             .bind(checkpoint.position.transaction().to_string())
             .bind(i64::try_from(checkpoint.position.sequence()).unwrap_or(i64::MAX))
@@ -309,7 +309,7 @@ impl PostgresCheckpointStore {
 
     /// The refusal of a fenced save, naming the fence that refused it.
     async fn fenced(&self, connection: &mut PgConnection, checkpoint: &Checkpoint) -> StoreError {
-        let stored = match sqlx::query(&self.queries.load)
+        let stored = match sqlx::query(self.queries.load.clone())
             .bind(&checkpoint.name)
             .fetch_optional(connection)
             .await
@@ -332,7 +332,7 @@ fn fence_value(fence: FencingToken) -> i64 {
 
 impl CheckpointStore for PostgresCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
-        let row = sqlx::query(&self.queries.load)
+        let row = sqlx::query(self.queries.load.clone())
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -341,7 +341,9 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(error::to_store_error)?;
+        let mut connection = telemetry::boxed_acquire(&self.pool)
+            .await
+            .map_err(error::to_store_error)?;
         self.save_in(&mut connection, checkpoint).await
     }
 
@@ -356,7 +358,7 @@ impl CheckpointStore for PostgresCheckpointStore {
                 .await?
                 .unwrap_or_else(|| Checkpoint::initial(name)));
         };
-        let row = sqlx::query(&self.queries.claim)
+        let row = sqlx::query(self.queries.claim.clone())
             .bind(name)
             .bind(fence_value(fence))
             .fetch_optional(&self.pool)
@@ -367,14 +369,16 @@ impl CheckpointStore for PostgresCheckpointStore {
             None => {
                 let mut offered = Checkpoint::initial(name);
                 offered.fence = Some(fence);
-                let mut connection = self.pool.acquire().await.map_err(error::to_store_error)?;
+                let mut connection = telemetry::boxed_acquire(&self.pool)
+                    .await
+                    .map_err(error::to_store_error)?;
                 Err(self.fenced(&mut connection, &offered).await)
             }
         }
     }
 
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query(&self.queries.list)
+        let rows = sqlx::query(self.queries.list.clone())
             .fetch_all(&self.pool)
             .await
             .map_err(error::to_store_error)?;
@@ -382,7 +386,7 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn request(&self, name: &str, request: ProjectionRequest) -> Result<(), StoreError> {
-        sqlx::query(&self.queries.request)
+        sqlx::query(self.queries.request.clone())
             .bind(name)
             .bind(request.as_str())
             .execute(&self.pool)
@@ -392,11 +396,12 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn pending_request(&self, name: &str) -> Result<Option<PendingRequest>, StoreError> {
-        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(&self.queries.pending_request)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(error::to_store_error)?;
+        let row: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as(self.queries.pending_request.clone())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::to_store_error)?;
         let Some((request, requested_at)) = row else {
             return Ok(None);
         };
@@ -411,7 +416,7 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn clear_request(&self, name: &str, pending: &PendingRequest) -> Result<(), StoreError> {
-        sqlx::query(&self.queries.clear_request)
+        sqlx::query(self.queries.clear_request.clone())
             .bind(name)
             .bind(pending.request.as_str())
             .bind(pending.requested_at)

@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use eventcore::{EventType, GlobalPosition, StoreError, StreamId, StreamVersion};
 use sqlx::Row;
 
-use crate::{PostgresEventStore, TransactionHolder, error, telemetry};
+use crate::{PostgresEventStore, TransactionHolder, error, queries::schema_sql, telemetry};
 
 /// Counts up to this many rows are exact; larger tables are estimated
 /// from PostgreSQL's statistics (`pg_class.reltuples`), so that asking
@@ -146,12 +146,13 @@ impl PostgresEventStore {
     /// Rows of `rows` (a query), counted up to the limit, else the table's estimate.
     async fn bounded_count(&self, rows: &str, table: &str) -> Result<Count, StoreError> {
         let mut connection = telemetry::connection(self.pool(), "read").await?;
-        let counted: i64 =
-            sqlx::query_scalar(&format!("SELECT count(*) FROM ({rows} LIMIT $1) AS capped"))
-                .bind(bounded(EXACT_COUNT_LIMIT) + 1)
-                .fetch_one(&mut *connection)
-                .await
-                .map_err(error::to_store_error)?;
+        let counted: i64 = sqlx::query_scalar(schema_sql!(
+            "SELECT count(*) FROM ({rows} LIMIT $1) AS capped"
+        ))
+        .bind(bounded(EXACT_COUNT_LIMIT) + 1)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(error::to_store_error)?;
         let counted = to_u64(counted);
         if counted <= EXACT_COUNT_LIMIT {
             return Ok(Count {
@@ -185,7 +186,7 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn events_per_day(&self, days: u32) -> Result<Vec<DayCount>, StoreError> {
         let s = self.schema().quoted();
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(schema_sql!(
             "SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, count(*) AS events \
              FROM {s}.eventcore_events \
              WHERE recorded_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
@@ -221,7 +222,7 @@ impl PostgresEventStore {
         prefix: Option<&str>,
     ) -> Result<Vec<StreamActivity>, StoreError> {
         let s = self.schema().quoted();
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(schema_sql!(
             "SELECT r.stream_id, count(*) AS events, max(st.version) AS version \
              FROM (SELECT stream_id FROM {s}.eventcore_events \
                    ORDER BY transaction_id DESC, sequence DESC LIMIT $1) AS r \
@@ -255,7 +256,7 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn events_per_type(&self, recent: u64) -> Result<Vec<TypeCount>, StoreError> {
         let s = self.schema().quoted();
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(schema_sql!(
             "SELECT event_type, count(*) AS events \
              FROM (SELECT event_type FROM {s}.eventcore_events \
                    ORDER BY transaction_id DESC, sequence DESC LIMIT $1) AS r \
@@ -288,7 +289,7 @@ impl PostgresEventStore {
     pub async fn head(&self) -> Result<Option<GlobalPosition>, StoreError> {
         let s = self.schema().quoted();
         let mut connection = self.events_call().await?;
-        let row: Option<(String, i64)> = sqlx::query_as(&format!(
+        let row: Option<(String, i64)> = sqlx::query_as(schema_sql!(
             "SELECT transaction_id::text, sequence FROM {s}.eventcore_events \
              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
@@ -311,7 +312,7 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn watermark(&self) -> Result<Watermark, StoreError> {
         let s = self.schema().quoted();
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(schema_sql!(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, \
                     (SELECT count(*) FROM (SELECT 1 FROM {s}.eventcore_events \
                      WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) \

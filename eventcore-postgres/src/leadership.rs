@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use eventcore::{FencingToken, Leadership, StoreError};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, SqlStr};
 
-use crate::{SchemaName, error};
+use crate::{SchemaName, error, queries::schema_sql};
 
 /// Tries the lock of one projection name in one schema.
 const TRY_LOCK: &str =
@@ -65,8 +65,8 @@ pub struct PostgresLeadership {
 
 #[derive(Debug)]
 struct Queries {
-    raise_generation: String,
-    generation: String,
+    raise_generation: SqlStr,
+    generation: SqlStr,
 }
 
 /// Leadership of one projection: the connection holding its advisory lock.
@@ -85,12 +85,12 @@ impl PostgresLeadership {
     pub(crate) fn new(pool: PgPool, schema: SchemaName, poll: Duration) -> Self {
         let s = schema.quoted();
         let queries = Queries {
-            raise_generation: format!(
+            raise_generation: schema_sql!(
                 "INSERT INTO {s}.eventcore_projection_leases AS l (projection, generation) \
                  VALUES ($1, 1) ON CONFLICT (projection) DO UPDATE \
                  SET generation = l.generation + 1, acquired_at = now() RETURNING generation"
             ),
-            generation: format!(
+            generation: schema_sql!(
                 "SELECT generation, current_setting('eventcore.lease', true) IS NOT DISTINCT FROM $2 \
                  FROM {s}.eventcore_projection_leases WHERE projection = $1"
             ),
@@ -136,7 +136,7 @@ impl PostgresLeadership {
             .execute(&mut *connection)
             .await
             .map_err(error::to_store_error)?;
-        let generation: i64 = sqlx::query_scalar(&self.queries.raise_generation)
+        let generation: i64 = sqlx::query_scalar(self.queries.raise_generation.clone())
             .bind(name)
             .fetch_one(&mut *connection)
             .await
@@ -191,11 +191,12 @@ impl Leadership for PostgresLeadership {
         // A session lock lasts as long as its session: an answer on the
         // lock's own connection proves it is held, and the generation proves
         // no one took over meanwhile.
-        let current: Result<Option<(i64, bool)>, _> = sqlx::query_as(&self.queries.generation)
-            .bind(&lease.name)
-            .bind(&lease.token)
-            .fetch_optional(&mut lease.connection)
-            .await;
+        let current: Result<Option<(i64, bool)>, _> =
+            sqlx::query_as(self.queries.generation.clone())
+                .bind(&lease.name)
+                .bind(&lease.token)
+                .fetch_optional(&mut lease.connection)
+                .await;
         match current {
             Ok(Some((generation, same))) if generation == lease.generation => {
                 if !same {

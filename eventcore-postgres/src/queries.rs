@@ -1,25 +1,48 @@
 //! The store's statements, with the schema name filled in once.
 
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
 use crate::SchemaName;
+
+/// A statement text assembled in this crate: SQL written here plus, at
+/// most, a schema name that [`SchemaName`] has validated and quoted, and
+/// numbers. Nothing a caller passes at run time enters the text (values are
+/// always bound), so it is safe to run. Held as shared text, a statement is
+/// cloned for every call without copying.
+pub(crate) fn statement(sql: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
+}
+
+/// [`statement`] of a `format!`: for statement texts whose only argument is
+/// a quoted schema name (or a fragment built from one).
+macro_rules! schema_sql {
+    ($($format:tt)*) => {
+        $crate::queries::statement(format!($($format)*))
+    };
+}
+#[allow(unused_imports)] // used by the modules that build statements
+pub(crate) use schema_sql;
 
 /// Statements with the schema name filled in once; values are always bound.
 #[derive(Debug)]
 pub(crate) struct Queries {
-    pub(crate) append: String,
-    pub(crate) create_streams: String,
-    pub(crate) versions: String,
-    pub(crate) read_streams: String,
-    pub(crate) read_all: String,
-    pub(crate) read_stream_forwards: String,
-    pub(crate) read_stream_backwards: String,
-    pub(crate) delivery_lag: String,
-    pub(crate) record_key: String,
-    pub(crate) find_key: String,
-    pub(crate) purge_keys: String,
-    pub(crate) read_after: String,
-    pub(crate) load_snapshot: String,
-    pub(crate) save_snapshot: String,
-    pub(crate) read_from_snapshot: String,
+    pub(crate) append: SqlStr,
+    pub(crate) create_streams: SqlStr,
+    pub(crate) versions: SqlStr,
+    pub(crate) read_streams: SqlStr,
+    pub(crate) read_all: SqlStr,
+    pub(crate) read_stream_forwards: SqlStr,
+    pub(crate) read_stream_backwards: SqlStr,
+    pub(crate) delivery_lag: SqlStr,
+    pub(crate) record_key: SqlStr,
+    pub(crate) find_key: SqlStr,
+    pub(crate) purge_keys: SqlStr,
+    pub(crate) read_after: SqlStr,
+    pub(crate) load_snapshot: SqlStr,
+    pub(crate) save_snapshot: SqlStr,
+    pub(crate) read_from_snapshot: SqlStr,
 }
 
 impl Queries {
@@ -28,21 +51,21 @@ impl Queries {
         let columns = "event_id, stream_id, stream_version, transaction_id::text AS transaction_text, \
                        sequence, recorded_at, event_type, event_version, payload::text AS payload, metadata";
         Self {
-            append: format!(
+            append: schema_sql!(
                 "SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10)"
             ),
-            create_streams: format!(
+            create_streams: schema_sql!(
                 "INSERT INTO {s}.eventcore_streams (stream_id, version) \
                  SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING"
             ),
-            versions: format!(
+            versions: schema_sql!(
                 "SELECT stream_id, version FROM {s}.eventcore_streams WHERE stream_id = ANY($1)"
             ),
-            read_streams: format!(
+            read_streams: schema_sql!(
                 "SELECT {columns} FROM {s}.eventcore_events WHERE stream_id = ANY($1) \
                  ORDER BY transaction_id, sequence"
             ),
-            read_all: format!(
+            read_all: schema_sql!(
                 "SELECT {columns} FROM {s}.eventcore_events \
                  WHERE (transaction_id, sequence) > ($1::text::xid8, $2) \
                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -51,20 +74,20 @@ impl Queries {
             ),
             read_stream_forwards: read_stream(&s, columns, ">=", "ASC"),
             read_stream_backwards: read_stream(&s, columns, "<=", "DESC"),
-            record_key: format!(
+            record_key: schema_sql!(
                 "INSERT INTO {s}.eventcore_idempotency (key, result, purpose) VALUES ($1, $2, $3)"
             ),
-            find_key: format!(
+            find_key: schema_sql!(
                 "SELECT result, purpose FROM {s}.eventcore_idempotency WHERE key = $1"
             ),
-            purge_keys: format!(
+            purge_keys: schema_sql!(
                 "DELETE FROM {s}.eventcore_idempotency \
                  WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
             ),
             // One statement, so the versions and the events come from one snapshot.
             // `OFFSET 0` keeps each stream's events a parameterized index
             // scan: flattened, the planner may hash-join the whole table.
-            read_after: format!(
+            read_after: schema_sql!(
                 "SELECT w.stream_id AS wanted, \
                         coalesce((SELECT st.version FROM {s}.eventcore_streams st \
                                   WHERE st.stream_id = w.stream_id), 0) AS current_version, \
@@ -81,7 +104,7 @@ impl Queries {
             ),
             // The snapshot (part 0: versions in `payload`, state in
             // `metadata`) and the events after it (part 1), in one statement.
-            read_from_snapshot: format!(
+            read_from_snapshot: schema_sql!(
                 "WITH snap AS ( \
                      SELECT versions, state FROM {s}.eventcore_snapshots \
                      WHERE md5(key) = md5($1) AND key = $1 AND state_version = $2 \
@@ -113,11 +136,11 @@ impl Queries {
                  ) e ON true \
                  ORDER BY part, tx, sequence"
             ),
-            load_snapshot: format!(
+            load_snapshot: schema_sql!(
                 "SELECT state_version, versions, state FROM {s}.eventcore_snapshots \
                  WHERE md5(key) = md5($1) AND key = $1"
             ),
-            save_snapshot: format!(
+            save_snapshot: schema_sql!(
                 "INSERT INTO {s}.eventcore_snapshots AS old (key, state_version, reach, versions, state) \
                  VALUES ($1, $2, $3, $4, $5::text::jsonb) \
                  ON CONFLICT ((md5(key))) DO UPDATE SET key = excluded.key, \
@@ -125,7 +148,7 @@ impl Queries {
                     versions = excluded.versions, state = excluded.state, saved_at = clock_timestamp() \
                  WHERE old.state_version <> excluded.state_version OR old.reach < excluded.reach"
             ),
-            delivery_lag: format!(
+            delivery_lag: schema_sql!(
                 "SELECT count(*) FROM {s}.eventcore_events \
                  WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
             ),
@@ -135,8 +158,8 @@ impl Queries {
 
 /// One page of one stream and its version, in one statement (one snapshot):
 /// a row per event, or one row without an event for an empty page.
-fn read_stream(s: &str, columns: &str, compare: &str, order: &str) -> String {
-    format!(
+fn read_stream(s: &str, columns: &str, compare: &str, order: &str) -> SqlStr {
+    schema_sql!(
         "SELECT cur.current_version, e.* \
          FROM (SELECT coalesce((SELECT st.version FROM {s}.eventcore_streams st \
                                 WHERE st.stream_id = $1), 0) AS current_version) cur \

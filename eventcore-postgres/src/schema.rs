@@ -2,7 +2,10 @@
 
 use sqlx::{Executor, PgConnection, PgPool};
 
-use crate::SchemaName;
+use crate::{
+    SchemaName,
+    queries::{schema_sql, statement},
+};
 
 /// A migration: its version and its SQL, with `__SCHEMA__` for the quoted schema name.
 struct Migration {
@@ -135,14 +138,15 @@ pub(crate) async fn initialize(pool: &PgPool, schema: &SchemaName) -> Result<(),
              applied_at timestamptz NOT NULL DEFAULT now()
          )"
     );
-    conn.execute(bookkeeping.as_str())
+    conn.execute(statement(bookkeeping))
         .await
         .map_err(|e| database(&name, e))?;
-    let current_sql = format!("SELECT max(version) FROM {quoted}.eventcore_migrations");
-    let current: Option<i32> = sqlx::query_scalar(&current_sql)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| database(&name, e))?;
+    let current: Option<i32> = sqlx::query_scalar(schema_sql!(
+        "SELECT max(version) FROM {quoted}.eventcore_migrations"
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| database(&name, e))?;
     let current = current.unwrap_or(0);
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > known {
@@ -152,17 +156,17 @@ pub(crate) async fn initialize(pool: &PgPool, schema: &SchemaName) -> Result<(),
             known,
         });
     }
-    let record = format!("INSERT INTO {quoted}.eventcore_migrations (version) VALUES ($1)");
+    let record = schema_sql!("INSERT INTO {quoted}.eventcore_migrations (version) VALUES ($1)");
     for migration in MIGRATIONS {
         if migration.version <= current {
             continue;
         }
         let version = migration.version;
         let sql = migration.sql.replace("__SCHEMA__", &quoted);
-        conn.execute(sql.as_str())
+        conn.execute(statement(sql))
             .await
             .map_err(|e| failed_migration(&name, version, e))?;
-        sqlx::query(&record)
+        sqlx::query(record.clone())
             .bind(version)
             .execute(&mut *conn)
             .await
@@ -224,10 +228,11 @@ pub(crate) async fn status(
         .await
         .map_err(|e| database(&name, e))?;
     let applied = if exists {
-        let current: Option<i32> = sqlx::query_scalar(&format!("SELECT max(version) FROM {table}"))
-            .fetch_one(pool)
-            .await
-            .map_err(|e| database(&name, e))?;
+        let current: Option<i32> =
+            sqlx::query_scalar(schema_sql!("SELECT max(version) FROM {table}"))
+                .fetch_one(pool)
+                .await
+                .map_err(|e| database(&name, e))?;
         current.unwrap_or(0)
     } else {
         0

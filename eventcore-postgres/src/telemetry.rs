@@ -65,10 +65,10 @@ pub(crate) async fn acquire(
     label: &'static str,
 ) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     if !eventcore::telemetry::recording() {
-        return pool.acquire().await;
+        return boxed_acquire(pool).await;
     }
     let started = Instant::now();
-    let connection = pool.acquire().await;
+    let connection = boxed_acquire(pool).await;
     histogram!(POOL_ACQUIRE_SECONDS, "pool" => label).record(started.elapsed().as_secs_f64());
     let size = pool.size();
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
@@ -78,6 +78,14 @@ pub(crate) async fn acquire(
     gauge!(POOL_MAX_CONNECTIONS, "pool" => label)
         .set(f64::from(pool.options().get_max_connections()));
     connection
+}
+
+/// `pool.acquire()` on the heap: sqlx's acquire future is about 4 KiB in
+/// a debug build, and held inline it would weigh on every store call's
+/// future (and stack) that waits for a connection; one allocation per
+/// acquire costs nothing beside the pool's own work.
+pub(crate) async fn boxed_acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    Box::pin(pool.acquire()).await
 }
 
 /// [`acquire`] for store calls: a failure is a [`StoreError`].

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use tokio::{process::Command, sync::OnceCell};
 
 use crate::{ConnectError, InitializeError, PostgresConfig, PostgresEventStore};
@@ -97,12 +97,10 @@ pub async fn test_database_url() -> Result<String, TestServerError> {
 
 async fn prepare_database() -> Result<String, TestServerError> {
     let forced = std::env::var("EVENTCORE_TEST_SERVER").is_ok_and(|v| v == "throwaway");
-    if !forced {
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            drop_stale_schemas(&url).await?;
-            drop_schemas_at_exit(&url).await;
-            return Ok(url);
-        }
+    if !forced && let Ok(url) = std::env::var("DATABASE_URL") {
+        drop_stale_schemas(&url).await?;
+        drop_schemas_at_exit(&url).await;
+        return Ok(url);
     }
     let local = if forced {
         Err("EVENTCORE_TEST_SERVER=throwaway".to_owned())
@@ -159,7 +157,7 @@ async fn create_test_database(server: &str) -> Result<String, TestServerError> {
     if !exists {
         // Another test process may create it at the same moment; either way it exists after.
         let _ = conn
-            .execute(format!("CREATE DATABASE {TEST_DATABASE}").as_str())
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {TEST_DATABASE}")))
             .await;
     }
     let _ = conn.close().await;
@@ -191,7 +189,9 @@ async fn drop_stale_schemas(url: &str) -> Result<(), TestServerError> {
         if created.is_some_and(|secs| secs < cutoff) {
             // Names come from pg_namespace and match our own pattern: no quote inside.
             let _ = conn
-                .execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str())
+                .execute(AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                )))
                 .await;
         }
     }

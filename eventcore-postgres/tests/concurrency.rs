@@ -177,7 +177,10 @@ async fn disjoint_streams_rarely_fail_serialization() {
         store.append(first).await.unwrap();
     }
     let analyze = format!("ANALYZE \"{}\".eventcore_streams", store.schema().as_str());
-    sqlx::query(&analyze).execute(store.pool()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(analyze.as_str()))
+        .execute(store.pool())
+        .await
+        .unwrap();
     let start = Arc::new(Barrier::new(TASKS));
     let mut tasks = Vec::new();
     for task in 0..TASKS {

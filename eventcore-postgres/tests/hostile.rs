@@ -182,7 +182,10 @@ async fn a_row_edited_to_garbage_is_a_typed_error_and_harms_nothing_else() {
         ),
         format!("ALTER TABLE {table} ENABLE TRIGGER eventcore_events_append_only"),
     ] {
-        sqlx::query(&statement).execute(&mut *tx).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
     }
     tx.commit().await.unwrap();
 

@@ -503,7 +503,7 @@ async fn insert_poison_row(store: &PostgresEventStore) {
          VALUES ($1, 'poison', 1, 'Marked', '{{}}', '[\"not\", \"metadata\"]')",
         store.schema().as_str()
     );
-    sqlx::query(&sql)
+    sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(uuid::Uuid::now_v7())
         .execute(store.pool())
         .await

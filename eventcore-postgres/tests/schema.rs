@@ -37,10 +37,10 @@ fn one_event(name: &str) -> AppendRequest {
 }
 
 async fn applied_migrations(store: &PostgresEventStore) -> Vec<i32> {
-    sqlx::query_scalar(&format!(
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT version FROM \"{}\".eventcore_migrations ORDER BY version",
         store.schema()
-    ))
+    )))
     .fetch_all(store.pool())
     .await
     .unwrap()
@@ -143,7 +143,10 @@ async fn a_schema_from_the_previous_release_is_upgraded_in_place() {
         ),
         format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 4"),
     ] {
-        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(store.pool())
+            .await
+            .unwrap();
     }
     for _ in 0..2 {
         support::append_as_release_10(&store, "old", "Marked", json!({ "name": "old" })).await;
@@ -202,7 +205,9 @@ async fn the_database_refuses_to_change_or_delete_events() {
         format!("DELETE FROM {table}"),
         format!("TRUNCATE {table}"),
     ] {
-        let refused = sqlx::query(&statement).execute(store.pool()).await;
+        let refused = sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(store.pool())
+            .await;
         assert!(refused.is_err(), "{statement} was allowed");
     }
     let read = store.read_streams(&[stream("kept")]).await.unwrap();
@@ -215,10 +220,10 @@ async fn the_database_refuses_to_change_or_delete_events() {
 #[tokio::test]
 async fn appends_outside_serializable_are_refused_by_the_database() {
     let store = support::fresh_store().await;
-    let refused = sqlx::query(&format!(
+    let refused = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM \"{}\".eventcore_append('{{s}}', '{{0}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', 'c')",
         store.schema()
-    ))
+    )))
     .execute(store.pool())
     .await
     .unwrap_err();

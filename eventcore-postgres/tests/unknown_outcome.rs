@@ -94,10 +94,10 @@ async fn a_connection_lost_during_an_append_is_an_unknown_outcome() {
     // Hold the stream's row so the append blocks inside its statement.
     let mut holder = PgConnection::connect(&url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT version FROM \"{}\".eventcore_streams WHERE stream_id = $1 FOR UPDATE",
         direct.schema()
-    ))
+    )))
     .bind(s.as_ref())
     .execute(&mut holder)
     .await

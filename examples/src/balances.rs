@@ -15,7 +15,7 @@ use eventcore::{
     Checkpoint, DecodeError, Projection, RecordedEvent, StoreError, StreamId, StreamVersion,
 };
 use eventcore_postgres::{PostgresCheckpointStore, PostgresEventStore};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, SqlSafeStr, SqlStr};
 
 use crate::banking::{BankEvent, balance_change};
 
@@ -108,9 +108,16 @@ pub struct PostgresBalances {
     checkpoints: PostgresCheckpointStore,
     pending: BTreeMap<String, Pending>,
     reset_pending: bool,
-    flush: String,
-    reset: String,
-    select: String,
+    flush: SqlStr,
+    reset: SqlStr,
+    select: SqlStr,
+}
+
+/// A statement naming the balances table. Its only text not written here is
+/// the store's schema name, which `SchemaName` admits only as an identifier
+/// (quoted here), so sqlx may run it as it is.
+fn in_schema(sql: String) -> SqlStr {
+    AssertSqlSafe(std::sync::Arc::<str>::from(sql)).into_sql_str()
 }
 
 /// The batched change of one account: the sum of its deltas and the versions they span.
@@ -129,10 +136,10 @@ impl PostgresBalances {
     pub async fn create(store: &PostgresEventStore) -> Result<Self, BalancesError> {
         let table = format!("\"{}\".bank_balances", store.schema().as_str());
         let pool = store.pool().clone();
-        sqlx::query(&format!(
+        sqlx::query(in_schema(format!(
             "CREATE TABLE IF NOT EXISTS {table} (\
                  account text PRIMARY KEY, balance numeric NOT NULL, version bigint NOT NULL)"
-        ))
+        )))
         .execute(&pool)
         .await?;
         Ok(Self {
@@ -143,7 +150,7 @@ impl PostgresBalances {
             // Existing accounts are updated, new ones inserted, in one
             // statement. The version guard keeps a batch from being counted
             // twice should it ever overlap what the table holds.
-            flush: format!(
+            flush: in_schema(format!(
                 "WITH input AS (\
                      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
                          AS t(account, delta, first_version, last_version)), \
@@ -154,11 +161,11 @@ impl PostgresBalances {
                  INSERT INTO {table} (account, balance, version) \
                  SELECT i.account, i.delta::numeric, i.last_version FROM input i \
                  WHERE NOT EXISTS (SELECT 1 FROM {table} b WHERE b.account = i.account)"
-            ),
-            reset: format!("DELETE FROM {table}"),
-            select: format!(
+            )),
+            reset: in_schema(format!("DELETE FROM {table}")),
+            select: in_schema(format!(
                 "SELECT account, balance::text AS balance FROM {table} WHERE account = ANY($1)"
-            ),
+            )),
         })
     }
 
@@ -171,7 +178,7 @@ impl PostgresBalances {
         accounts: &[StreamId],
     ) -> Result<BTreeMap<StreamId, i128>, BalancesError> {
         let names: Vec<&str> = accounts.iter().map(AsRef::as_ref).collect();
-        let rows = sqlx::query(&self.select)
+        let rows = sqlx::query(self.select.clone())
             .bind(&names)
             .fetch_all(&self.pool)
             .await?;
@@ -204,10 +211,12 @@ impl PostgresBalances {
         let mut tx = self.pool.begin().await?;
         let connection: &mut PgConnection = &mut tx;
         if self.reset_pending {
-            sqlx::query(&self.reset).execute(&mut *connection).await?;
+            sqlx::query(self.reset.clone())
+                .execute(&mut *connection)
+                .await?;
         }
         if !accounts.is_empty() {
-            sqlx::query(&self.flush)
+            sqlx::query(self.flush.clone())
                 .bind(&accounts)
                 .bind(&deltas)
                 .bind(&firsts)

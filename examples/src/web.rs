@@ -374,10 +374,10 @@ where
     let served = axum::serve(listener, router(bank.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
-    if let Ok(bank) = Arc::try_unwrap(bank) {
-        if let Err(error) = bank.stop().await {
-            tracing::warn!(%error, "the balances read model ended with an error");
-        }
+    if let Ok(bank) = Arc::try_unwrap(bank)
+        && let Err(error) = bank.stop().await
+    {
+        tracing::warn!(%error, "the balances read model ended with an error");
     }
     served
 }

@@ -220,13 +220,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Target::Postgres {
         executor, schema, ..
     } = &target
+        && !args.keep_schema
     {
-        if !args.keep_schema {
-            sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .execute(executor.store().inner().pool())
-                .await
-                .context("dropping the run's schema")?;
-        }
+        // The run's own schema name, made by this program.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .execute(executor.store().inner().pool())
+        .await
+        .context("dropping the run's schema")?;
     }
     Ok(())
 }
@@ -319,18 +321,19 @@ async fn measure(
             spec.workload, spec.tasks
         );
         absorb(&mut executor_total, executor_round);
-        if let Target::Postgres { raw, schema, .. } = target {
-            if spec.workload == Workload::Transfer && !args.no_raw && !args.empty_streams {
-                let before = cpu_now(target).await;
-                let mut raw_round =
-                    run_raw_transfers(raw.clone(), schema, pool.clone(), spec).await;
-                cpu_since(target, &before, &mut raw_round).await;
-                eprintln!(
-                    "  {} {} tasks round {round}: {raw_round}",
-                    spec.workload, spec.tasks
-                );
-                absorb(&mut raw_total, raw_round);
-            }
+        if let Target::Postgres { raw, schema, .. } = target
+            && spec.workload == Workload::Transfer
+            && !args.no_raw
+            && !args.empty_streams
+        {
+            let before = cpu_now(target).await;
+            let mut raw_round = run_raw_transfers(raw.clone(), schema, pool.clone(), spec).await;
+            cpu_since(target, &before, &mut raw_round).await;
+            eprintln!(
+                "  {} {} tasks round {round}: {raw_round}",
+                spec.workload, spec.tasks
+            );
+            absorb(&mut raw_total, raw_round);
         }
     }
     let executor = executor_total.unwrap_or_else(|| unreachable_report("executor"));
@@ -495,7 +498,8 @@ async fn server_settings(store: &PostgresEventStore) -> anyhow::Result<String> {
         "max_connections",
         "default_transaction_isolation",
     ] {
-        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+        // Settings named in the list above.
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
             .fetch_one(store.pool())
             .await?;
         parts.push(format!("`{setting}={value}`"));

@@ -21,10 +21,10 @@ pub struct Context {
 
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Import(args) = &cli.command {
-        if args.is_offline() {
-            return archive::import_into_file(args, cli.json).await;
-        }
+    if let Command::Import(args) = &cli.command
+        && args.is_offline()
+    {
+        return archive::import_into_file(args, cli.json).await;
     }
     let store = connect(&cli).await?;
     let context = Context {

@@ -54,8 +54,12 @@ impl Schema {
 
     /// Drops the schema and everything in it.
     pub async fn drop(self) {
+        // The name is one of our own test schema names.
         let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        sqlx::query(&sql).execute(self.store.pool()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(self.store.pool())
+            .await
+            .unwrap();
     }
 }
 

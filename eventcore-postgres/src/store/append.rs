@@ -13,17 +13,19 @@ use uuid::Uuid;
 use super::PostgresEventStore;
 use crate::{
     error::{self, Failure},
+    queries::statement,
     rows::{corrupt, stream_id, to_version, written_event},
     telemetry,
 };
+use sqlx::SqlStr;
 
 /// A transaction's BEGIN with the session settings a pooler cannot keep
 /// (the statement timeout, JIT off) set for the transaction.
-pub(super) fn pooled_begin(begin: &str, statement_timeout: Option<Duration>) -> String {
+pub(super) fn pooled_begin(begin: &str, statement_timeout: Option<Duration>) -> SqlStr {
     let timeout = statement_timeout.map_or_else(String::new, |t| {
         format!("; SET LOCAL statement_timeout = {}", t.as_millis())
     });
-    format!("{begin}; SET LOCAL jit = off{timeout}")
+    statement(format!("{begin}; SET LOCAL jit = off{timeout}"))
 }
 
 /// How appends begin their transactions (a no-op change of level on the
@@ -194,7 +196,7 @@ impl PostgresEventStore {
         &'q self,
         params: &'q AppendParams<'q>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(&self.shared.queries.append)
+        sqlx::query(self.shared.queries.append.clone())
             .persistent(self.persistent())
             .bind(&params.streams)
             .bind(&params.expected)
@@ -251,7 +253,7 @@ impl PostgresEventStore {
             }
             Err(other) => return Err(Failure::Other(other)),
         };
-        let recorded = sqlx::query(&self.shared.queries.record_key)
+        let recorded = sqlx::query(self.shared.queries.record_key.clone())
             .persistent(self.persistent())
             .bind(key.as_ref())
             .bind(Json(&result))
@@ -313,7 +315,7 @@ impl PostgresEventStore {
         purpose: Option<&KeyPurpose>,
     ) -> Result<Option<AppendResult>, StoreError> {
         let stored: Option<(Json<AppendResult>, Option<String>)> =
-            sqlx::query_as(&self.shared.queries.find_key)
+            sqlx::query_as(self.shared.queries.find_key.clone())
                 .persistent(self.persistent())
                 .bind(key.as_ref())
                 .fetch_optional(&mut *connection)
@@ -338,7 +340,7 @@ impl PostgresEventStore {
     /// # Errors
     /// [`StoreError`] if the database cannot be asked.
     pub async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let deleted = sqlx::query(&self.shared.queries.purge_keys)
+        let deleted = sqlx::query(self.shared.queries.purge_keys.clone())
             .bind(self.shared.key_retention.as_secs_f64())
             .execute(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
@@ -360,10 +362,8 @@ impl PostgresEventStore {
             }
             due
         };
-        if due {
-            if let Err(error) = self.purge_idempotency_keys().await {
-                tracing::warn!(%error, "expired idempotency keys not purged");
-            }
+        if due && let Err(error) = self.purge_idempotency_keys().await {
+            tracing::warn!(%error, "expired idempotency keys not purged");
         }
     }
 
@@ -386,7 +386,7 @@ impl PostgresEventStore {
         if maybe_new.is_empty() {
             return Ok(());
         }
-        sqlx::query(&self.shared.queries.create_streams)
+        sqlx::query(self.shared.queries.create_streams.clone())
             .bind(&maybe_new)
             .execute(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
@@ -436,7 +436,7 @@ impl PostgresEventStore {
         ids: &[StreamId],
     ) -> Result<BTreeMap<StreamId, StreamVersion>, StoreError> {
         let names: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
-        let rows = sqlx::query(&self.shared.queries.versions)
+        let rows = sqlx::query(self.shared.queries.versions.clone())
             .bind(&names)
             .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
             .await

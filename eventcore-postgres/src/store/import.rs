@@ -6,13 +6,14 @@ use eventcore::{
     EventId, EventMetadata, StoreError, StreamId, StreamVersion,
     archive::{ArchivedEvent, BatchError, ImportProblem, ImportTarget, ImportedBatch},
 };
-use sqlx::{Connection, Row, types::Json};
+use sqlx::{Connection, Row, SqlStr, types::Json};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::PostgresEventStore;
 use crate::{
     error,
+    queries::schema_sql,
     rows::{stream_id, to_version},
     telemetry,
 };
@@ -20,26 +21,26 @@ use crate::{
 /// Statements of an import batch, with the schema filled in.
 #[derive(Debug)]
 pub(super) struct ImportQueries {
-    lock_streams: String,
-    stored_ids: String,
-    insert: String,
-    set_versions: String,
+    lock_streams: SqlStr,
+    stored_ids: SqlStr,
+    insert: SqlStr,
+    set_versions: SqlStr,
 }
 
 impl ImportQueries {
     pub(super) fn new(s: &str) -> Self {
         Self {
             // In stream-id order, as appends lock them: no deadlock with one.
-            lock_streams: format!(
+            lock_streams: schema_sql!(
                 "SELECT stream_id, version FROM {s}.eventcore_streams \
                  WHERE stream_id = ANY($1) ORDER BY stream_id FOR UPDATE"
             ),
-            stored_ids: format!(
+            stored_ids: schema_sql!(
                 "SELECT event_id, stream_id, stream_version FROM {s}.eventcore_events \
                  WHERE event_id = ANY($1)"
             ),
             // Identity values follow the ORDER BY: the archive's order.
-            insert: format!(
+            insert: schema_sql!(
                 "INSERT INTO {s}.eventcore_events \
                      (event_id, stream_id, stream_version, event_type, event_version, \
                       recorded_at, payload, metadata) \
@@ -51,7 +52,7 @@ impl ImportQueries {
                                            recorded, payload, metadata, ord) \
                  ORDER BY t.ord"
             ),
-            set_versions: format!(
+            set_versions: schema_sql!(
                 "UPDATE {s}.eventcore_streams st SET version = v.version \
                  FROM unnest($1::text[], $2::bigint[]) AS v(stream_id, version) \
                  WHERE st.stream_id = v.stream_id"
@@ -111,13 +112,13 @@ impl PostgresEventStore {
 
         let mut connection = telemetry::connection(&self.pool, "write").await?;
         let mut tx = connection.begin().await.map_err(store_error)?;
-        sqlx::query(&self.shared.queries.create_streams)
+        sqlx::query(self.shared.queries.create_streams.clone())
             .bind(&names)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
         let mut current: HashMap<StreamId, StreamVersion> = HashMap::new();
-        for row in sqlx::query(&queries.lock_streams)
+        for row in sqlx::query(queries.lock_streams.clone())
             .bind(&names)
             .fetch_all(&mut *tx)
             .await
@@ -128,7 +129,7 @@ impl PostgresEventStore {
             current.insert(stream_id(&stream)?, to_version(version));
         }
         let mut stored: HashMap<EventId, (StreamId, StreamVersion)> = HashMap::new();
-        for row in sqlx::query(&queries.stored_ids)
+        for row in sqlx::query(queries.stored_ids.clone())
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await
@@ -172,7 +173,7 @@ impl PostgresEventStore {
         }
         let written = rows.ids.len() as u64;
         if written > 0 {
-            sqlx::query(&queries.insert)
+            sqlx::query(queries.insert.clone())
                 .bind(&rows.ids)
                 .bind(&rows.streams)
                 .bind(&rows.versions)
@@ -188,7 +189,7 @@ impl PostgresEventStore {
                 .iter()
                 .map(|(stream, v)| (*stream, i64::try_from(v.value()).unwrap_or(i64::MAX)))
                 .unzip();
-            sqlx::query(&queries.set_versions)
+            sqlx::query(queries.set_versions.clone())
                 .bind(&streams)
                 .bind(&versions)
                 .execute(&mut *tx)

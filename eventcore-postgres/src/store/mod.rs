@@ -128,9 +128,9 @@ struct Shared {
     queries: Queries,
     import_queries: ImportQueries,
     /// How an append's transaction begins.
-    begin_write: String,
+    begin_write: sqlx::SqlStr,
     /// How a read's transaction begins through a transaction pooler.
-    begin_read: String,
+    begin_read: sqlx::SqlStr,
 }
 
 /// Settings of a store beyond its pool.
@@ -429,7 +429,7 @@ impl EventStore for PostgresEventStore {
         traced(span, async move {
             let names: Vec<&str> = stream_ids.iter().map(AsRef::as_ref).collect();
             let mut connection = self.events_call().await?;
-            let rows = sqlx::query(&self.shared.queries.read_streams)
+            let rows = sqlx::query(self.shared.queries.read_streams.clone())
                 .persistent(self.persistent())
                 .bind(&names)
                 .fetch_all(&mut *connection)
@@ -468,7 +468,7 @@ impl EventStore for PostgresEventStore {
                 .map(|v| i64::try_from(v.value()).unwrap_or(i64::MAX))
                 .collect();
             let mut connection = self.events_call().await?;
-            let rows = sqlx::query(&self.shared.queries.read_after)
+            let rows = sqlx::query(self.shared.queries.read_after.clone())
                 .persistent(self.persistent())
                 .bind(&names)
                 .bind(&known)
@@ -490,7 +490,7 @@ impl EventStore for PostgresEventStore {
         let span = self.span("load_snapshot");
         traced(span, async move {
             let mut connection = self.events_call().await?;
-            let row = sqlx::query(&self.shared.queries.load_snapshot)
+            let row = sqlx::query(self.shared.queries.load_snapshot.clone())
                 .persistent(self.persistent())
                 .bind(key.as_str())
                 .fetch_optional(&mut *connection)
@@ -529,7 +529,7 @@ impl EventStore for PostgresEventStore {
         traced(span, async move {
             let names: Vec<&str> = streams.iter().map(AsRef::as_ref).collect();
             let mut connection = self.events_call().await?;
-            let rows = sqlx::query(&self.shared.queries.read_from_snapshot)
+            let rows = sqlx::query(self.shared.queries.read_from_snapshot.clone())
                 .persistent(self.persistent())
                 .bind(key.as_str())
                 .bind(i64::from(state_version))
@@ -576,7 +576,7 @@ impl EventStore for PostgresEventStore {
                 .iter()
                 .map(|(id, v)| (id.as_ref(), v.value()))
                 .collect();
-            sqlx::query(&self.shared.queries.save_snapshot)
+            sqlx::query(self.shared.queries.save_snapshot.clone())
                 .bind(snapshot.key.as_str())
                 .bind(i64::from(snapshot.state_version))
                 .bind(i64::try_from(snapshot.reach()).unwrap_or(i64::MAX))

@@ -71,7 +71,7 @@ impl PostgresEventStore {
     /// [`StoreError`] if the database cannot be asked.
     pub async fn delivery_lag(&self) -> Result<u64, StoreError> {
         let mut connection = self.events_call().await?;
-        let count: i64 = sqlx::query_scalar(&self.shared.queries.delivery_lag)
+        let count: i64 = sqlx::query_scalar(self.shared.queries.delivery_lag.clone())
             .persistent(self.persistent())
             .fetch_one(&mut *connection)
             .await
@@ -87,7 +87,7 @@ impl PostgresEventStore {
             return Ok(CallConnection::Direct(connection));
         }
         let transaction =
-            sqlx::Transaction::begin(connection, Some(self.shared.begin_read.clone().into()))
+            sqlx::Transaction::begin(connection, Some(self.shared.begin_read.clone()))
                 .await
                 .map_err(error::to_store_error)?;
         Ok(CallConnection::Pooled(transaction))
@@ -110,7 +110,7 @@ impl PostgresEventStore {
             .as_ref()
             .map(|types| types.iter().map(AsRef::as_ref).collect());
         let mut connection = self.events_call().await?;
-        let rows = sqlx::query(&self.shared.queries.read_all)
+        let rows = sqlx::query(self.shared.queries.read_all.clone())
             .persistent(self.persistent())
             .bind(query.after.transaction().to_string())
             .bind(i64::try_from(query.after.sequence()).unwrap_or(i64::MAX))
@@ -130,11 +130,11 @@ impl PostgresEventStore {
     ) -> Result<StreamPage, StoreError> {
         let (statement, from) = match query.direction {
             Direction::Forwards => (
-                &self.shared.queries.read_stream_forwards,
+                self.shared.queries.read_stream_forwards.clone(),
                 query.from.map_or(1, |v| v.value()),
             ),
             Direction::Backwards => (
-                &self.shared.queries.read_stream_backwards,
+                self.shared.queries.read_stream_backwards.clone(),
                 query.from.map_or(u64::MAX, |v| v.value()),
             ),
         };

@@ -48,7 +48,10 @@ pub async fn downgrade_to_release_10(store: &PostgresEventStore) {
         format!("DROP INDEX \"{schema}\".eventcore_events_recorded_at"),
         format!("DELETE FROM \"{schema}\".eventcore_migrations WHERE version >= 11"),
     ] {
-        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(store.pool())
+            .await
+            .unwrap();
     }
 }
 
@@ -66,10 +69,10 @@ pub async fn append_as_release_10(
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM \"{schema}\".eventcore_append(ARRAY[$1], ARRAY[NULL::bigint], ARRAY[1], \
          ARRAY[$2::uuid], ARRAY[$3], ARRAY[$4::jsonb], ARRAY['{{}}'::jsonb], 'unused', NULL::bigint)"
-    ))
+    )))
     .bind(stream)
     .bind(uuid::Uuid::now_v7())
     .bind(event_type)
@@ -120,7 +123,7 @@ pub async fn begin_append_on(
          WHERE o_kind = 'event'",
         store.schema()
     );
-    let (transaction, sequence): (String, i64) = sqlx::query_as(&sql)
+    let (transaction, sequence): (String, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(vec![stream_id.as_ref()])
         .bind(vec![Some(0_i64)])
         .bind(vec![1_i32])
