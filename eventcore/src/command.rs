@@ -99,6 +99,9 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
 /// compile error: there is no way to turn a bare [`StreamId`] into a
 /// `DeclaredStream`, and one command's `DeclaredStream` is a different type
 /// from another's.
+///
+/// See [`HandleContext`] for a command that writes to a stream it found
+/// while handling, and `#[derive(Command)]` for the accessors of declared ones.
 pub struct DeclaredStream<C: ?Sized> {
     id: StreamId,
     command: PhantomData<fn() -> C>,
@@ -143,6 +146,22 @@ impl<C: ?Sized> fmt::Debug for DeclaredStream<C> {
 ///
 /// Sealed by construction: nothing else implements it, so writing to a
 /// bare [`StreamId`] (or to another command's stream) does not compile.
+///
+/// ```compile_fail
+/// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, StreamId, Writes};
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct Noted;
+/// # impl Event for Noted { fn event_type(&self) -> &'static str { "Noted" } }
+/// # #[derive(Command)] struct Note { #[stream] page: StreamId }
+/// # impl CommandLogic for Note {
+/// #     type State = (); type Event = Noted; type Error = std::convert::Infallible;
+/// #     fn apply(&self, _: &mut (), _: &StoredEvent<Noted>) {}
+/// fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Self::Error> {
+///     let other = StreamId::try_new("not-read").unwrap();
+///     // error: `StreamId` is not a stream this command declared, so it cannot write to it
+///     Ok(Writes::new().emit(other, Noted))
+/// }
+/// # }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a stream this command declared, so it cannot write to it",
     label = "not a declared stream of this command",
@@ -163,6 +182,38 @@ impl<C: ?Sized> WriteTarget<C> for DeclaredStream<C> {
 }
 
 /// The events a command decided to write, each aimed at a stream it read.
+///
+/// ```
+/// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, StreamId, Writes};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Serialize, Deserialize)]
+/// # enum Tally { Counted(u32) }
+/// # impl Event for Tally { fn event_type(&self) -> &'static str { "Counted" } }
+/// #[derive(Command)]
+/// struct CountVotes {
+///     #[stream]
+///     ballot: StreamId,
+///     #[stream]
+///     results: StreamId,
+///     votes: Vec<u32>,
+/// }
+///
+/// impl CommandLogic for CountVotes {
+///     # type State = ();
+///     # type Event = Tally;
+///     # type Error = std::convert::Infallible;
+///     # fn apply(&self, _: &mut (), _: &StoredEvent<Tally>) {}
+///     // ...
+///     fn handle(&self, _: (), _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, Self::Error> {
+///         let mut writes = Writes::new();
+///         for vote in &self.votes {
+///             writes.push(self.ballot_stream(), Tally::Counted(*vote));
+///         }
+///         // Builder style, for a fixed set of events.
+///         Ok(writes.emit(self.results_stream(), Tally::Counted(self.votes.iter().sum())))
+///     }
+/// }
+/// ```
 pub struct Writes<C: CommandLogic + ?Sized> {
     events: Vec<(StreamId, C::Event)>,
 }
@@ -221,6 +272,84 @@ where
 }
 
 /// What `handle` can ask of the executor while it decides: streams discovered at run time.
+///
+/// A command that finds a second stream in the first one's events (a
+/// customer's referrer) and writes to both:
+///
+/// ```
+/// use eventcore::{
+///     Command, CommandExecutor, CommandLogic, Event, ExecutionOptions, HandleContext,
+///     StoredEvent, StreamId, Writes,
+/// };
+/// use eventcore_memory::InMemoryEventStore;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum Loyalty {
+///     Joined { referrer: Option<String> },
+///     Rewarded { points: u32 },
+/// }
+/// impl Event for Loyalty {
+///     fn event_type(&self) -> &'static str {
+///         match self {
+///             Self::Joined { .. } => "Joined",
+///             Self::Rewarded { .. } => "Rewarded",
+///         }
+///     }
+/// }
+///
+/// #[derive(Command)]
+/// struct RewardPurchase {
+///     #[stream]
+///     customer: StreamId,
+/// }
+///
+/// impl CommandLogic for RewardPurchase {
+///     type State = Option<String>; // the referrer, once known
+///     type Event = Loyalty;
+///     type Error = std::convert::Infallible;
+///
+///     fn apply(&self, referrer: &mut Self::State, event: &StoredEvent<Loyalty>) {
+///         if let Loyalty::Joined { referrer: Some(r) } = &event.payload {
+///             if event.stream_id == self.customer {
+///                 *referrer = Some(r.clone());
+///             }
+///         }
+///     }
+///
+///     fn handle(
+///         &self,
+///         referrer: Self::State,
+///         ctx: &mut HandleContext<'_, Self>,
+///     ) -> Result<Writes<Self>, Self::Error> {
+///         let mut writes = Writes::new().emit(self.customer_stream(), Loyalty::Rewarded { points: 10 });
+///         if let Some(id) = referrer.and_then(|r| StreamId::try_new(r).ok()) {
+///             // Not read yet: the executor reads it, folds again and calls back.
+///             let Some(referrer) = ctx.discover(&id) else {
+///                 return Ok(Writes::new());
+///             };
+///             writes.push(referrer, Loyalty::Rewarded { points: 2 });
+///         }
+///         Ok(writes)
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let executor = CommandExecutor::new(InMemoryEventStore::new());
+/// # use eventcore::{AppendRequest, EventMetadata, EventStore, ExpectedVersion, NewEvent};
+/// # let joined = Loyalty::Joined { referrer: Some("customer-1".into()) };
+/// # executor.store().append(AppendRequest::single(
+/// #     StreamId::try_new("customer-2")?, ExpectedVersion::Any,
+/// #     vec![NewEvent::from_event(&joined, EventMetadata::default())?],
+/// # )).await?;
+/// // customer-2 joined, referred by customer-1:
+/// let purchase = RewardPurchase { customer: StreamId::try_new("customer-2")? };
+/// let result = executor.execute(&purchase, ExecutionOptions::default()).await?;
+/// assert_eq!(result.events.len(), 2); // one reward each, in one atomic append
+/// assert_eq!(result.versions.len(), 2); // both streams were read and checked
+/// # Ok(())
+/// # }
+/// ```
 pub struct HandleContext<'a, C: ?Sized> {
     read: &'a BTreeMap<StreamId, StreamVersion>,
     requested: Vec<StreamId>,

@@ -23,6 +23,32 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Adapters must behave alike; `eventcore::conformance` (feature
 /// `conformance`) is the suite that checks it.
+///
+/// ```
+/// use eventcore::{
+///     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent,
+///     ReadAllQuery, StreamId,
+/// };
+/// use eventcore_memory::InMemoryEventStore;
+/// # fn event(name: &str) -> Result<NewEvent, Box<dyn std::error::Error>> {
+/// #     Ok(NewEvent::from_parts(EventType::try_new(name)?, serde_json::json!({}), EventMetadata::default())?)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let account = StreamId::try_new("account-1")?;
+/// let opened = event("Opened")?;
+/// store
+///     .append(AppendRequest::single(account.clone(), ExpectedVersion::NoStream, vec![opened]))
+///     .await?;
+///
+/// let read = store.read_streams(std::slice::from_ref(&account)).await?;
+/// assert_eq!(read.version(&account).value(), 1);
+/// let page = store.read_all(&ReadAllQuery::from_start()).await?;
+/// assert_eq!(page[0].stream_id, account);
+/// # Ok(())
+/// # }
+/// ```
 pub trait EventStore: Send + Sync {
     /// Reads every event of the given streams in one consistent call.
     ///
@@ -228,6 +254,20 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
 }
 
 /// The events of a set of streams and the version each stream was at when read.
+///
+/// ```
+/// use eventcore::{EventStore, StreamId};
+/// use eventcore_memory::InMemoryEventStore;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let never_written = StreamId::try_new("nobody")?;
+/// let read = store.read_streams(std::slice::from_ref(&never_written)).await?;
+/// assert!(read.events.is_empty());
+/// assert_eq!(read.version(&never_written).value(), 0); // absent streams are at version 0
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamsRead {
     /// Every event of the streams, in global order.
@@ -247,6 +287,32 @@ impl StreamsRead {
 }
 
 /// One stream's part of an append: its expected version and its new events (possibly none).
+///
+/// ```
+/// use eventcore::{
+///     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent,
+///     StreamAppend, StreamId, StreamVersion,
+/// };
+/// use eventcore_memory::InMemoryEventStore;
+/// # fn event(name: &str) -> Result<NewEvent, Box<dyn std::error::Error>> {
+/// #     Ok(NewEvent::from_parts(EventType::try_new(name)?, serde_json::json!({}), EventMetadata::default())?)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let (from, to) = (StreamId::try_new("account-a")?, StreamId::try_new("account-b")?);
+/// // Both streams at the versions the decision was made on, or neither is written.
+/// let result = store
+///     .append(AppendRequest::new([
+///         StreamAppend::new(from.clone(), ExpectedVersion::NoStream, vec![event("Sent")?]),
+///         StreamAppend::new(to.clone(), ExpectedVersion::Exact(StreamVersion::new(0)), vec![event("Received")?]),
+///     ])?)
+///     .await?;
+/// assert_eq!(result.versions[&from].value(), 1);
+/// assert_eq!(result.versions[&to].value(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamAppend {
     /// The stream to check and write.
@@ -537,6 +603,8 @@ impl AppendRequest {
 }
 
 /// Where a newly appended event landed.
+///
+/// See [`AppendResult`] for an example.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WrittenEvent {
     /// The id the store assigned.
@@ -552,6 +620,27 @@ pub struct WrittenEvent {
 }
 
 /// What an append wrote.
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StreamId};
+/// use eventcore_memory::InMemoryEventStore;
+/// # fn event(name: &str) -> Result<NewEvent, Box<dyn std::error::Error>> {
+/// #     Ok(NewEvent::from_parts(EventType::try_new(name)?, serde_json::json!({}), EventMetadata::default())?)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::try_new("order-7")?;
+/// let result = store
+///     .append(AppendRequest::single(stream.clone(), ExpectedVersion::Any, vec![event("Placed")?, event("Paid")?]))
+///     .await?;
+/// assert_eq!(result.events.len(), 2);
+/// assert_eq!(result.events[1].version.value(), 2);
+/// assert!(result.events[0].position < result.events[1].position);
+/// assert!(!result.replayed);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppendResult {
     /// Every written event, in the order of the request.
@@ -571,6 +660,34 @@ pub struct AppendResult {
 }
 
 /// One stream whose version did not match what an append expected.
+///
+/// ```
+/// use eventcore::{
+///     AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StoreError,
+///     StreamId,
+/// };
+/// use eventcore_memory::InMemoryEventStore;
+/// # fn event(name: &str) -> Result<NewEvent, Box<dyn std::error::Error>> {
+/// #     Ok(NewEvent::from_parts(EventType::try_new(name)?, serde_json::json!({}), EventMetadata::default())?)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::try_new("account-1")?;
+/// store.append(AppendRequest::single(stream.clone(), ExpectedVersion::Any, vec![event("Opened")?])).await?;
+/// let again = store
+///     .append(AppendRequest::single(stream.clone(), ExpectedVersion::NoStream, vec![event("Opened")?]))
+///     .await;
+/// match again {
+///     Err(StoreError::Conflict { conflicts }) => {
+///         assert_eq!(conflicts[0].stream_id, stream);
+///         assert_eq!(conflicts[0].actual.value(), 1);
+///     }
+///     other => panic!("expected a conflict, got {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionConflict {
     /// The stream.
@@ -599,6 +716,22 @@ fn list_conflicts(conflicts: &[VersionConflict]) -> String {
 /// Why a store call failed.
 ///
 /// [`StoreError::is_retryable`] tells whether re-reading and trying again can succeed.
+///
+/// ```
+/// use eventcore::StoreError;
+///
+/// /// What an HTTP handler might answer for a store failure.
+/// fn status_for(error: &StoreError) -> u16 {
+///     match error {
+///         StoreError::Conflict { .. } => 409,
+///         // Written or not: a retry with the same idempotency key finds out.
+///         StoreError::UnknownOutcome { .. } => 503,
+///         StoreError::Unavailable { .. } | StoreError::Transient { .. } => 503,
+///         _ => 500,
+///     }
+/// }
+/// # let _ = status_for;
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
