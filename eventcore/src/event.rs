@@ -165,6 +165,14 @@ impl EventType {
 }
 
 /// The unique id of a stored event: a UUIDv7 assigned when the event is written.
+///
+/// ```
+/// use eventcore::EventId;
+///
+/// let (first, second) = (EventId::new_v7(), EventId::new_v7());
+/// assert_ne!(first, second);
+/// assert!(first < second); // v7 ids sort by creation time
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(Uuid);

@@ -176,6 +176,26 @@ pub struct ExecutionResult {
 /// or [`Store`](Self::Store) after such an attempt (their `outcome_unknown`
 /// is `true`). Execute again with the same idempotency key to find out: a
 /// written command is found and replayed, an unwritten one runs.
+///
+/// Mapping the outcome for a caller, the unknown outcome first (any variant
+/// may carry it):
+///
+/// ```
+/// use eventcore::ExecutionError;
+///
+/// fn http_status<E>(error: &ExecutionError<E>) -> u16 {
+///     if error.is_unknown_outcome() {
+///         return 503; // may be written: retry with the same idempotency key to find out
+///     }
+///     match error {
+///         ExecutionError::Rejected(_) => 422,
+///         ExecutionError::RetriesExhausted { .. } => 409,
+///         ExecutionError::Timeout { .. } => 504,
+///         _ => 500,
+///     }
+/// }
+/// # let _ = http_status::<std::convert::Infallible>;
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutionError<E> {
     /// `handle` refused the command with a business error; never retried.

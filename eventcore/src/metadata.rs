@@ -7,6 +7,18 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Ties together every event written on behalf of one request or workflow.
+///
+/// ```
+/// use eventcore::{CausationId, CorrelationId, EventMetadata, ExecutionOptions};
+///
+/// // One id for a whole HTTP request, taken from upstream when it sent one.
+/// let correlation = CorrelationId::new_v7();
+/// let metadata = EventMetadata::default()
+///     .with_correlation_id(correlation)
+///     .with_causation_id(CausationId::from_uuid(*correlation.as_uuid()));
+/// let options = ExecutionOptions::default().with_metadata(metadata);
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CorrelationId(Uuid);
@@ -35,6 +47,8 @@ impl fmt::Display for CorrelationId {
 }
 
 /// Names the message (command, event, request) that directly caused an event.
+///
+/// See [`CorrelationId`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CausationId(Uuid);

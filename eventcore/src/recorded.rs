@@ -13,6 +13,18 @@ use crate::{
 ///
 /// Ids, versions, positions and the recorded time are assigned by the store
 /// when the event is written.
+///
+/// ```
+/// use eventcore::{EventMetadata, NewEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # struct Deposited { cents: u64 }
+/// # impl eventcore::Event for Deposited { fn event_type(&self) -> &'static str { "Deposited" } }
+/// let event = NewEvent::from_event(&Deposited { cents: 500 }, EventMetadata::default())?;
+/// assert_eq!(event.event_type().as_ref(), "Deposited");
+/// assert_eq!(event.schema_version(), 1);
+/// # Ok::<(), eventcore::EncodeError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     event_type: EventType,
@@ -22,6 +34,17 @@ pub struct NewEvent {
 }
 
 /// A domain event that could not be turned into a [`NewEvent`].
+///
+/// ```
+/// use eventcore::{EncodeError, EventMetadata, NewEvent};
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Measured { celsius: f64 }
+/// impl eventcore::Event for Measured {
+///     fn event_type(&self) -> &'static str { "Measured" }
+/// }
+/// let refused = NewEvent::from_event(&Measured { celsius: f64::INFINITY }, EventMetadata::default());
+/// assert!(matches!(refused, Err(EncodeError::NonFinite { .. })));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     /// The event's `event_type()` is not a valid [`EventType`].
@@ -247,6 +270,30 @@ pub(crate) fn check_metadata(
 /// A stored event as the store returns it, with its payload still JSON.
 ///
 /// Turn it into a typed [`StoredEvent`] with [`RecordedEvent::decode`].
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, ExpectedVersion, NewEvent, StreamId};
+/// use eventcore_memory::InMemoryEventStore;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # struct Deposited { cents: u64 }
+/// # impl eventcore::Event for Deposited { fn event_type(&self) -> &'static str { "Deposited" } }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let account = StreamId::try_new("account-1")?;
+/// let deposit = NewEvent::from_event(&Deposited { cents: 500 }, EventMetadata::default())?;
+/// store.append(AppendRequest::single(account.clone(), ExpectedVersion::Any, vec![deposit])).await?;
+///
+/// let read = store.read_streams(std::slice::from_ref(&account)).await?;
+/// let recorded = &read.events[0];
+/// assert_eq!(recorded.version.value(), 1);
+/// assert_eq!(recorded.event_type.as_ref(), "Deposited");
+/// let typed = recorded.decode::<Deposited>()?; // a `StoredEvent<Deposited>`
+/// assert_eq!(typed.payload, Deposited { cents: 500 });
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Unique id, assigned at write time.
@@ -282,6 +329,33 @@ fn first_schema_version() -> u32 {
 /// A stored event that does not decode into the type the caller asked for.
 ///
 /// Names the event so it can be found and repaired; the event is not skipped.
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StreamId};
+/// use eventcore_memory::InMemoryEventStore;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # struct Deposited { cents: u64 }
+/// # impl eventcore::Event for Deposited { fn event_type(&self) -> &'static str { "Deposited" } }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let account = StreamId::try_new("account-1")?;
+/// // Stored by other code, in a shape `Deposited` does not have.
+/// let odd = NewEvent::from_parts(
+///     EventType::try_new("Deposited")?,
+///     serde_json::json!({ "amount": "five" }),
+///     EventMetadata::default(),
+/// )?;
+/// store.append(AppendRequest::single(account.clone(), ExpectedVersion::Any, vec![odd])).await?;
+/// let read = store.read_streams(std::slice::from_ref(&account)).await?;
+/// let error = read.events[0].decode::<Deposited>().unwrap_err();
+/// assert_eq!(error.stream_id, account);
+/// assert_eq!(error.version.value(), 1);
+/// println!("{error}"); // names the event, its stream and version, and what does not fit
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error(
     "stored event {event_id} ({event_type} at schema version {schema_version}, stream \
@@ -415,6 +489,9 @@ impl RecordedEvent {
 }
 
 /// A stored event with its payload decoded into the domain type `E`.
+///
+/// See [`RecordedEvent::decode`]; commands receive their events as
+/// `StoredEvent`s in `apply`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent<E> {
     /// Unique id, assigned at write time.

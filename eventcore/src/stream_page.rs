@@ -6,6 +6,14 @@ use std::num::NonZeroUsize;
 use crate::{DEFAULT_PAGE_SIZE, EventType, RecordedEvent, StreamId, StreamVersion};
 
 /// Which way a [`StreamQuery`] walks its stream.
+///
+/// ```
+/// use eventcore::{Direction, StreamId, StreamQuery};
+///
+/// let newest_first = StreamQuery::backwards(StreamId::try_new("account-1")?);
+/// assert_eq!(newest_first.direction, Direction::Backwards);
+/// # Ok::<(), eventcore::InvalidStreamId>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     /// From older to newer events (ascending versions).
@@ -156,6 +164,34 @@ impl StreamQuery {
 
 /// One page of one stream, from
 /// [`EventStore::read_stream`](crate::EventStore::read_stream).
+///
+/// Paging through a stream, ten events at a time:
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StreamId, StreamQuery};
+/// use eventcore_memory::InMemoryEventStore;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::try_new("sensor-9")?;
+/// let read = EventType::try_new("Read")?;
+/// let events = (0..25)
+///     .map(|n| NewEvent::from_parts(read.clone(), serde_json::json!({ "n": n }), EventMetadata::default()))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// store.append(AppendRequest::single(stream.clone(), ExpectedVersion::Any, events)).await?;
+///
+/// let mut query = Some(StreamQuery::forwards(stream).limit(NonZeroUsize::new(10).unwrap()));
+/// let mut seen = 0;
+/// while let Some(next) = query {
+///     let page = store.read_stream(&next).await?;
+///     seen += page.events.len();
+///     query = page.next;
+/// }
+/// assert_eq!(seen, 25);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamPage {
     /// The events, in the query's direction (versions ascending forwards,

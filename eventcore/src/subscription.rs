@@ -25,6 +25,23 @@ use crate::{EventStore, GlobalPosition, ReadAllQuery, RecordedEvent, StoreError}
 /// be read ([`StoreError::Undecodable`]) comes after every event before it;
 /// the subscription reads it again (and fails again) until told to
 /// [`skip_past`](Self::skip_past) it. Dropping it unsubscribes.
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, ReadAllQuery, StreamId};
+/// use eventcore_memory::InMemoryEventStore;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let mut subscription = store.subscribe(ReadAllQuery::from_start());
+/// let event = NewEvent::from_parts(EventType::try_new("Pinged")?, serde_json::json!({}), EventMetadata::default())?;
+/// store.append(AppendRequest::single(StreamId::try_new("host-1")?, ExpectedVersion::Any, vec![event])).await?;
+///
+/// // Appended after subscribing, delivered all the same.
+/// let first = subscription.next_event().await.expect("subscriptions do not end")?;
+/// assert_eq!(first.event_type.as_ref(), "Pinged");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Subscription {
     inner: BoxStream<'static, Result<RecordedEvent, StoreError>>,
     progress: Option<Arc<Progress>>,

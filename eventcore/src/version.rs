@@ -8,6 +8,16 @@ use serde::{Deserialize, Serialize};
 ///
 /// The first event of a stream gets version 1, and versions inside a stream
 /// are contiguous.
+///
+/// ```
+/// use eventcore::{ExpectedVersion, StreamVersion};
+///
+/// let read_at = StreamVersion::new(3);
+/// assert_eq!(read_at.next(), Some(StreamVersion::new(4)));
+/// assert!(ExpectedVersion::Exact(read_at).accepts(StreamVersion::new(3)));
+/// assert!(!ExpectedVersion::Exact(read_at).accepts(StreamVersion::new(4)));
+/// assert!(ExpectedVersion::NoStream.accepts(StreamVersion::new(0)));
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]

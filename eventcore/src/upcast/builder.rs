@@ -11,6 +11,17 @@ use crate::{BoxError, EventType, InvalidUpcasters};
 /// Registers upcasters; [`build`](Self::build) checks they fit together.
 ///
 /// Type names are checked when built, so the calls chain without `?`.
+///
+/// ```
+/// use eventcore::Upcasters;
+///
+/// let upcasters = Upcasters::builder()
+///     .rename("AccountCredited", "Deposited") // an old name
+///     .step("Deposited", 1, |v| Ok(v)) // v1 -> v2 with the same fields
+///     .build()?;
+/// assert_eq!(upcasters.current_version("Deposited"), Some(2));
+/// # Ok::<(), eventcore::InvalidUpcasters>(())
+/// ```
 #[derive(Default)]
 pub struct UpcastersBuilder {
     steps: Vec<(String, u32, Transform)>,

@@ -144,6 +144,37 @@ struct Registry {
 ///
 /// Cheap to clone (shared). The default has none: events are read as stored,
 /// at no cost.
+///
+/// Attached to a store, upcasters bring every event it reads to its
+/// current shape:
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StreamId, Upcasters};
+/// use eventcore_memory::InMemoryEventStore;
+/// use serde_json::json;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let upcasters = Upcasters::builder()
+///     .step("Deposited", 1, |mut v| {
+///         v["currency"] = json!("EUR");
+///         Ok(v)
+///     })
+///     .build()?;
+/// let store = InMemoryEventStore::new().with_upcasters(upcasters);
+/// let account = StreamId::try_new("account-1")?;
+/// // As old code stored it: schema version 1, no currency.
+/// let old = NewEvent::from_parts(EventType::try_new("Deposited")?, json!({ "cents": 5 }), EventMetadata::default())?
+///     .with_schema_version(1)?;
+/// store.without_upcasters()
+///     .append(AppendRequest::single(account.clone(), ExpectedVersion::Any, vec![old]))
+///     .await?;
+///
+/// let read = store.read_streams(std::slice::from_ref(&account)).await?;
+/// assert_eq!(read.events[0].schema_version, 2);
+/// assert_eq!(read.events[0].payload.to_value()?["currency"], "EUR");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {
     registry: Option<Arc<Registry>>,
