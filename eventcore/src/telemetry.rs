@@ -113,6 +113,12 @@ pub const ALL: [&str; 18] = [
 /// Tells the installed recorder the unit and meaning of every metric.
 /// EventCore calls it once, when it first finds a recorder; call it again
 /// after installing another.
+///
+/// ```
+/// // With a recorder installed first (say `metrics-exporter-prometheus`),
+/// // the descriptions reach it before the first metric does.
+/// eventcore::telemetry::describe();
+/// ```
 pub fn describe() {
     describe_counter!(COMMANDS_TOTAL, "Command executions finished, by outcome.");
     describe_histogram!(
@@ -189,6 +195,11 @@ pub fn describe() {
 /// zero-sized no-op recorder; any recorder that records holds state, so a
 /// zero size means nothing listens. The check is one thread-local read and
 /// one atomic load.
+///
+/// ```
+/// // No recorder is installed in this example: EventCore measures nothing.
+/// assert!(!eventcore::telemetry::recording());
+/// ```
 pub fn recording() -> bool {
     static DESCRIBED: Once = Once::new();
     let on = metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0);
@@ -352,6 +363,14 @@ pub(crate) async fn store_call<T, E>(
 
 /// What a projection runner records, under its projection's name; public
 /// for adapters that measure a projection's lag themselves.
+///
+/// ```
+/// use eventcore::telemetry::ProjectionMeter;
+///
+/// // An adapter that counts a projection's lag itself reports it so:
+/// let meter = ProjectionMeter::new("balances");
+/// meter.lag(42);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ProjectionMeter {
     name: metrics::SharedString,

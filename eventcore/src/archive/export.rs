@@ -6,6 +6,19 @@ use super::ArchivedEvent;
 use crate::{EventStore, EventType, GlobalPosition, ReadAllQuery, StoreError};
 
 /// Which events [`export`] writes.
+///
+/// ```
+/// use eventcore::{EventType, archive::ExportOptions};
+///
+/// // Only the accounts' deposits, from the start.
+/// let options = ExportOptions {
+///     stream_prefix: Some("account-".into()),
+///     event_types: Some(vec![EventType::try_new("Deposited")?]),
+///     ..ExportOptions::default()
+/// };
+/// # let _ = options;
+/// # Ok::<(), eventcore::InvalidEventType>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportOptions {
     /// Only events after this position ([`GlobalPosition::START`]: all).

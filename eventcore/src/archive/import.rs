@@ -72,6 +72,15 @@ pub enum BatchError {
 }
 
 /// How [`import`] treats a target that already holds events.
+///
+/// ```
+/// use eventcore::archive::ImportOptions;
+///
+/// // Into a store that already holds events: only streams the archive
+/// // continues exactly, or new ones, are accepted.
+/// let options = ImportOptions { append: true, ..ImportOptions::default() };
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportOptions {
     /// Add the archive's events after whatever the target holds. Without

@@ -41,6 +41,16 @@ pub use import::{
 };
 
 /// One event of an archive: one line of JSON.
+///
+/// ```
+/// use eventcore::archive::ArchiveReader;
+///
+/// let line = r#"{"id":"0190b6a0-0000-7000-8000-000000000001","stream_id":"account-1","version":1,"event_type":"Opened","schema_version":1,"payload":{"owner":"ada"},"metadata":{},"recorded_at":"2026-12-01T00:00:00Z"}"#;
+/// let events: Vec<_> = ArchiveReader::new(line.as_bytes()).collect::<Result<_, _>>()?;
+/// assert_eq!(events[0].stream_id.as_ref(), "account-1");
+/// assert_eq!(events[0].version.value(), 1);
+/// # Ok::<(), eventcore::archive::ArchiveError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchivedEvent {

@@ -44,6 +44,15 @@ impl fmt::Display for FencingToken {
 }
 
 /// Where a projection is in the global order, and how it is doing.
+///
+/// ```
+/// use eventcore::{Checkpoint, GlobalPosition, ProjectionState};
+///
+/// let fresh = Checkpoint::initial("balances");
+/// assert_eq!(fresh.position, GlobalPosition::START);
+/// assert_eq!(fresh.state, ProjectionState::Running);
+/// assert_eq!(fresh.events_processed, 0);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The projection's name.
@@ -100,6 +109,22 @@ impl Checkpoint {
 /// [`claim`](Self::claim) or [`save`](Self::save)), a save offering an
 /// older fence is refused with [`StoreError::Fenced`] and changes nothing.
 /// A save without a fence is never refused and keeps the stored fence.
+///
+/// An operator's pause, from any process that can reach the checkpoints:
+///
+/// ```
+/// use eventcore::{CheckpointStore, ProjectionRequest};
+/// use eventcore_memory::InMemoryCheckpointStore;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let checkpoints = InMemoryCheckpointStore::new();
+/// checkpoints.request("balances", ProjectionRequest::Pause).await?;
+/// let pending = checkpoints.pending_request("balances").await?;
+/// assert_eq!(pending.map(|p| p.request), Some(ProjectionRequest::Pause));
+/// // The leader of "balances" carries it out within `poll_requests_every`.
+/// # Ok(())
+/// # }
+/// ```
 pub trait CheckpointStore: Send + Sync + 'static {
     /// The checkpoint saved under `name`, if any.
     fn load(

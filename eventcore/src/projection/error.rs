@@ -4,6 +4,20 @@ use crate::{GlobalPosition, StoreError};
 
 /// The runner ended without being asked to. Store outages are not among
 /// the reasons: they are waited out in standby.
+///
+/// ```
+/// use eventcore::ProjectionError;
+///
+/// fn report(ended: Result<(), ProjectionError>) {
+///     match ended {
+///         Ok(()) => {}
+///         // Another process leads, and this runner was told not to wait.
+///         Err(ProjectionError::AnotherLeads { .. }) => {}
+///         Err(error) => eprintln!("projection stopped: {error}"),
+///     }
+/// }
+/// # let _ = report;
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {

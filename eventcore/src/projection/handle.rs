@@ -7,6 +7,9 @@ use super::{ProjectionError, ProjectionState};
 use crate::{EventStore, EventType, GlobalPosition, ReadAllQuery, StoreError};
 
 /// A snapshot of a running projection, from [`ProjectionHandle::status`].
+///
+/// See [`ProjectionHandle`]: [`status`](ProjectionHandle::status) reads it
+/// now, [`wait_for`](ProjectionHandle::wait_for) waits for one that fits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionStatus {
     /// The projection's name.
@@ -38,6 +41,41 @@ pub(super) enum Control {
 }
 
 /// Controls a started [`ProjectionRunner`](crate::ProjectionRunner). Dropping it stops the runner gracefully.
+///
+/// ```
+/// use eventcore::{ProjectionRunner, ProjectionState};
+/// use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+/// # use std::convert::Infallible;
+/// # use eventcore::{Projection, RecordedEvent};
+/// # #[derive(Default)]
+/// # struct CountEvents(u64);
+/// # impl Projection for CountEvents {
+/// #     type Error = Infallible;
+/// #     fn name(&self) -> &str { "count-events" }
+/// #     async fn apply(&mut self, _: &RecordedEvent) -> Result<(), Infallible> { self.0 += 1; Ok(()) }
+/// #     async fn reset(&mut self) -> Result<(), Infallible> { self.0 = 0; Ok(()) }
+/// # }
+/// # async fn append_one(store: &eventcore_memory::InMemoryEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// #     use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StreamId};
+/// #     let event = NewEvent::from_parts(EventType::try_new("Pinged")?, serde_json::json!({}), EventMetadata::default())?;
+/// #     store.append(AppendRequest::single(StreamId::try_new("host-1")?, ExpectedVersion::Any, vec![event])).await?;
+/// #     Ok(())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// let handle = ProjectionRunner::new(store.clone(), CountEvents::default(), InMemoryCheckpointStore::new()).start();
+/// handle.pause();
+/// handle.wait_for(|s| s.state == ProjectionState::Paused).await.map_err(|s| format!("ended: {s:?}"))?;
+/// append_one(&store).await?;
+/// assert_eq!(handle.status().events_processed, 0); // paused: nothing applied
+/// handle.resume();
+/// handle.wait_for(|s| s.events_processed == 1).await.map_err(|s| format!("ended: {s:?}"))?;
+/// assert_eq!(handle.lag(&store, None).await?, 0);
+/// handle.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ProjectionHandle<P> {
     pub(super) name: String,

@@ -5,6 +5,17 @@ use std::{num::NonZeroUsize, time::Duration};
 use crate::RetryPolicy;
 
 /// What the runner does when `apply` fails, or a stored event cannot be read.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::{ErrorPolicy, ProjectionOptions, RetryPolicy};
+///
+/// // A read model in a database that may be briefly away: retry each failing
+/// // event a few times, then stop with the error in the checkpoint.
+/// let policy = ErrorPolicy::Retry(RetryPolicy::default().with_max_attempts(5));
+/// let options = ProjectionOptions::default().on_error(policy);
+/// # let _ = (options, Duration::ZERO);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ErrorPolicy {
     /// Stop: save the checkpoint before the failing event, state `failed` (the default).
@@ -16,6 +27,19 @@ pub enum ErrorPolicy {
 }
 
 /// How a [`ProjectionRunner`](crate::ProjectionRunner) batches checkpoints and handles failures.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::{ErrorPolicy, ProjectionOptions};
+///
+/// // Fewer checkpoint writes for a read model that tolerates replaying a few
+/// // thousand events after a crash; events it cannot apply are recorded and skipped.
+/// let options = ProjectionOptions::default()
+///     .checkpoint_every_events(5_000)
+///     .checkpoint_interval(Duration::from_secs(10))
+///     .on_error(ErrorPolicy::Skip);
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectionOptions {
     pub(super) checkpoint_every_events: u64,

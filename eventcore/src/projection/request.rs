@@ -57,6 +57,8 @@ impl fmt::Display for ProjectionRequest {
 
 /// A request waiting for the projection's leader: what, and when it was made
 /// (which tells it apart from a later request of the same kind).
+///
+/// See [`CheckpointStore`](crate::CheckpointStore) for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingRequest {
     /// What is asked.

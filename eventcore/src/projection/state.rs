@@ -3,6 +3,15 @@
 use std::fmt;
 
 /// What a projection's runner is doing, as stored in its checkpoint.
+///
+/// ```
+/// use eventcore::ProjectionState;
+///
+/// assert_eq!(ProjectionState::parse("paused"), Some(ProjectionState::Paused));
+/// assert_eq!(ProjectionState::Rebuilding.as_str(), "rebuilding");
+/// assert!(ProjectionState::Failed.is_terminal());
+/// assert!(!ProjectionState::Standby.is_terminal());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectionState {

@@ -22,6 +22,43 @@ const STANDBY_MIN_PAUSE: Duration = Duration::from_millis(100);
 const STANDBY_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Runs one [`Projection`] against a store; see the module docs.
+///
+/// ```
+/// use eventcore::{ProjectionRunner, ProjectionState};
+/// use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+/// # use std::convert::Infallible;
+/// # use eventcore::{Projection, RecordedEvent};
+/// # #[derive(Default)]
+/// # struct CountEvents(u64);
+/// # impl Projection for CountEvents {
+/// #     type Error = Infallible;
+/// #     fn name(&self) -> &str { "count-events" }
+/// #     async fn apply(&mut self, _: &RecordedEvent) -> Result<(), Infallible> { self.0 += 1; Ok(()) }
+/// #     async fn reset(&mut self) -> Result<(), Infallible> { self.0 = 0; Ok(()) }
+/// # }
+/// # async fn append_one(store: &eventcore_memory::InMemoryEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// #     use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StreamId};
+/// #     let event = NewEvent::from_parts(EventType::try_new("Pinged")?, serde_json::json!({}), EventMetadata::default())?;
+/// #     store.append(AppendRequest::single(StreamId::try_new("host-1")?, ExpectedVersion::Any, vec![event])).await?;
+/// #     Ok(())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryEventStore::new();
+/// append_one(&store).await?;
+/// let checkpoints = InMemoryCheckpointStore::new();
+/// let handle = ProjectionRunner::new(store.clone(), CountEvents::default(), checkpoints.clone()).start();
+/// handle.wait_for(|s| s.events_processed == 1).await.map_err(|s| format!("ended: {s:?}"))?;
+/// let counted = handle.stop().await?;
+/// assert_eq!(counted.0, 1);
+///
+/// // A second run resumes after its checkpoint: nothing is applied twice.
+/// let handle = ProjectionRunner::new(store, CountEvents::default(), checkpoints).start();
+/// handle.wait_for(|s| s.state == ProjectionState::Running).await.map_err(|s| format!("ended: {s:?}"))?;
+/// assert_eq!(handle.stop().await?.0, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ProjectionRunner<S, P, K, L = SoleRunner> {
     store: S,
