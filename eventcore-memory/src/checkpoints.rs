@@ -10,7 +10,7 @@ use eventcore::{
     Checkpoint, CheckpointStore, FencingToken, PendingRequest, ProjectionRequest, StoreError,
 };
 
-/// A [`CheckpointStore`] in memory; clones share the checkpoints.
+/// A [`CheckpointStore`](eventcore::CheckpointStore) in memory; clones share the checkpoints.
 ///
 /// Like [`InMemoryEventStore`](crate::InMemoryEventStore), it lives as long
 /// as the process: for tests, prototypes and the memory demo.

@@ -8,7 +8,7 @@ use std::{
 use eventcore::{FencingToken, Leadership, StoreError};
 use tokio::sync::Notify;
 
-/// A [`Leadership`] for runners in one process: one lease per projection
+/// A [`Leadership`](eventcore::Leadership) for runners in one process: one lease per projection
 /// name; clones share the leases. Each lease's fencing token is one more
 /// than the previous lease's of the same name.
 ///

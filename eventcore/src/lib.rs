@@ -64,8 +64,18 @@
 //!
 //! # Testing an adapter
 //!
-//! With the `conformance` feature, [`conformance`] holds the suite every
-//! adapter must pass and [`conformance_tests!`] turns it into `#[test]`s.
+// The links resolve only where the feature is on (docs.rs builds with all
+// features); without it they would be broken links in a plain `cargo doc`.
+#![cfg_attr(
+    feature = "conformance",
+    doc = "With the `conformance` feature, [`conformance`] holds the suite every \
+           adapter must pass and [`conformance_tests!`] turns it into `#[test]`s."
+)]
+#![cfg_attr(
+    not(feature = "conformance"),
+    doc = "With the `conformance` feature, `conformance` holds the suite every \
+           adapter must pass and `conformance_tests!` turns it into `#[test]`s."
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(

@@ -1,4 +1,4 @@
-//! The metrics EventCore records, through the [`metrics`] facade.
+//! The metrics EventCore records, through the [`metrics`](https://docs.rs/metrics) facade.
 //!
 //! EventCore installs no exporter: install any `metrics` recorder
 //! (`metrics-exporter-prometheus`, the OpenTelemetry bridge, a test
