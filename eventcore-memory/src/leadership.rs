@@ -46,6 +46,21 @@ struct Held {
 }
 
 /// Leadership of one projection name; dropping it hands leadership on.
+///
+/// ```
+/// use eventcore::Leadership;
+/// use eventcore_memory::InMemoryLeadership;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let leadership = InMemoryLeadership::new();
+/// let mut lease = leadership.try_acquire("balances").await?.expect("nobody leads yet");
+/// assert!(leadership.holds(&mut lease).await);
+/// assert!(leadership.try_acquire("balances").await?.is_none());
+/// drop(lease); // hands leadership on
+/// assert!(leadership.try_acquire("balances").await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct InMemoryLease {
     name: String,

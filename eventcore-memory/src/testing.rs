@@ -53,6 +53,37 @@ use eventcore::{
 use crate::InMemoryEventStore;
 
 /// Starts a scenario: these streams already hold these events, in this order.
+///
+/// ```
+/// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, StreamId, Writes};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # enum Light { On, Off }
+/// # impl Event for Light { fn event_type(&self) -> &'static str { "Light" } }
+/// # #[derive(Debug, PartialEq, thiserror::Error)]
+/// # #[error("already on")]
+/// # struct AlreadyOn;
+/// # #[derive(Command)]
+/// # struct SwitchOn { #[stream] lamp: StreamId }
+/// # impl CommandLogic for SwitchOn {
+/// #     type State = bool;
+/// #     type Event = Light;
+/// #     type Error = AlreadyOn;
+/// #     fn apply(&self, on: &mut bool, event: &StoredEvent<Light>) { *on = event.payload == Light::On; }
+/// #     fn handle(&self, on: bool, _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, AlreadyOn> {
+/// #         if on { return Err(AlreadyOn); }
+/// #         Ok(Writes::new().emit(self.lamp_stream(), Light::On))
+/// #     }
+/// # }
+/// use eventcore_memory::testing::given;
+///
+/// let lamp = StreamId::try_new("lamp-1")?;
+/// // No history: the stream starts empty.
+/// given::<Light>([])
+///     .when(&SwitchOn { lamp: lamp.clone() })
+///     .then_expect_events([(lamp, Light::On)]);
+/// # Ok::<(), eventcore::InvalidStreamId>(())
+/// ```
 pub fn given<E: Event>(history: impl IntoIterator<Item = (StreamId, Vec<E>)>) -> Given<E> {
     Given {
         history: history
@@ -65,6 +96,40 @@ pub fn given<E: Event>(history: impl IntoIterator<Item = (StreamId, Vec<E>)>) ->
 }
 
 /// A scenario's starting point; see [`given`].
+///
+/// ```
+/// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, StreamId, Writes};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # enum Light { On, Off }
+/// # impl Event for Light { fn event_type(&self) -> &'static str { "Light" } }
+/// # #[derive(Debug, PartialEq, thiserror::Error)]
+/// # #[error("already on")]
+/// # struct AlreadyOn;
+/// # #[derive(Command)]
+/// # struct SwitchOn { #[stream] lamp: StreamId }
+/// # impl CommandLogic for SwitchOn {
+/// #     type State = bool;
+/// #     type Event = Light;
+/// #     type Error = AlreadyOn;
+/// #     fn apply(&self, on: &mut bool, event: &StoredEvent<Light>) { *on = event.payload == Light::On; }
+/// #     fn handle(&self, on: bool, _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, AlreadyOn> {
+/// #         if on { return Err(AlreadyOn); }
+/// #         Ok(Writes::new().emit(self.lamp_stream(), Light::On))
+/// #     }
+/// # }
+/// use std::time::Duration;
+/// use eventcore::{ExecutionOptions, RetryPolicy};
+/// use eventcore_memory::testing::given;
+///
+/// let lamp = StreamId::try_new("lamp-1")?;
+/// given([(lamp.clone(), vec![Light::On, Light::Off])])
+///     .with_options(ExecutionOptions::default().with_retry_policy(RetryPolicy::no_retries()))
+///     .when(&SwitchOn { lamp: lamp.clone() })
+///     .then_expect_events([(lamp, Light::On)]);
+/// # let _ = Duration::ZERO;
+/// # Ok::<(), eventcore::InvalidStreamId>(())
+/// ```
 #[derive(Debug)]
 pub struct Given<E> {
     history: Vec<(StreamId, History<E>)>,
@@ -213,6 +278,46 @@ impl<E: Event> Given<E> {
 }
 
 /// The outcome of a scenario, to check with `then_*`.
+///
+/// ```
+/// # use eventcore::{Command, CommandLogic, Event, HandleContext, StoredEvent, StreamId, Writes};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # enum Light { On, Off }
+/// # impl Event for Light { fn event_type(&self) -> &'static str { "Light" } }
+/// # #[derive(Debug, PartialEq, thiserror::Error)]
+/// # #[error("already on")]
+/// # struct AlreadyOn;
+/// # #[derive(Command)]
+/// # struct SwitchOn { #[stream] lamp: StreamId }
+/// # impl CommandLogic for SwitchOn {
+/// #     type State = bool;
+/// #     type Event = Light;
+/// #     type Error = AlreadyOn;
+/// #     fn apply(&self, on: &mut bool, event: &StoredEvent<Light>) { *on = event.payload == Light::On; }
+/// #     fn handle(&self, on: bool, _: &mut HandleContext<'_, Self>) -> Result<Writes<Self>, AlreadyOn> {
+/// #         if on { return Err(AlreadyOn); }
+/// #         Ok(Writes::new().emit(self.lamp_stream(), Light::On))
+/// #     }
+/// # }
+/// use eventcore::{EventStore, ExecutionError};
+/// use eventcore_memory::testing::given;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let lamp = StreamId::try_new("lamp-1")?;
+/// // Inside an async test, `when_async` runs on the test's runtime.
+/// let then = given([(lamp.clone(), vec![Light::On])])
+///     .when_async(&SwitchOn { lamp: lamp.clone() })
+///     .await
+///     .then_expect_failure(|e| matches!(e, ExecutionError::Rejected(AlreadyOn)));
+/// // What the `then_*` checks do not cover: the result and the store itself.
+/// assert!(then.result().is_err());
+/// let read = then.store().read_streams(std::slice::from_ref(&lamp)).await?;
+/// assert_eq!(read.version(&lamp).value(), 1); // the history only
+/// # Ok(())
+/// # }
+/// ```
 pub struct Then<C: CommandLogic> {
     result: Result<ExecutionResult, ExecutionError<C::Error>>,
     written: Vec<(StreamId, C::Event)>,

@@ -65,6 +65,21 @@ pub const REPORT_COUNT_LIMIT: u64 = 100_000;
 
 /// One projection as an operator sees it: from
 /// [`PostgresCheckpointStore::report`].
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// for report in store.checkpoints().report().await? {
+///     println!(
+///         "{}: {}, {} behind{}",
+///         report.checkpoint.name,
+///         report.checkpoint.state,
+///         report.lag,
+///         report.checkpoint.last_error.map(|e| format!(", last error: {e}")).unwrap_or_default(),
+///     );
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionReport {
     /// The projection's saved checkpoint.
@@ -86,6 +101,8 @@ pub struct ProjectionReport {
 
 /// A running transaction that holds the delivery watermark back: from
 /// `pg_stat_activity`, without its query text (which may hold data).
+///
+/// See [`Watermark`](crate::Watermark) for an example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionHolder {
     /// The backend's process id (`pg_terminate_backend(pid)` ends it).

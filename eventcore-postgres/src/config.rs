@@ -51,6 +51,15 @@ pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub(crate) const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 /// A configuration that cannot be used.
+///
+/// ```
+/// use eventcore_postgres::{ConfigError, PostgresConfig};
+///
+/// match PostgresConfig::new("postgres://app@localhost/app").schema("app-1") {
+///     Err(error @ ConfigError::InvalidSchema { .. }) => println!("{error}"), // says what a name may hold
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// `from_env` found no `DATABASE_URL`.
@@ -104,6 +113,15 @@ pub enum ConfigError {
 /// or underscores, not starting with a digit, and not a system schema
 /// (`information_schema`, or a name starting with `pg_`, which PostgreSQL
 /// reserves). It is always written quoted.
+///
+/// ```
+/// use eventcore_postgres::{ConfigError, SchemaName};
+///
+/// let schema = SchemaName::new("bank")?;
+/// assert_eq!(schema.as_str(), "bank");
+/// assert!(matches!(SchemaName::new("bank; DROP TABLE x"), Err(ConfigError::InvalidSchema { .. })));
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SchemaName(String);
 

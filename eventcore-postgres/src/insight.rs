@@ -19,6 +19,8 @@ pub const EXACT_COUNT_LIMIT: u64 = 1_000_000;
 pub const DEFAULT_RECENT_EVENTS: u64 = 100_000;
 
 /// A number of rows, exact or estimated.
+///
+/// See [`Totals`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count {
     /// The number.
@@ -29,6 +31,15 @@ pub struct Count {
 }
 
 /// Events and streams in the store.
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let totals = store.totals().await?;
+/// let about = if totals.events.exact { "" } else { "about " };
+/// println!("{about}{} events in {} streams", totals.events.value, totals.streams.value);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     /// Stored events.
@@ -38,6 +49,15 @@ pub struct Totals {
 }
 
 /// Events recorded on one day (UTC).
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// for day in store.events_per_day(7).await? {
+///     println!("{}: {} events", day.day, day.events);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayCount {
     /// The day.
@@ -47,6 +67,16 @@ pub struct DayCount {
 }
 
 /// A stream and how many of the recent events it received.
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// // The ten busiest accounts among the last 10,000 events.
+/// for stream in store.most_active_streams(10_000, 10, Some("account-")).await? {
+///     println!("{}: {} recent events, at version {}", stream.stream_id, stream.events, stream.version);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamActivity {
     /// The stream.
@@ -58,6 +88,15 @@ pub struct StreamActivity {
 }
 
 /// An event type and how many of the recent events have it.
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// for count in store.events_per_type(10_000).await? {
+///     println!("{}: {}", count.event_type, count.events);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeCount {
     /// The stored type name.
@@ -67,6 +106,19 @@ pub struct TypeCount {
 }
 
 /// Where delivery of the global order stands.
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let watermark = store.watermark().await?;
+/// if let Some(holder) = watermark.holder {
+///     println!(
+///         "{} events held back by pid {} ({}, open {:?}): end that transaction",
+///         watermark.held_back.value, holder.pid, holder.application_name, holder.age
+///     );
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermark {
     /// The oldest transaction id still running on the server: events of

@@ -70,6 +70,19 @@ struct Queries {
 }
 
 /// Leadership of one projection: the connection holding its advisory lock.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use eventcore::Leadership;
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let leadership = store.leadership(Duration::from_secs(1));
+/// if let Some(mut lease) = leadership.try_acquire("balances").await? {
+///     assert!(leadership.holds(&mut lease).await);
+///     drop(lease); // closes its connection: another process may lead now
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct PostgresLease {
     connection: PgConnection,

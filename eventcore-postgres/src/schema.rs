@@ -80,6 +80,19 @@ const MIGRATIONS: &[Migration] = &[
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";
 
 /// `initialize` could not create or upgrade the schema.
+///
+/// ```no_run
+/// use eventcore_postgres::InitializeError;
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// match store.initialize().await {
+///     Ok(()) => {}
+///     // Deployed code older than the schema: roll forward, not back.
+///     Err(InitializeError::TooNew { found, known, .. }) => eprintln!("schema at {found}, code knows {known}"),
+///     Err(error) => return Err(error.into()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum InitializeError {
     /// The database could not be reached or refused a bookkeeping statement.
@@ -192,6 +205,8 @@ fn failed_migration(schema: &str, version: i32, source: sqlx::Error) -> Initiali
 }
 
 /// A migration of EventCore's schema: its version and what it adds.
+///
+/// See [`SchemaStatus`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MigrationInfo {
     /// Its version; migrations apply in version order.
@@ -202,6 +217,19 @@ pub struct MigrationInfo {
 
 /// Where a schema stands against the migrations this EventCore knows:
 /// from [`PostgresEventStore::schema_status`](crate::PostgresEventStore::schema_status).
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let status = store.schema_status().await?;
+/// for migration in &status.pending {
+///     println!("would apply {}: {}", migration.version, migration.name);
+/// }
+/// if status.pending.is_empty() {
+///     println!("schema {} is current (version {})", status.schema, status.applied);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaStatus {
     /// The schema.

@@ -46,6 +46,20 @@ impl Default for Limits {
 }
 
 /// A command went beyond one of its executor's [`Limits`]; nothing was written.
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventType, ExpectedVersion, LimitExceeded, Limits, NewEvent, StreamId};
+///
+/// let limits = Limits::default().with_max_payload_bytes(16);
+/// let event = NewEvent::from_parts(
+///     EventType::try_new("Noted")?,
+///     serde_json::json!({ "text": "longer than sixteen bytes" }),
+///     EventMetadata::default(),
+/// )?;
+/// let request = AppendRequest::single(StreamId::try_new("notes")?, ExpectedVersion::Any, vec![event]);
+/// assert!(matches!(limits.check_append(&request), Err(LimitExceeded::PayloadTooLarge { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LimitExceeded {

@@ -12,6 +12,14 @@ pub const STREAM_ID_MAX_CHARS: usize = 255;
 pub(crate) const COMPARE_PAIRS_UP_TO: usize = 16;
 
 /// Why a string is not a valid [`StreamId`].
+///
+/// ```
+/// use eventcore::{InvalidStreamId, StreamId};
+///
+/// assert!(matches!(StreamId::try_new(""), Err(InvalidStreamId::Empty)));
+/// assert!(StreamId::try_new("x".repeat(10_000)).is_err());
+/// assert!(StreamId::try_new("account-1").is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidStreamId {
     /// Nothing was left after trimming whitespace.

@@ -30,6 +30,16 @@ use crate::{
 
 /// The most connections a store opens, from
 /// [`PostgresEventStore::connection_limit`].
+///
+/// ```no_run
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let limit = store.connection_limit();
+/// // Three application processes, each with two projection runners:
+/// let budget = 3 * limit.on_primary(2);
+/// println!("max_connections must exceed {budget} (plus superuser_reserved_connections)");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimit {
     /// The read pool's limit: reads, checkpoints, bookkeeping (and appends
@@ -173,6 +183,18 @@ fn store_session(options: PgConnectOptions) -> PgConnectOptions {
 }
 
 /// The store could not be created.
+///
+/// ```no_run
+/// use eventcore_postgres::{ConnectError, PostgresConfig, PostgresEventStore};
+/// # async fn demo() {
+/// match PostgresEventStore::new(PostgresConfig::new("postgres://app:secret@db.internal:5432/app")).await {
+///     Ok(store) => { let _ = store; }
+///     // "could not connect to PostgreSQL at db.internal:5432: connection refused": never the password.
+///     Err(ConnectError::Connect { endpoint, diagnosis, .. }) => eprintln!("{endpoint}: {diagnosis}"),
+///     Err(error) => eprintln!("{error}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The configuration is invalid.

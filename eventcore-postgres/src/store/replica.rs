@@ -13,6 +13,22 @@ use crate::{error, telemetry};
 /// From [`PostgresEventStore::wal_position`], for
 /// [`PostgresEventStore::wait_for`]; shown and parsed as PostgreSQL prints
 /// LSNs (`16/B374D848`), so it can travel in an HTTP header or a cookie.
+///
+/// Reading one's own write from a replica:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use eventcore_postgres::WalPosition;
+/// # async fn demo(store: eventcore_postgres::PostgresEventStore, written: eventcore::ExecutionResult) -> Result<(), Box<dyn std::error::Error>> {
+/// // The token of a write, carried to the next request (a header, a cookie).
+/// if let (Some(token), Some(replica)) = (written.commit_token.as_deref(), store.replica()) {
+///     let position = WalPosition::parse(token).ok_or("not a WAL position")?;
+///     replica.wait_for(&position, Duration::from_millis(200)).await?;
+///     // `replica` now reads everything that write committed.
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WalPosition(String);
 
@@ -40,6 +56,20 @@ impl std::fmt::Display for WalPosition {
 }
 
 /// Why [`PostgresEventStore::wait_for`] returned without the position replayed.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use eventcore_postgres::{WaitError, WalPosition};
+/// # async fn demo(primary: eventcore_postgres::PostgresEventStore, replica: eventcore_postgres::PostgresEventStore, position: WalPosition) -> Result<(), Box<dyn std::error::Error>> {
+/// let reader = match replica.wait_for(&position, Duration::from_millis(100)).await {
+///     Ok(()) => replica,
+///     Err(WaitError::Timeout { .. }) => primary, // the replica lags: read the write where it is
+///     Err(error) => return Err(error.into()),
+/// };
+/// # let _ = reader;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     /// The replica had not replayed the position within the time given:

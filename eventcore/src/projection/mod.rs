@@ -122,6 +122,44 @@ pub use state::ProjectionState;
 use crate::{EventType, RecordedEvent};
 
 /// A read model kept up to date from the global order.
+///
+/// A read model of balances that wants two event types and applies each
+/// event once even when delivered again after a crash (versions only grow):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use eventcore::{DecodeError, EventType, Projection, RecordedEvent, StreamVersion};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Amount { cents: i64 }
+/// # impl eventcore::Event for Amount { fn event_type(&self) -> &'static str { "Deposited" } }
+///
+/// #[derive(Default)]
+/// struct Balances(HashMap<String, (i64, StreamVersion)>);
+///
+/// impl Projection for Balances {
+///     type Error = DecodeError;
+///     fn name(&self) -> &str {
+///         "balances"
+///     }
+///     fn event_types(&self) -> Option<Vec<EventType>> {
+///         Some(vec![EventType::try_new("Deposited").ok()?, EventType::try_new("Withdrawn").ok()?])
+///     }
+///     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), DecodeError> {
+///         let amount = event.decode::<Amount>()?.payload.cents;
+///         let sign = if event.event_type.as_ref() == "Withdrawn" { -1 } else { 1 };
+///         let entry = self.0.entry(event.stream_id.to_string()).or_default();
+///         if event.version > entry.1 {
+///             *entry = (entry.0 + sign * amount, event.version);
+///         }
+///         Ok(())
+///     }
+///     async fn reset(&mut self) -> Result<(), DecodeError> {
+///         self.0.clear();
+///         Ok(())
+///     }
+/// }
+/// # let _ = Balances::default();
+/// ```
 pub trait Projection: Send + 'static {
     /// What `apply` or `reset` can fail with.
     type Error: std::error::Error + Send + Sync + 'static;

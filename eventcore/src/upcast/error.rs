@@ -11,6 +11,36 @@ use crate::{
 /// shape it was stored in (type name and schema version), and says what is
 /// missing or which upcaster failed. The stored row is unchanged: fix or
 /// register the upcaster and read again.
+///
+/// ```
+/// use eventcore::{AppendRequest, EventMetadata, EventStore, EventType, ExpectedVersion, NewEvent, StoreError, StreamId, Upcasters};
+/// use eventcore_memory::InMemoryEventStore;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // An upcaster that cannot handle what it finds.
+/// let upcasters = Upcasters::builder()
+///     .step("Deposited", 1, |v| {
+///         v.get("cents").ok_or("Deposited v1 without cents")?;
+///         Ok(v)
+///     })
+///     .build()?;
+/// let store = InMemoryEventStore::new().with_upcasters(upcasters);
+/// let account = StreamId::try_new("account-1")?;
+/// let broken = NewEvent::from_parts(EventType::try_new("Deposited")?, serde_json::json!({}), EventMetadata::default())?;
+/// store.without_upcasters()
+///     .append(AppendRequest::single(account.clone(), ExpectedVersion::Any, vec![broken]))
+///     .await?;
+///
+/// match store.read_streams(std::slice::from_ref(&account)).await {
+///     Err(StoreError::Upcast(error)) => {
+///         assert_eq!(error.stream_id, account);
+///         println!("{error}"); // names the event and the upcaster's complaint
+///     }
+///     other => panic!("expected an upcast error, got {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error(
     "stored event {event_id} (stream {stream_id} version {version}, type {event_type} at schema \
