@@ -226,9 +226,24 @@ impl Log {
         &self,
         wanted: impl Iterator<Item = (&'a StreamId, StreamVersion)>,
     ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
+        let mut wanted = wanted.peekable();
+        let first = wanted.next();
+        if let (Some((stream_id, known)), None) = (first, wanted.peek()) {
+            // One stream (most commands): its events are in order already.
+            let events = self.streams.get(stream_id).map_or_else(Vec::new, |stream| {
+                let skip = usize::try_from(known.value()).unwrap_or(usize::MAX);
+                stream
+                    .iter()
+                    .skip(skip)
+                    .map(|&i| Arc::clone(&self.events[i]))
+                    .collect()
+            });
+            let versions = BTreeMap::from([(stream_id.clone(), self.version(stream_id))]);
+            return (events, versions);
+        }
         let mut versions = BTreeMap::new();
         let mut indexes: Vec<usize> = Vec::new();
-        for (stream_id, known) in wanted {
+        for (stream_id, known) in first.into_iter().chain(wanted) {
             if versions.contains_key(stream_id) {
                 continue;
             }

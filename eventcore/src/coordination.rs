@@ -67,6 +67,10 @@ impl State {
     /// Starts every waiting command whose streams are all free and not
     /// reserved by a command ahead of it that was passed over too often.
     fn schedule(&mut self) {
+        if self.waiting.is_empty() {
+            // The common case: nobody waits, nothing to build.
+            return;
+        }
         let mut still_waiting = VecDeque::with_capacity(self.waiting.len());
         let mut reserved: Set<StreamId> = Set::default();
         while let Some(mut waiter) = self.waiting.pop_front() {
@@ -119,13 +123,19 @@ impl StreamLocks {
         };
         let (ticket, started) = {
             let mut state = self.state();
-            let reserved: Set<&StreamId> = state
-                .waiting
-                .iter()
-                .filter(|w| w.passed_over > PASSES_BEFORE_RESERVING)
-                .flat_map(|w| w.streams.iter())
-                .collect();
-            if state.free(&streams, &reserved) {
+            let free = if state.waiting.is_empty() {
+                // Nobody waits, so nobody has reserved anything.
+                streams.iter().all(|s| !state.busy.contains(s))
+            } else {
+                let reserved: Set<&StreamId> = state
+                    .waiting
+                    .iter()
+                    .filter(|w| w.passed_over > PASSES_BEFORE_RESERVING)
+                    .flat_map(|w| w.streams.iter())
+                    .collect();
+                state.free(&streams, &reserved)
+            };
+            if free {
                 state.busy.extend(streams.iter().cloned());
                 return Turn {
                     locks: self,

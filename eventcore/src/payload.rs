@@ -36,6 +36,17 @@ pub const MAX_JSON_DEPTH: usize = 64;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Payload(Arc<str>);
 
+thread_local! {
+    /// Where each thread serializes payloads before they are copied into
+    /// their shared text: one allocation per payload instead of a growing
+    /// `String` (three or four reallocations for a small event) and its copy.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most an encode buffer keeps between payloads, so that one huge
+/// payload does not pin its size on the thread.
+const MAX_KEPT_ENCODE_BUFFER: usize = 64 * 1024;
+
 /// Why a value cannot be stored as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JsonProblem {
@@ -54,12 +65,36 @@ impl Payload {
     pub(crate) fn encode<T: Serialize + ?Sized>(
         value: &T,
     ) -> Result<Result<Self, JsonProblem>, serde_json::Error> {
-        let text = serde_json::to_string(value)?;
-        Ok(match check_json_text(&text) {
-            Ok(Nulls::Some) if crate::finite::has_non_finite(value) => Err(JsonProblem::NonFinite),
-            Ok(_) => Ok(Self(Arc::from(text))),
-            Err(problem) => Err(problem),
+        ENCODE_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => Self::encode_into(value, &mut buffer),
+            // A `Serialize` impl that itself encodes a payload: a buffer of its own.
+            Err(_) => Self::encode_into(value, &mut Vec::new()),
         })
+    }
+
+    /// [`encode`](Self::encode) through `buffer`, which is left empty.
+    fn encode_into<T: Serialize + ?Sized>(
+        value: &T,
+        buffer: &mut Vec<u8>,
+    ) -> Result<Result<Self, JsonProblem>, serde_json::Error> {
+        buffer.clear();
+        let written = serde_json::to_writer(&mut *buffer, value);
+        let encoded = written.and_then(|()| {
+            // serde_json writes UTF-8 only; the check cannot fail.
+            let text = std::str::from_utf8(buffer).map_err(serde::ser::Error::custom)?;
+            Ok(match check_json_text(text) {
+                Ok(Nulls::Some) if crate::finite::has_non_finite(value) => {
+                    Err(JsonProblem::NonFinite)
+                }
+                Ok(_) => Ok(Self(Arc::from(text))),
+                Err(problem) => Err(problem),
+            })
+        });
+        buffer.clear();
+        if buffer.capacity() > MAX_KEPT_ENCODE_BUFFER {
+            buffer.shrink_to(MAX_KEPT_ENCODE_BUFFER);
+        }
+        encoded
     }
 
     /// The payload of text a store wrote from a `Payload` and reads back.
@@ -206,6 +241,35 @@ mod tests {
 
     fn nested(levels: usize) -> serde_json::Value {
         (0..levels).fold(json!(1), |inner, _| json!([inner]))
+    }
+
+    /// Serializes as the payload it encodes while being serialized.
+    struct EncodesWhileSerialized;
+
+    impl Serialize for EncodesWhileSerialized {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let inner = Payload::encode(&json!({"inner": [1, 2]}))
+                .map_err(serde::ser::Error::custom)?
+                .map_err(|p| serde::ser::Error::custom(format!("{p:?}")))?;
+            serializer.serialize_str(inner.as_json())
+        }
+    }
+
+    #[test]
+    fn a_payload_encoded_inside_another_encoding_is_whole() {
+        let outer = Payload::encode(&EncodesWhileSerialized).unwrap().unwrap();
+        assert_eq!(outer.as_json(), r#""{\"inner\":[1,2]}""#);
+    }
+
+    #[test]
+    fn a_huge_payload_does_not_keep_its_buffer() {
+        let huge = json!({ "blob": "z".repeat(4 * MAX_KEPT_ENCODE_BUFFER) });
+        let encoded = Payload::encode(&huge).unwrap().unwrap();
+        assert_eq!(encoded.to_value().unwrap(), huge);
+        let kept = ENCODE_BUFFER.with(|buffer| buffer.borrow().capacity());
+        assert!(kept <= MAX_KEPT_ENCODE_BUFFER, "kept {kept} bytes");
+        let small = Payload::encode(&json!({"n": 1})).unwrap().unwrap();
+        assert_eq!(small.as_json(), r#"{"n":1}"#);
     }
 
     #[test]
