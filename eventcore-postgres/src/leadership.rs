@@ -25,7 +25,10 @@ const POOLER: &str = "the lease's statements ran in different server sessions: a
     session advisory lock there would let two runners lead; give the store a session URL \
     (PostgresConfig::transaction_pooler) for leases, listening and checkpoints";
 
-/// A [`Leadership`] shared by every process on one database: the lease is a
+// rustdoc calls this explicit target redundant, yet renders the link
+// unresolved in the summary on the crate's page without it (see .ci/run).
+#[allow(rustdoc::redundant_explicit_links)]
+/// A [`Leadership`](eventcore::Leadership) shared by every process on one database: the lease is a
 /// session advisory lock held on a connection of its own, so it ends when
 /// its holder stops, crashes or loses the connection. Runners in standby
 /// try the lock every `poll` interval, which bounds how long a takeover

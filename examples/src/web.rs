@@ -20,18 +20,21 @@
 //! | error | status | what the client should do |
 //! |---|---|---|
 //! | malformed JSON, an invalid account id, amount or key | 400 | fix the request |
-//! | [`ExecutionError::Rejected`] (a business refusal: not open, insufficient funds, frozen, ...) | 422 | nothing to retry: the request is refused as it is |
-//! | [`ExecutionError::RetriesExhausted`] (conflicts on every attempt) | 409 | retry later |
-//! | [`ExecutionError::RetriesExhausted`] with the store unreachable on the last attempt | 503 with `Retry-After` | retry later |
-//! | [`ExecutionError::Timeout`] | 504 | retry (with the same key) |
-//! | the store unavailable ([`StoreError::Unavailable`]) | 503 with `Retry-After` | retry later |
-//! | an `Idempotency-Key` already used for another request ([`StoreError::KeyReused`]) | 422 | use a new key for a new request |
-//! | **the outcome is unknown** ([`ExecutionError::is_unknown_outcome`]: a commit whose answer was lost), with an `Idempotency-Key` | 503 with `Retry-After` | retry with the same key: it is applied at most once |
+//! | [`ExecutionError::Rejected`](eventcore::ExecutionError::Rejected) (a business refusal: not open, insufficient funds, frozen, ...) | 422 | nothing to retry: the request is refused as it is |
+//! | [`ExecutionError::RetriesExhausted`](eventcore::ExecutionError::RetriesExhausted) (conflicts on every attempt) | 409 | retry later |
+//! | [`ExecutionError::RetriesExhausted`](eventcore::ExecutionError::RetriesExhausted) with the store unreachable on the last attempt | 503 with `Retry-After` | retry later |
+//! | [`ExecutionError::Timeout`](eventcore::ExecutionError::Timeout) | 504 | retry (with the same key) |
+//! | the store unavailable ([`StoreError::Unavailable`](eventcore::StoreError::Unavailable)) | 503 with `Retry-After` | retry later |
+//! | an `Idempotency-Key` already used for another request ([`StoreError::KeyReused`](eventcore::StoreError::KeyReused)) | 422 | use a new key for a new request |
+//! | **the outcome is unknown** ([`ExecutionError::is_unknown_outcome`](eventcore::ExecutionError::is_unknown_outcome): a commit whose answer was lost), with an `Idempotency-Key` | 503 with `Retry-After` | retry with the same key: it is applied at most once |
 //! | the outcome is unknown, without a key | 500 | do not retry blindly: the command may have been applied; read the balance first |
 //! | anything else | 500 | report it |
 //!
 //! Every error body is `{"error": message with its causes, "kind": the
 //! error's kind, "outcome_unknown": bool}`.
+// rustdoc calls these explicit targets redundant, yet renders the same
+// links without them unresolved in the table above (see .ci/run).
+#![allow(rustdoc::redundant_explicit_links)]
 
 use std::{sync::Arc, time::Duration};
 

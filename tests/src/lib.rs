@@ -23,7 +23,10 @@ impl Event for Marked {
     }
 }
 
-/// A [`NewEvent`] carrying `marker`.
+// rustdoc calls this explicit target redundant, yet renders the link
+// unresolved in the summary on the crate's page without it (see .ci/run).
+#[allow(rustdoc::redundant_explicit_links)]
+/// A [`NewEvent`](eventcore::NewEvent) carrying `marker`.
 pub fn marked(marker: u64) -> NewEvent {
     match NewEvent::from_event(&Marked { marker }, EventMetadata::default()) {
         Ok(event) => event,
