@@ -242,14 +242,7 @@ impl PostgresEventStore {
             Err(conflict @ StoreError::Conflict { .. }) => {
                 drop(tx);
                 // The streams may have moved because this very key was written meanwhile.
-                return match self
-                    .recorded_holding(connection, key, purpose)
-                    .await
-                    .map_err(Failure::Other)?
-                {
-                    Some(recorded) => Ok(recorded),
-                    None => Err(Failure::Other(conflict)),
-                };
+                return self.recorded_or(connection, key, purpose, conflict).await;
             }
             Err(other) => return Err(Failure::Other(other)),
         };
@@ -264,14 +257,8 @@ impl PostgresEventStore {
             Ok(_) => {}
             Err(e) if error::is_duplicate_key(&e) => {
                 drop(tx);
-                return match self
-                    .recorded_holding(connection, key, purpose)
-                    .await
-                    .map_err(Failure::Other)?
-                {
-                    Some(recorded) => Ok(recorded),
-                    None => Err(Failure::Other(error::to_store_error(e))),
-                };
+                let refused = error::to_store_error(e);
+                return self.recorded_or(connection, key, purpose, refused).await;
             }
             Err(e) => return Err(error::classify(e)),
         }
@@ -287,6 +274,26 @@ impl PostgresEventStore {
     ) -> Result<Option<AppendResult>, StoreError> {
         let mut connection = telemetry::connection(&self.pool, "read").await?;
         self.recorded_on(&mut connection, key, purpose).await
+    }
+
+    /// The result recorded under `key` (written by a concurrent append
+    /// with the same key), else `otherwise`: what an append that failed
+    /// because of that concurrent append answers.
+    async fn recorded_or(
+        &self,
+        connection: &mut PgConnection,
+        key: &IdempotencyKey,
+        purpose: Option<&KeyPurpose>,
+        otherwise: StoreError,
+    ) -> Result<AppendResult, Failure> {
+        match self
+            .recorded_holding(connection, key, purpose)
+            .await
+            .map_err(Failure::Other)?
+        {
+            Some(recorded) => Ok(recorded),
+            None => Err(Failure::Other(otherwise)),
+        }
     }
 
     /// [`recorded`](Self::recorded) for an append holding `connection`:
