@@ -545,6 +545,7 @@ fn a_scripted_run_is_counted_exactly_on_postgres() {
             let checkpoints = store.checkpoints();
             (store, checkpoints)
         },
-        &eventcore_postgres::telemetry::ALL,
+        // Group commit is off in this run, whose appends come one at a time.
+        &eventcore_postgres::telemetry::ALL[..6],
     );
 }

@@ -31,6 +31,7 @@ pub struct PostgresConfig {
     session_url: Option<String>,
     max_connections: u32,
     write_connections: Option<u32>,
+    group_commit: Option<crate::GroupCommit>,
     min_connections: u32,
     acquire_timeout: Duration,
     idle_timeout: Option<Duration>,
@@ -272,6 +273,7 @@ impl PostgresConfig {
             session_url: None,
             max_connections: 10,
             write_connections: None,
+            group_commit: None,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
@@ -336,6 +338,39 @@ impl PostgresConfig {
     pub fn write_connections(mut self, n: u32) -> Self {
         self.write_connections = Some(n.max(1));
         self
+    }
+
+    /// Writes appends that are ready at the same moment, on streams that
+    /// do not overlap, in one transaction: one round trip, one commit and
+    /// one WAL flush for the lot, each append with its own version checks,
+    /// idempotency key and result. Off by default.
+    ///
+    /// A batch is taken whenever a connection is free, so nothing waits
+    /// for company: at low load each append goes alone, as without group
+    /// commit. Every guarantee holds per append: all or nothing,
+    /// `SERIALIZABLE`, the gap-safe order (a batch's events are one
+    /// transaction's, in the order of its appends). An append refused for
+    /// its versions fails alone; a batch that meets contention or a lock
+    /// wait limit is written again one append at a time, so that what
+    /// fails one append fails only that one. An unknown commit outcome is
+    /// reported to every append of the batch.
+    ///
+    /// ```
+    /// use eventcore_postgres::{GroupCommit, PostgresConfig};
+    ///
+    /// let config = PostgresConfig::new("postgres://localhost/app")
+    ///     .write_connections(4)
+    ///     .group_commit(GroupCommit::new().batches_in_flight(2));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn group_commit(mut self, group: crate::GroupCommit) -> Self {
+        self.group_commit = Some(group);
+        self
+    }
+
+    pub(crate) fn group_commit_setting(&self) -> Option<crate::GroupCommit> {
+        self.group_commit
     }
 
     /// The writer pool's limit.

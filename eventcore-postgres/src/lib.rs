@@ -160,4 +160,6 @@ pub use insight::{
 };
 pub use leadership::{PostgresLeadership, PostgresLease};
 pub use schema::{InitializeError, MigrationInfo, SchemaStatus};
-pub use store::{ConnectError, ConnectionLimit, PostgresEventStore, WaitError, WalPosition};
+pub use store::{
+    ConnectError, ConnectionLimit, GroupCommit, PostgresEventStore, WaitError, WalPosition,
+};

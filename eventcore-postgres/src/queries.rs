@@ -29,6 +29,8 @@ pub(crate) use schema_sql;
 #[derive(Debug)]
 pub(crate) struct Queries {
     pub(crate) append: SqlStr,
+    pub(crate) append_batch: SqlStr,
+    pub(crate) record_keys: SqlStr,
     pub(crate) create_streams: SqlStr,
     pub(crate) versions: SqlStr,
     pub(crate) read_streams: SqlStr,
@@ -53,6 +55,14 @@ impl Queries {
         Self {
             append: schema_sql!(
                 "SELECT * FROM {s}.eventcore_append($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10)"
+            ),
+            append_batch: schema_sql!(
+                "SELECT * FROM {s}.eventcore_append_batch($1, $2, $3, $4, $5, $6, \
+                 $7::text[]::jsonb[], $8, $9, $10, $11)"
+            ),
+            record_keys: schema_sql!(
+                "INSERT INTO {s}.eventcore_idempotency (key, result, purpose) \
+                 SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[])"
             ),
             create_streams: schema_sql!(
                 "INSERT INTO {s}.eventcore_streams (stream_id, version) \

@@ -75,6 +75,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "recorded_at index",
         sql: include_str!("migrations/0012_recorded_at_index.sql"),
     },
+    Migration {
+        version: 13,
+        name: "group commit",
+        sql: include_str!("migrations/0013_group_commit.sql"),
+    },
 ];
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eventcore:' || $1))";

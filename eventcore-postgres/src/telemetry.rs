@@ -14,6 +14,8 @@
 //! | `eventcore_postgres_pool_acquire_seconds` | histogram | seconds | `pool` | Time to get a connection from the pool (long when the pool is exhausted). |
 //! | `eventcore_postgres_listener_connections` | gauge | | | LISTEN connections open (one per store with subscriptions). |
 //! | `eventcore_postgres_lease_connections` | gauge | | | Connections held by projection leases (taken out of the `read` pool). |
+//! | `eventcore_postgres_group_commit_appends` | histogram | | | Appends written in one shared transaction, for batches of two or more ([`GroupCommit`](crate::GroupCommit)). |
+//! | `eventcore_postgres_group_commit_split_total` | counter | | | Batches that met contention, a lock wait limit or a concurrent key and were written again one append at a time. |
 //! | `eventcore_postgres_delivery_held_back_events` | gauge | | | Committed events not yet deliverable behind an old transaction, as last measured (`PostgresEventStore::watermark`, `PostgresCheckpointStore::report`). |
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -39,14 +41,21 @@ pub const LEASE_CONNECTIONS: &str = "eventcore_postgres_lease_connections";
 /// Events held back behind an old transaction, as last measured.
 pub const DELIVERY_HELD_BACK_EVENTS: &str = "eventcore_postgres_delivery_held_back_events";
 
+/// Appends in one batch of a group commit (two or more).
+pub const GROUP_COMMIT_BATCH: &str = "eventcore_postgres_group_commit_appends";
+/// Batches written again one append at a time.
+pub const GROUP_COMMIT_SPLIT: &str = "eventcore_postgres_group_commit_split_total";
+
 /// Every metric name above.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 8] = [
     POOL_CONNECTIONS,
     POOL_MAX_CONNECTIONS,
     POOL_ACQUIRE_SECONDS,
     LISTENER_CONNECTIONS,
     LEASE_CONNECTIONS,
     DELIVERY_HELD_BACK_EVENTS,
+    GROUP_COMMIT_BATCH,
+    GROUP_COMMIT_SPLIT,
 ];
 
 /// Records the events held back, as just measured.

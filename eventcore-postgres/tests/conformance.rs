@@ -27,3 +27,18 @@ mod from_pool {
 
     eventcore::conformance_tests!(support::fresh_store_from_pool);
 }
+
+/// The same suite with group commit on: concurrent appends share
+/// transactions, each with its own checks and result.
+mod group_commit {
+    use super::support;
+
+    eventcore::conformance_tests!(support::fresh_store_grouped);
+
+    /// And on the caller's pool, where batches are explicit transactions.
+    mod from_pool {
+        use super::support;
+
+        eventcore::conformance_tests!(support::fresh_store_from_pool_grouped);
+    }
+}

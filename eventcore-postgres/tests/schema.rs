@@ -15,7 +15,7 @@ use tokio::sync::Barrier;
 
 const INIT_CHILD_SCHEMA: &str = "EVENTCORE_INIT_CHILD_SCHEMA";
 /// Every migration this version of EventCore ships.
-const ALL_MIGRATIONS: [i32; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+const ALL_MIGRATIONS: [i32; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
 
 fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap()

@@ -1,7 +1,7 @@
 //! The write path: appends (with and without idempotency keys), the
 //! stream rows they need, and what a failed append says.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventMetadata, ExpectedVersion, IdempotencyKey,
@@ -35,67 +35,88 @@ pub(super) const BEGIN_SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 /// How often keyed appends purge expired idempotency keys, at most.
 pub(super) const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The arguments of `eventcore_append`, as parallel arrays.
+/// The arguments of `eventcore_append` (and `eventcore_append_batch`), as
+/// parallel arrays.
 pub(super) struct AppendParams<'a> {
-    streams: Vec<&'a str>,
-    expected: Vec<Option<i64>>,
-    event_stream: Vec<i32>,
-    ids: Vec<Uuid>,
-    types: Vec<&'a str>,
+    pub(super) streams: Vec<&'a str>,
+    pub(super) expected: Vec<Option<i64>>,
+    /// For each stream, which append of a batch it belongs to (1-based).
+    pub(super) stream_append: Vec<i32>,
+    /// For each event, its stream's index in `streams` (1-based).
+    pub(super) event_stream: Vec<i32>,
+    pub(super) ids: Vec<Uuid>,
+    pub(super) types: Vec<&'a str>,
     /// Payloads as JSON text, cast to `jsonb` by the statement.
-    payloads: Vec<&'a str>,
-    metadata: Vec<Json<&'a EventMetadata>>,
-    schema_versions: Vec<i32>,
-    /// The request's bound on lock waits, in milliseconds.
-    lock_timeout_ms: Option<i64>,
+    pub(super) payloads: Vec<&'a str>,
+    pub(super) metadata: Vec<Json<&'a EventMetadata>>,
+    pub(super) schema_versions: Vec<i32>,
+    /// The tightest bound on lock waits of the appends, in milliseconds.
+    pub(super) lock_timeout_ms: Option<i64>,
+}
+
+/// A count or index as a PostgreSQL `int`.
+fn int(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 impl<'a> AppendParams<'a> {
     pub(super) fn new(request: &'a AppendRequest) -> Self {
-        let events = request.event_count();
+        Self::batch(std::iter::once(request))
+    }
+
+    /// The appends of a batch, one after the other: their streams in one
+    /// list, their events in one list, each append's in its global order.
+    pub(super) fn batch(requests: impl Iterator<Item = &'a AppendRequest> + Clone) -> Self {
+        let streams: usize = requests.clone().map(|r| r.streams().len()).sum();
+        let events: usize = requests.clone().map(AppendRequest::event_count).sum();
         let mut params = Self {
-            streams: Vec::with_capacity(request.streams().len()),
-            expected: Vec::with_capacity(request.streams().len()),
+            streams: Vec::with_capacity(streams),
+            expected: Vec::with_capacity(streams),
+            stream_append: Vec::with_capacity(streams),
             event_stream: Vec::with_capacity(events),
             ids: Vec::with_capacity(events),
             types: Vec::with_capacity(events),
             payloads: Vec::with_capacity(events),
             metadata: Vec::with_capacity(events),
             schema_versions: Vec::with_capacity(events),
-            lock_timeout_ms: request
-                .max_lock_wait()
-                .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+            lock_timeout_ms: None,
         };
-        for stream in request.streams() {
-            params.streams.push(stream.stream_id.as_ref());
-            params.expected.push(match stream.expected {
-                ExpectedVersion::Any => None,
-                ExpectedVersion::NoStream => Some(0),
-                ExpectedVersion::Exact(v) => Some(i64::try_from(v.value()).unwrap_or(i64::MAX)),
-            });
-        }
-        // In the request's global order: the function inserts them in array
-        // order, which numbers their sequences in that order.
-        for (index, event) in request.events_in_order() {
-            // PostgreSQL arrays are 1-based.
-            params
-                .event_stream
-                .push(i32::try_from(index + 1).unwrap_or(i32::MAX));
-            params.ids.push(*EventId::new_v7().as_uuid());
-            params.types.push(event.event_type().as_ref());
-            params.payloads.push(event.payload().as_json());
-            params.metadata.push(Json(event.metadata()));
-            params
-                .schema_versions
-                .push(i32::try_from(event.schema_version()).unwrap_or(i32::MAX));
+        for (append, request) in requests.enumerate() {
+            if let Some(wait) = request.max_lock_wait() {
+                let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                params.lock_timeout_ms = Some(params.lock_timeout_ms.map_or(ms, |m| m.min(ms)));
+            }
+            let first = params.streams.len();
+            for stream in request.streams() {
+                params.streams.push(stream.stream_id.as_ref());
+                params.stream_append.push(int(append + 1));
+                params.expected.push(match stream.expected {
+                    ExpectedVersion::Any => None,
+                    ExpectedVersion::NoStream => Some(0),
+                    ExpectedVersion::Exact(v) => Some(i64::try_from(v.value()).unwrap_or(i64::MAX)),
+                });
+            }
+            // In the request's global order: the function inserts them in array
+            // order, which numbers their sequences in that order.
+            for (index, event) in request.events_in_order() {
+                // PostgreSQL arrays are 1-based.
+                params.event_stream.push(int(first + index + 1));
+                params.ids.push(*EventId::new_v7().as_uuid());
+                params.types.push(event.event_type().as_ref());
+                params.payloads.push(event.payload().as_json());
+                params.metadata.push(Json(event.metadata()));
+                params
+                    .schema_versions
+                    .push(i32::try_from(event.schema_version()).unwrap_or(i32::MAX));
+            }
         }
         params
     }
 }
 
 /// Reads `eventcore_append`'s rows: conflicts, or the written events and every listed stream's version.
-pub(super) fn append_outcome(
-    rows: &[PgRow],
+pub(super) fn append_outcome<'r>(
+    rows: impl IntoIterator<Item = &'r PgRow>,
     request: &AppendRequest,
 ) -> Result<AppendResult, StoreError> {
     let mut conflicts = Vec::new();
@@ -145,19 +166,33 @@ pub(super) fn append_outcome(
 impl PostgresEventStore {
     pub(super) async fn try_append(
         &self,
-        request: &AppendRequest,
+        request: &Arc<AppendRequest>,
     ) -> Result<AppendResult, Failure> {
-        let params = AppendParams::new(request);
+        if let Some(committer) = &self.group {
+            return self.group_append(committer, request.clone()).await;
+        }
         self.create_new_streams(request)
             .await
             .map_err(Failure::Other)?;
+        self.write_one(request, true).await
+    }
+
+    /// An append in a transaction of its own, its new stream rows already
+    /// created; `lookup`: whether a keyed append first looks for its key's
+    /// recorded result (not when its caller just did).
+    pub(super) async fn write_one(
+        &self,
+        request: &AppendRequest,
+        lookup: bool,
+    ) -> Result<AppendResult, Failure> {
+        let params = AppendParams::new(request);
         // Acquired first, so that a pool timeout is `Unavailable`: nothing was sent.
         let mut connection = telemetry::connection(&self.writer, "write")
             .await
             .map_err(Failure::Other)?;
         if let Some(key) = request.idempotency_key() {
             let result = self
-                .append_with_key(&mut connection, &params, request, key)
+                .append_with_key(&mut connection, &params, request, key, lookup)
                 .await;
             // Released first: on a store made from the caller's pool the
             // purge needs a connection of that same pool.
@@ -219,12 +254,14 @@ impl PostgresEventStore {
         params: &AppendParams<'_>,
         request: &AppendRequest,
         key: &IdempotencyKey,
+        lookup: bool,
     ) -> Result<AppendResult, Failure> {
         let purpose = request.key_purpose();
-        if let Some(recorded) = self
-            .recorded_holding(connection, key, purpose)
-            .await
-            .map_err(Failure::Other)?
+        if lookup
+            && let Some(recorded) = self
+                .recorded_holding(connection, key, purpose)
+                .await
+                .map_err(Failure::Other)?
         {
             return Ok(recorded);
         }

@@ -10,11 +10,14 @@ use eventcore::{
 use sqlx::{PgPool, Row, postgres::PgConnectOptions, types::Json};
 
 mod append;
+mod group_commit;
 mod import;
 mod read;
 mod replica;
 
 use append::{BEGIN_SERIALIZABLE, pooled_begin};
+use group_commit::Committer;
+pub use group_commit::GroupCommit;
 use import::ImportQueries;
 pub use replica::{WaitError, WalPosition};
 
@@ -120,6 +123,8 @@ pub struct PostgresEventStore {
     /// `SERIALIZABLE`, so an append is one autocommit statement.
     writer: PgPool,
     shared: Arc<Shared>,
+    /// The group commit queue, when appends are batched.
+    group: Option<Arc<Committer>>,
     /// What every read brings old events through; none by default.
     upcasters: Upcasters,
 }
@@ -287,6 +292,9 @@ impl PostgresEventStore {
                 statement_timeout: config.statement_timeout_setting(),
             },
         );
+        if let Some(group) = config.group_commit_setting() {
+            store = store.with_group_commit(group);
+        }
         if let Some(events) = pooled_events {
             store.events = events;
             store.pooled = true;
@@ -371,7 +379,25 @@ impl PostgresEventStore {
                 last_key_purge: std::sync::Mutex::new(None),
             }),
             upcasters: settings.upcasters,
+            group: None,
         }
+    }
+
+    /// Gathers concurrent appends into shared transactions, as
+    /// [`PostgresConfig::group_commit`] does: for stores made
+    /// [`from_pool`](Self::from_pool). The queue belongs to this handle and
+    /// the clones made from it afterwards.
+    #[must_use]
+    pub fn with_group_commit(mut self, group: GroupCommit) -> Self {
+        self.group = Some(Arc::new(Committer::new(group)));
+        self
+    }
+
+    /// Appends waiting for a batch of the group commit (0 without it): a
+    /// queue that stays long means the writer pool or the database is the
+    /// limit.
+    pub fn appends_queued(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.queued())
     }
 
     /// Reads stored events through `upcasters`, as
@@ -619,6 +645,7 @@ impl EventStore for PostgresEventStore {
         let span = self.span("append");
         traced(span, async move {
             self.upcasters.check_append(&request)?;
+            let request = Arc::new(request);
             match self.try_append(&request).await {
                 Ok(mut result) => {
                     // With replicas, a token a replica reader can wait for;

@@ -137,3 +137,22 @@ pub async fn begin_append_on(
         .unwrap();
     (conn, (transaction.parse().unwrap(), sequence as u64))
 }
+
+/// An initialized store in a fresh schema with group commit on.
+pub async fn fresh_store_grouped() -> PostgresEventStore {
+    testing::store_with(
+        fresh_config()
+            .await
+            .group_commit(eventcore_postgres::GroupCommit::new()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`fresh_store_from_pool`] with group commit on: batches run in explicit
+/// transactions on the caller's pool.
+pub async fn fresh_store_from_pool_grouped() -> PostgresEventStore {
+    fresh_store_from_pool()
+        .await
+        .with_group_commit(eventcore_postgres::GroupCommit::new())
+}

@@ -1,0 +1,264 @@
+//! Group commit: appends queued while the writer is busy share one
+//! transaction, and each keeps its own checks, key and result.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use eventcore::{
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, IdempotencyKey, StoreError, StreamId,
+    StreamVersion,
+};
+use eventcore_postgres::{GroupCommit, PostgresEventStore, testing};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use support::{event, stream};
+
+/// A store whose appends wait for one writer, so that what queues behind
+/// a blocked append goes in the next batch, together.
+async fn one_writer_store() -> PostgresEventStore {
+    testing::store_with(
+        support::fresh_config()
+            .await
+            .group_commit(GroupCommit::new().batches_in_flight(1)),
+    )
+    .await
+    .unwrap()
+}
+
+/// Takes `stream`'s row lock in a transaction left open on a connection of its own.
+async fn hold_row(url: &str, store: &PostgresEventStore, stream: &StreamId) -> PgConnection {
+    let mut holder = PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM \"{}\".eventcore_streams WHERE stream_id = $1 FOR UPDATE",
+        store.schema()
+    )))
+    .bind(stream.as_ref())
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    holder
+}
+
+/// Waits (bounded) until `ready` holds.
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut ready: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sessions of `schema` waiting for a lock in a statement matching `pattern`.
+async fn lock_waiters(watcher: &mut PgConnection, schema: &str, pattern: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' || $2 || '%'",
+    )
+    .bind(schema)
+    .bind(pattern)
+    .fetch_one(watcher)
+    .await
+    .unwrap()
+}
+
+fn spawn_append(
+    store: &PostgresEventStore,
+    request: AppendRequest,
+) -> tokio::task::JoinHandle<Result<AppendResult, StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.append(request).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_append_in_a_batch_fails_alone_and_its_neighbours_commit_together() {
+    let url = testing::test_database_url().await.unwrap();
+    let store = one_writer_store().await;
+    let schema = store.schema().as_str().to_owned();
+    let (held, stale, fresh_a, fresh_b, keyed) = (
+        stream("held"),
+        stream("stale"),
+        stream("fresh-a"),
+        stream("fresh-b"),
+        stream("keyed"),
+    );
+    for s in [&held, &stale] {
+        store
+            .append(AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::NoStream,
+                vec![event(json!({ "n": 1 }))],
+            ))
+            .await
+            .unwrap();
+    }
+
+    // The writer's first batch blocks on a held row...
+    let holder = hold_row(&url, &store, &held).await;
+    let first = spawn_append(
+        &store,
+        AppendRequest::single(
+            held.clone(),
+            ExpectedVersion::Exact(StreamVersion::new(1)),
+            vec![event(json!({ "n": 2 }))],
+        ),
+    );
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    wait_until("the first append waits on the held row", async || {
+        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
+    })
+    .await;
+
+    // ...while four appends queue behind it: one at a stale version.
+    let key = IdempotencyKey::try_new("batch-key-1").unwrap();
+    let refused = spawn_append(
+        &store,
+        AppendRequest::single(
+            stale.clone(),
+            ExpectedVersion::Exact(StreamVersion::new(7)),
+            vec![event(json!({ "n": "never" }))],
+        ),
+    );
+    let written_a = spawn_append(
+        &store,
+        AppendRequest::single(
+            fresh_a.clone(),
+            ExpectedVersion::NoStream,
+            vec![event(json!({ "n": "a1" })), event(json!({ "n": "a2" }))],
+        ),
+    );
+    let written_b = spawn_append(
+        &store,
+        AppendRequest::single(
+            fresh_b.clone(),
+            ExpectedVersion::NoStream,
+            vec![event(json!({ "n": "b1" }))],
+        ),
+    );
+    let keyed_request = AppendRequest::single(
+        keyed.clone(),
+        ExpectedVersion::NoStream,
+        vec![event(json!({ "n": "k1" }))],
+    )
+    .with_idempotency_key(key.clone());
+    let written_keyed = spawn_append(&store, keyed_request.clone());
+    wait_until("four appends queue behind the blocked one", async || {
+        store.appends_queued() == 4
+    })
+    .await;
+    holder.close().await.unwrap();
+
+    first.await.unwrap().unwrap();
+    let refusal = refused.await.unwrap();
+    let a = written_a.await.unwrap().unwrap();
+    let b = written_b.await.unwrap().unwrap();
+    let k = written_keyed.await.unwrap().unwrap();
+    match refusal {
+        Err(StoreError::Conflict { conflicts }) => {
+            assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+            assert_eq!(conflicts[0].stream_id, stale);
+            assert_eq!(conflicts[0].actual, StreamVersion::new(1));
+        }
+        other => panic!("expected the stale append's conflict, got {other:?}"),
+    }
+    // The three neighbours committed in one transaction, each with its own result.
+    let transactions: Vec<u64> = [&a, &b, &k]
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.position.transaction()))
+        .collect();
+    assert_eq!(transactions.len(), 4);
+    assert!(
+        transactions.iter().all(|t| *t == transactions[0]),
+        "one transaction for the batch: {transactions:?}"
+    );
+    assert_eq!(a.versions[&fresh_a], StreamVersion::new(2));
+    assert_eq!(b.versions[&fresh_b], StreamVersion::new(1));
+    assert_eq!(k.versions[&keyed], StreamVersion::new(1));
+    assert!(a.events.iter().all(|e| e.stream_id == fresh_a));
+    let positions: Vec<_> = [&a, &b, &k]
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.position))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "events numbered in the order of their appends: {positions:?}"
+    );
+
+    // Nothing of the refused append; the key replays its own append's result.
+    let read = store
+        .read_streams(&[
+            stale.clone(),
+            fresh_a.clone(),
+            fresh_b.clone(),
+            keyed.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(read.version(&stale), StreamVersion::new(1));
+    assert_eq!(read.events.len(), 1 + 2 + 1 + 1);
+    let replay = store.append(keyed_request).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.events, k.events);
+    println!(
+        "batch of 4: 1 refused (conflict), 3 committed in transaction {}, 0 lost",
+        transactions[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_the_same_stream_never_share_a_batch() {
+    let url = testing::test_database_url().await.unwrap();
+    let store = one_writer_store().await;
+    let schema = store.schema().as_str().to_owned();
+    let (held, shared) = (stream("held"), stream("shared"));
+    store
+        .append(AppendRequest::single(
+            held.clone(),
+            ExpectedVersion::NoStream,
+            vec![event(json!({ "n": 1 }))],
+        ))
+        .await
+        .unwrap();
+    let holder = hold_row(&url, &store, &held).await;
+    let first = spawn_append(
+        &store,
+        AppendRequest::single(held.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
+    );
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    wait_until("the first append waits on the held row", async || {
+        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
+    })
+    .await;
+    // Three appends to one stream, any version: each must follow the other.
+    let queued: Vec<_> = (0..3)
+        .map(|n| {
+            spawn_append(
+                &store,
+                AppendRequest::single(
+                    shared.clone(),
+                    ExpectedVersion::Any,
+                    vec![event(json!({ "n": n }))],
+                ),
+            )
+        })
+        .collect();
+    wait_until("three appends queue", async || store.appends_queued() == 3).await;
+    holder.close().await.unwrap();
+    first.await.unwrap().unwrap();
+    let mut transactions = Vec::new();
+    for append in queued {
+        let result = append.await.unwrap().unwrap();
+        transactions.push(result.events[0].position.transaction());
+    }
+    transactions.sort_unstable();
+    transactions.dedup();
+    assert_eq!(transactions.len(), 3, "one transaction each");
+    let read = store
+        .read_streams(std::slice::from_ref(&shared))
+        .await
+        .unwrap();
+    let versions: Vec<u64> = read.events.iter().map(|e| e.version.value()).collect();
+    assert_eq!(versions, [1, 2, 3]);
+}
