@@ -395,3 +395,153 @@ async fn a_lost_commit_is_reported_unknown_whatever_follows() {
         assert_eq!(read.events.len(), 1, "{case}: written once");
     }
 }
+
+/// Sessions of `schema` waiting for a lock in a statement matching `pattern`.
+async fn lock_waiters(watcher: &mut PgConnection, schema: &str, pattern: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' || $2 || '%'",
+    )
+    .bind(schema)
+    .bind(pattern)
+    .fetch_one(watcher)
+    .await
+    .unwrap()
+}
+
+/// Takes `stream`'s row lock in a transaction left open.
+async fn hold_row(url: &str, schema: &str, stream: &StreamId) -> PgConnection {
+    let mut holder = PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM \"{schema}\".eventcore_streams WHERE stream_id = $1 FOR UPDATE"
+    )))
+    .bind(stream.as_ref())
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    holder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_a_group_commit_is_unknown_to_every_append_of_the_batch() {
+    let url = testing::test_database_url().await.unwrap();
+    let direct = support::fresh_store().await;
+    let schema = direct.schema().as_str().to_owned();
+    let (first, contested) = (
+        StreamId::try_new("first").unwrap(),
+        StreamId::try_new("contested").unwrap(),
+    );
+    for s in [&first, &contested] {
+        direct
+            .append(AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::NoStream,
+                vec![event()],
+            ))
+            .await
+            .unwrap();
+    }
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let relay = Relay::to((options.get_host().to_owned(), options.get_port())).await;
+    let relayed_url = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        options.get_username(),
+        relay.port,
+        options.get_database().unwrap_or("postgres")
+    );
+    let relayed = PostgresEventStore::new(
+        PostgresConfig::new(relayed_url)
+            .max_connections(2)
+            .schema(&schema)
+            .unwrap()
+            .group_commit(eventcore_postgres::GroupCommit::new().batches_in_flight(1)),
+    )
+    .await
+    .unwrap();
+    let spawn = |request: AppendRequest| {
+        let store = relayed.clone();
+        tokio::spawn(async move { store.append(request).await })
+    };
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    let wait = async |watcher: &mut PgConnection, pattern: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while lock_waiters(watcher, &schema, pattern).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never blocked: {pattern}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    // The writer's first append blocks on one held row, so that the next
+    // two queue and go together, into a second held row.
+    let first_holder = hold_row(&url, &schema, &first).await;
+    let contested_holder = hold_row(&url, &schema, &contested).await;
+    let lead = spawn(AppendRequest::single(
+        first.clone(),
+        ExpectedVersion::Exact(StreamVersion::new(1)),
+        vec![event()],
+    ));
+    wait(&mut watcher, "eventcore_append(").await;
+    let batched: Vec<_> = [
+        AppendRequest::single(
+            contested.clone(),
+            ExpectedVersion::Exact(StreamVersion::new(1)),
+            vec![event()],
+        ),
+        AppendRequest::single(
+            StreamId::try_new("bystander").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![event()],
+        ),
+    ]
+    .into_iter()
+    .map(spawn)
+    .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while relayed.appends_queued() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first_holder.close().await.unwrap();
+    lead.await.unwrap().unwrap();
+    wait(&mut watcher, "eventcore_append_batch(").await;
+
+    relay.cut_all();
+    let mut unknown = 0;
+    for append in batched {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), append)
+            .await
+            .expect("each append of the batch returns once the connection is gone")
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(StoreError::UnknownOutcome { .. })),
+            "expected an unknown outcome, got {outcome:?}"
+        );
+        unknown += 1;
+    }
+    contested_holder.close().await.unwrap();
+
+    // Whatever the server decided, the batch is all or nothing.
+    let bystander = StreamId::try_new("bystander").unwrap();
+    let read = direct
+        .read_streams(&[contested.clone(), bystander.clone()])
+        .await
+        .unwrap();
+    let written = (
+        read.version(&contested).value(),
+        read.version(&bystander).value(),
+    );
+    assert!(
+        written == (1, 0) || written == (2, 1),
+        "the batch was half written: {written:?}"
+    );
+    println!(
+        "batch of 2 cut mid-statement: {unknown} reported unknown, stored versions {written:?}"
+    );
+}

@@ -49,8 +49,11 @@ DECLARE
     versions bigint[] := '{}';
     added int[] := '{}';
     refused int[] := '{}';
-    event_streams text[] := '{}';
-    event_versions bigint[] := '{}';
+    -- As long as the event arrays from the start: an element assigned to
+    -- an empty array would start it at that index, and unnest, which
+    -- ignores bounds, would pair it with another event's id and payload.
+    event_streams text[] := array_fill(NULL::text, ARRAY[n_events]);
+    event_versions bigint[] := array_fill(NULL::bigint, ARRAY[n_events]);
     update_order int[];
     found_version bigint;
     any_written boolean := false;
