@@ -88,6 +88,13 @@ struct Args {
     /// needs its stream rows, is skipped).
     #[arg(long)]
     empty_streams: bool,
+    /// PostgreSQL: group commit on (concurrent appends on disjoint streams
+    /// share transactions).
+    #[arg(long)]
+    group_commit: bool,
+    /// With --group-commit: batches written at once.
+    #[arg(long, default_value_t = eventcore_postgres::GroupCommit::new().batches_in_flight_limit())]
+    batches_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -265,6 +272,11 @@ async fn connect(args: &Args, run_id: &str, max_tasks: usize) -> anyhow::Result<
         .schema(&schema)?;
     if let Some(session) = &session {
         config = config.transaction_pooler(session.clone());
+    }
+    if args.group_commit {
+        config = config.group_commit(
+            eventcore_postgres::GroupCommit::new().batches_in_flight(args.batches_in_flight),
+        );
     }
     let url = session.unwrap_or(url);
     let store = PostgresEventStore::new(config)

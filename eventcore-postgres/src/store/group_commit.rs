@@ -3,11 +3,11 @@
 //! without idempotency keys), each with its own version checks, key and
 //! result.
 //!
-//! Nothing waits for company. An append joins a queue; while fewer than
-//! [`GroupCommit::batches_in_flight`] batches are being written, it starts
-//! a writer at once, which takes everything queued (a batch of one at low
-//! load). Appends that arrive while every writer is busy wait for the next
-//! free one and go together. An append sharing a stream with one queued
+//! Nothing waits for company. An append that finds nothing queued and
+//! fewer than [`GroupCommit::batches_in_flight`] batches being written is
+//! written at once by its own caller, as without group commit (the usual
+//! case at low load). Appends that arrive while every writer is busy queue,
+//! and the next free writer takes them all as one batch. An append sharing a stream with one queued
 //! earlier, or being written, waits for the next batch: a batch never
 //! holds two appends to one stream, so no append's writes can change
 //! another's checks, and the store's own batches never contend.
@@ -156,15 +156,51 @@ impl Committer {
         self.state().queue.len()
     }
 
-    /// Queues `pending`; true when the caller is to start a writer.
-    fn enqueue(&self, pending: Pending) -> bool {
+    /// Takes `request` in: to be written by its caller at once (nothing
+    /// queued, a writer's place free, its streams not being written), or
+    /// queued for a writer, which the caller is to start when
+    /// [`Offer::Queued`] says so.
+    fn offer(&self, request: &Arc<AppendRequest>) -> Offer {
         let mut state = self.state();
-        state.queue.push_back(pending);
-        if state.writers < self.settings.batches_in_flight {
+        let free = state.writers < self.settings.batches_in_flight;
+        let overlaps = request
+            .streams()
+            .iter()
+            .any(|s| state.busy.contains(&s.stream_id));
+        if free && state.queue.is_empty() && !overlaps {
             state.writers += 1;
-            true
-        } else {
+            for stream in request.streams() {
+                state.busy.insert(stream.stream_id.clone());
+            }
+            return Offer::Inline;
+        }
+        let (reply, answer) = oneshot::channel();
+        state.queue.push_back(Pending {
+            request: request.clone(),
+            reply,
+        });
+        if free {
+            state.writers += 1;
+        }
+        Offer::Queued {
+            answer,
+            start_writer: free,
+        }
+    }
+
+    /// Ends a caller's own write: its streams released, and its writer's
+    /// place kept (true: the caller is to start a writer with it) when
+    /// appends queued meanwhile.
+    fn finish_inline(&self, request: &AppendRequest) -> bool {
+        let mut state = self.state();
+        for stream in request.streams() {
+            state.busy.remove(&stream.stream_id);
+        }
+        if state.queue.is_empty() {
+            state.writers -= 1;
             false
+        } else {
+            true
         }
     }
 
@@ -215,6 +251,55 @@ impl Committer {
             None
         } else {
             Some(batch)
+        }
+    }
+}
+
+/// What [`Committer::offer`] decided.
+enum Offer {
+    /// The caller writes its append itself, alone, now.
+    Inline,
+    /// A writer will; `start_writer`: the caller is to start one.
+    Queued {
+        answer: oneshot::Receiver<Result<AppendResult, Failure>>,
+        start_writer: bool,
+    },
+}
+
+/// A caller's own write of its append. Dropped unfinished (the caller's
+/// future was dropped), it releases the streams and hands the writer's
+/// place to a new writer if appends queued meanwhile.
+struct InlineTurn<'a> {
+    store: &'a PostgresEventStore,
+    committer: &'a Arc<Committer>,
+    request: &'a AppendRequest,
+    finished: bool,
+}
+
+impl InlineTurn<'_> {
+    fn finish(mut self) {
+        self.finished = true;
+        if self.committer.finish_inline(self.request) {
+            tokio::spawn(self.store.clone().write_batches(self.committer.clone()));
+        }
+    }
+}
+
+impl Drop for InlineTurn<'_> {
+    fn drop(&mut self) {
+        if self.finished || !self.committer.finish_inline(self.request) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(self.store.clone().write_batches(self.committer.clone()));
+            }
+            // No runtime to write on: a writer that never runs answers the queue.
+            Err(_) => drop(Writer {
+                committer: self.committer.clone(),
+                holding: Vec::new(),
+                finished: false,
+            }),
         }
     }
 }
@@ -420,17 +505,35 @@ impl PostgresEventStore {
             return Ok(recorded);
         }
         let keyed = request.idempotency_key().is_some();
-        let (reply, answer) = oneshot::channel();
-        if committer.enqueue(Pending { request, reply }) {
-            tokio::spawn(self.clone().write_batches(committer.clone()));
-        }
-        let result = answer.await.unwrap_or_else(|_| {
-            Err(Failure::Other(StoreError::UnknownOutcome {
-                source: "the task writing this append's batch was stopped while the batch was \
-                         in flight"
-                    .into(),
-            }))
-        });
+        let result = match committer.offer(&request) {
+            Offer::Inline => {
+                // Nothing to batch with: no hand-over to a writer task.
+                let turn = InlineTurn {
+                    store: self,
+                    committer,
+                    request: &request,
+                    finished: false,
+                };
+                let result = self.write_one(&request, false).await;
+                turn.finish();
+                result
+            }
+            Offer::Queued {
+                answer,
+                start_writer,
+            } => {
+                if start_writer {
+                    tokio::spawn(self.clone().write_batches(committer.clone()));
+                }
+                answer.await.unwrap_or_else(|_| {
+                    Err(Failure::Other(StoreError::UnknownOutcome {
+                        source: "the task writing this append's batch was stopped while the \
+                                 batch was in flight"
+                            .into(),
+                    }))
+                })
+            }
+        };
         if keyed && result.as_ref().is_ok_and(|r| !r.replayed) {
             self.purge_keys_now_and_then().await;
         }
