@@ -77,6 +77,19 @@
 //! of subscriptions. Two stores made with [`PostgresEventStore::new`] each
 //! have their own pools and listener; clone a store to share them.
 //!
+//! # Group commit
+//!
+//! With [`PostgresConfig::group_commit`] (off by default), appends that
+//! are ready while the writer is busy, on streams that do not overlap,
+//! go to the server together: one round trip, one transaction, one WAL
+//! flush, each append with its own version checks, idempotency key and
+//! result, and a stale append refused alone. An append that finds the
+//! writer idle goes at once, so nothing waits for company. At 16 tasks on
+//! disjoint streams it took the server's CPU per transfer from about 800
+//! to about 300 µs and more than doubled throughput (BENCHMARKS.md); at
+//! one task there is nothing to batch and nothing changes. It uses no
+//! connections beyond the writer pool's.
+//!
 //! # Read replicas
 //!
 //! [`PostgresEventStore::replica`] is a handle whose event reads
