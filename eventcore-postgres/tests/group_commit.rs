@@ -283,3 +283,70 @@ async fn appends_to_the_same_stream_never_share_a_batch() {
     let versions: Vec<u64> = read.events.iter().map(|e| e.version.value()).collect();
     assert_eq!(versions, [1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbours_lock_wait_limit_does_not_fail_an_append_without_one() {
+    let url = testing::test_database_url().await.unwrap();
+    let store = one_writer_store().await;
+    let schema = store.schema().as_str().to_owned();
+    let (lead, locked, free) = (stream("lead"), stream("locked"), stream("free"));
+    for s in [&lead, &locked, &free] {
+        store
+            .append(AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::NoStream,
+                vec![event(json!({ "n": 1 }))],
+            ))
+            .await
+            .unwrap();
+    }
+    let lead_holder = hold_row(&url, &store, &lead).await;
+    let locked_holder = hold_row(&url, &store, &locked).await;
+    let first = spawn_append(
+        &store,
+        AppendRequest::single(lead.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
+    );
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    wait_until("the first append waits on its held row", async || {
+        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
+    })
+    .await;
+    // Batched together: one with a bound on lock waits, on a row that stays
+    // locked, and one without a bound, on a free row.
+    let bounded = spawn_append(
+        &store,
+        AppendRequest::single(
+            locked.clone(),
+            ExpectedVersion::Exact(StreamVersion::new(1)),
+            vec![event(json!({ "n": "bounded" }))],
+        )
+        .with_max_lock_wait(Duration::from_millis(200)),
+    );
+    let unbounded = spawn_append(
+        &store,
+        AppendRequest::single(
+            free.clone(),
+            ExpectedVersion::Exact(StreamVersion::new(1)),
+            vec![event(json!({ "n": "unbounded" }))],
+        ),
+    );
+    wait_until("both queue", async || store.appends_queued() == 2).await;
+    lead_holder.close().await.unwrap();
+    first.await.unwrap().unwrap();
+
+    let refused = bounded.await.unwrap();
+    assert!(
+        matches!(refused, Err(StoreError::Transient { .. })),
+        "the bounded append gives up on the locked row: {refused:?}"
+    );
+    let written = unbounded.await.unwrap().unwrap();
+    assert_eq!(written.versions[&free], StreamVersion::new(2));
+    locked_holder.close().await.unwrap();
+    let read = store
+        .read_streams(&[locked.clone(), free.clone()])
+        .await
+        .unwrap();
+    assert_eq!(read.version(&locked), StreamVersion::new(1));
+    assert_eq!(read.version(&free), StreamVersion::new(2));
+    println!("batch of 2, one past its lock wait limit: 1 refused (transient), 1 committed");
+}
