@@ -7,13 +7,13 @@ mod support;
 use std::time::Duration;
 
 use eventcore::{
-    AppendRequest, AppendResult, EventStore, ExpectedVersion, IdempotencyKey, StoreError, StreamId,
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, IdempotencyKey, StoreError,
     StreamVersion,
 };
 use eventcore_postgres::{GroupCommit, PostgresEventStore, testing};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::{event, stream};
+use support::{event, hold_row, lock_waiters, stream};
 
 /// A store whose appends wait for one writer, so that what queues behind
 /// a blocked append goes in the next batch, together.
@@ -27,21 +27,6 @@ async fn one_writer_store() -> PostgresEventStore {
     .unwrap()
 }
 
-/// Takes `stream`'s row lock in a transaction left open on a connection of its own.
-async fn hold_row(url: &str, store: &PostgresEventStore, stream: &StreamId) -> PgConnection {
-    let mut holder = PgConnection::connect(url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT version FROM \"{}\".eventcore_streams WHERE stream_id = $1 FOR UPDATE",
-        store.schema()
-    )))
-    .bind(stream.as_ref())
-    .execute(&mut holder)
-    .await
-    .unwrap();
-    holder
-}
-
 /// Waits (bounded) until `ready` holds.
 async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut ready: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -49,19 +34,6 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut ready: F) {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// Sessions of `schema` waiting for a lock in a statement matching `pattern`.
-async fn lock_waiters(watcher: &mut PgConnection, schema: &str, pattern: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' || $2 || '%'",
-    )
-    .bind(schema)
-    .bind(pattern)
-    .fetch_one(watcher)
-    .await
-    .unwrap()
 }
 
 fn spawn_append(

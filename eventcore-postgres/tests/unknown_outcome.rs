@@ -46,6 +46,16 @@ impl Relay {
         Self { port, cut }
     }
 
+    /// The test server's URL, through this relay.
+    fn url(&self, options: &sqlx::postgres::PgConnectOptions) -> String {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}",
+            options.get_username(),
+            self.port,
+            options.get_database().unwrap_or("postgres")
+        )
+    }
+
     fn cut_all(&self) {
         self.cut.send_replace(true);
     }
@@ -76,12 +86,7 @@ async fn a_connection_lost_during_an_append_is_an_unknown_outcome() {
 
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let relay = Relay::to((options.get_host().to_owned(), options.get_port())).await;
-    let relayed_url = format!(
-        "postgres://{}@127.0.0.1:{}/{}",
-        options.get_username(),
-        relay.port,
-        options.get_database().unwrap_or("postgres")
-    );
+    let relayed_url = relay.url(&options);
     let relayed = PostgresEventStore::new(
         PostgresConfig::new(relayed_url)
             .max_connections(1)
@@ -396,33 +401,6 @@ async fn a_lost_commit_is_reported_unknown_whatever_follows() {
     }
 }
 
-/// Sessions of `schema` waiting for a lock in a statement matching `pattern`.
-async fn lock_waiters(watcher: &mut PgConnection, schema: &str, pattern: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' || $2 || '%'",
-    )
-    .bind(schema)
-    .bind(pattern)
-    .fetch_one(watcher)
-    .await
-    .unwrap()
-}
-
-/// Takes `stream`'s row lock in a transaction left open.
-async fn hold_row(url: &str, schema: &str, stream: &StreamId) -> PgConnection {
-    let mut holder = PgConnection::connect(url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT version FROM \"{schema}\".eventcore_streams WHERE stream_id = $1 FOR UPDATE"
-    )))
-    .bind(stream.as_ref())
-    .execute(&mut holder)
-    .await
-    .unwrap();
-    holder
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_during_a_group_commit_is_unknown_to_every_append_of_the_batch() {
     let url = testing::test_database_url().await.unwrap();
@@ -444,12 +422,7 @@ async fn a_connection_lost_during_a_group_commit_is_unknown_to_every_append_of_t
     }
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let relay = Relay::to((options.get_host().to_owned(), options.get_port())).await;
-    let relayed_url = format!(
-        "postgres://{}@127.0.0.1:{}/{}",
-        options.get_username(),
-        relay.port,
-        options.get_database().unwrap_or("postgres")
-    );
+    let relayed_url = relay.url(&options);
     let relayed = PostgresEventStore::new(
         PostgresConfig::new(relayed_url)
             .max_connections(2)
@@ -466,7 +439,7 @@ async fn a_connection_lost_during_a_group_commit_is_unknown_to_every_append_of_t
     let mut watcher = PgConnection::connect(&url).await.unwrap();
     let wait = async |watcher: &mut PgConnection, pattern: &str| {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while lock_waiters(watcher, &schema, pattern).await == 0 {
+        while support::lock_waiters(watcher, &schema, pattern).await == 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "never blocked: {pattern}"
@@ -477,8 +450,8 @@ async fn a_connection_lost_during_a_group_commit_is_unknown_to_every_append_of_t
 
     // The writer's first append blocks on one held row, so that the next
     // two queue and go together, into a second held row.
-    let first_holder = hold_row(&url, &schema, &first).await;
-    let contested_holder = hold_row(&url, &schema, &contested).await;
+    let first_holder = support::hold_row(&url, &direct, &first).await;
+    let contested_holder = support::hold_row(&url, &direct, &contested).await;
     let lead = spawn(AppendRequest::single(
         first.clone(),
         ExpectedVersion::Exact(StreamVersion::new(1)),

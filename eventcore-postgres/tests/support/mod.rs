@@ -156,3 +156,37 @@ pub async fn fresh_store_from_pool_grouped() -> PostgresEventStore {
         .await
         .with_group_commit(eventcore_postgres::GroupCommit::new())
 }
+
+/// Takes `stream`'s row lock in a transaction left open on a connection
+/// of its own to `url` (close the connection to let go).
+pub async fn hold_row(
+    url: &str,
+    store: &PostgresEventStore,
+    stream: &StreamId,
+) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM \"{}\".eventcore_streams WHERE stream_id = $1 FOR UPDATE",
+        store.schema()
+    )))
+    .bind(stream.as_ref())
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    holder
+}
+
+/// Sessions of `schema` waiting for a lock in a statement matching `pattern`.
+pub async fn lock_waiters(watcher: &mut sqlx::PgConnection, schema: &str, pattern: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' || $2 || '%'",
+    )
+    .bind(schema)
+    .bind(pattern)
+    .fetch_one(watcher)
+    .await
+    .unwrap()
+}
