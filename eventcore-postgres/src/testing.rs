@@ -232,10 +232,14 @@ async fn drop_schemas_at_exit(url: &str) {
         return;
     }
     let pattern = format!("{SCHEMA_PREFIX}%_{}_%", run_id());
+    // One transaction per schema: a binary with hundreds of stores has
+    // more objects than one transaction can lock (max_locks_per_transaction),
+    // and a single transaction would fail, dropping none, after filling the
+    // server's lock table for every other session.
     let sql = format!(
         "DO $$DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace \
          WHERE nspname LIKE '{pattern}' LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); \
-         END LOOP; END$$"
+         COMMIT; END LOOP; END$$"
     );
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
