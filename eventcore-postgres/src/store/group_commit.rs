@@ -371,52 +371,40 @@ fn boxed(source: Option<&SharedSource>) -> Option<BoxError> {
 
 /// `error` once for each of `n` appends of a failed batch.
 fn copies(error: StoreError, n: usize) -> Vec<StoreError> {
-    match error {
-        StoreError::UnknownOutcome { source } => {
-            let source = SharedSource(Arc::from(source));
-            (0..n)
-                .map(|_| StoreError::UnknownOutcome {
-                    source: Box::new(source.clone()),
-                })
-                .collect()
-        }
-        StoreError::Unavailable { reason, source } => {
-            let source = shared(source);
-            (0..n)
-                .map(|_| StoreError::Unavailable {
-                    reason: reason.clone(),
-                    source: boxed(source.as_ref()),
-                })
-                .collect()
-        }
-        StoreError::Transient { reason, source } => {
-            let source = shared(source);
-            (0..n)
-                .map(|_| StoreError::Transient {
-                    reason: reason.clone(),
-                    source: boxed(source.as_ref()),
-                })
-                .collect()
-        }
-        StoreError::Backend { reason, source } => {
-            let source = shared(source);
-            (0..n)
-                .map(|_| StoreError::Backend {
-                    reason: reason.clone(),
-                    source: boxed(source.as_ref()),
-                })
-                .collect()
-        }
-        other => {
-            let source = SharedSource(Arc::new(other));
-            (0..n)
-                .map(|_| StoreError::Backend {
-                    reason: "the batch of appends this one was written in failed".to_owned(),
-                    source: Some(Box::new(source.clone())),
-                })
-                .collect()
-        }
-    }
+    type Make = fn(String, Option<BoxError>) -> StoreError;
+    let (make, reason, source): (Make, String, Option<BoxError>) = match error {
+        StoreError::UnknownOutcome { source } => (
+            |_, source| StoreError::UnknownOutcome {
+                source: source.unwrap_or_else(|| "the batch's outcome is unknown".into()),
+            },
+            String::new(),
+            Some(source),
+        ),
+        StoreError::Unavailable { reason, source } => (
+            |reason, source| StoreError::Unavailable { reason, source },
+            reason,
+            source,
+        ),
+        StoreError::Transient { reason, source } => (
+            |reason, source| StoreError::Transient { reason, source },
+            reason,
+            source,
+        ),
+        StoreError::Backend { reason, source } => (
+            |reason, source| StoreError::Backend { reason, source },
+            reason,
+            source,
+        ),
+        other => (
+            |reason, source| StoreError::Backend { reason, source },
+            "the batch of appends this one was written in failed".to_owned(),
+            Some(Box::new(other)),
+        ),
+    };
+    let source = shared(source);
+    (0..n)
+        .map(|_| make(reason.clone(), boxed(source.as_ref())))
+        .collect()
 }
 
 /// Why a batch as a whole did not commit.
