@@ -1,16 +1,13 @@
 //! A store decorator that counts what the store answered.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
 use eventcore::{
     AppendRequest, AppendResult, EventStore, IdempotencyKey, ReadAllQuery, RecordedEvent, Snapshot,
-    SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead, Subscription,
+    SnapshotKey, StoreError, StreamId, StreamsRead, Subscription,
 };
 
 /// Counts of store answers since the counters were made or last taken.
@@ -137,7 +134,7 @@ impl<S: EventStore> EventStore for CountingStore<S> {
 
     async fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &eventcore::StreamVersions,
     ) -> Result<StreamsRead, StoreError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let read = self.inner.read_streams_after(after).await;

@@ -1,18 +1,18 @@
 //! The in-memory store.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use eventcore::archive::{ArchivedEvent, BatchError, ImportProblem, ImportTarget, ImportedBatch};
 use eventcore::{
     AppendRequest, AppendResult, DEFAULT_IDEMPOTENCY_RETENTION, Direction, EventId, EventStore,
     GlobalPosition, IdempotencyKey, KeyPurpose, NewEvent, ReadAllQuery, RecordedEvent, Snapshot,
-    SnapshotKey, StoreError, StreamId, StreamPage, StreamQuery, StreamVersion, StreamsRead,
-    Subscription, Upcasters, VersionConflict, WrittenEvent,
+    SnapshotKey, StoreError, StreamId, StreamPage, StreamQuery, StreamVersion, StreamVersions,
+    StreamsRead, Subscription, Upcasters, VersionConflict, WrittenEvent,
 };
 use tokio::sync::watch;
 use uuid::{ContextV7, Timestamp, Uuid};
@@ -206,18 +206,12 @@ impl Log {
         StreamVersion::new(len as u64)
     }
 
-    fn read_streams(
-        &self,
-        stream_ids: &[StreamId],
-    ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
+    fn read_streams(&self, stream_ids: &[StreamId]) -> (ReadEvents, StreamVersions) {
         self.read_after(stream_ids.iter().map(|id| (id, StreamVersion::INITIAL)))
     }
 
-    fn read_streams_after(
-        &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
-    ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
-        self.read_after(after.iter().map(|(id, known)| (id, *known)))
+    fn read_streams_after(&self, after: &StreamVersions) -> (ReadEvents, StreamVersions) {
+        self.read_after(after.iter())
     }
 
     /// Each stream's events after the version given for it, in global
@@ -225,40 +219,49 @@ impl Log {
     fn read_after<'a>(
         &self,
         wanted: impl Iterator<Item = (&'a StreamId, StreamVersion)>,
-    ) -> (Vec<Arc<RecordedEvent>>, BTreeMap<StreamId, StreamVersion>) {
+    ) -> (ReadEvents, StreamVersions) {
         let mut wanted = wanted.peekable();
         let first = wanted.next();
         if let (Some((stream_id, known)), None) = (first, wanted.peek()) {
             // One stream (most commands): its events are in order already.
-            let events = self.streams.get(stream_id).map_or_else(Vec::new, |stream| {
+            let indexes = self.streams.get(stream_id).map_or(&[][..], |stream| {
                 let skip = usize::try_from(known.value()).unwrap_or(usize::MAX);
-                stream
-                    .iter()
-                    .skip(skip)
-                    .map(|&i| Arc::clone(&self.events[i]))
-                    .collect()
+                &stream[skip.min(stream.len())..]
             });
-            let versions = BTreeMap::from([(stream_id.clone(), self.version(stream_id))]);
+            let events = self.events_at(indexes);
+            let versions = StreamVersions::one(stream_id.clone(), self.version(stream_id));
             return (events, versions);
         }
-        let mut versions = BTreeMap::new();
+        let mut versions = StreamVersions::new();
         let mut indexes: Vec<usize> = Vec::new();
         for (stream_id, known) in first.into_iter().chain(wanted) {
-            if versions.contains_key(stream_id) {
+            if versions
+                .insert(stream_id.clone(), self.version(stream_id))
+                .is_some()
+            {
                 continue;
             }
-            versions.insert(stream_id.clone(), self.version(stream_id));
             if let Some(stream) = self.streams.get(stream_id) {
                 let skip = usize::try_from(known.value()).unwrap_or(usize::MAX);
                 indexes.extend(stream.iter().skip(skip).copied());
             }
         }
         indexes.sort_unstable();
-        let events = indexes
-            .into_iter()
-            .map(|i| Arc::clone(&self.events[i]))
-            .collect();
-        (events, versions)
+        (self.events_at(&indexes), versions)
+    }
+
+    /// The events at `indexes` of the log, for a reader.
+    fn events_at(&self, indexes: &[usize]) -> ReadEvents {
+        if indexes.len() <= COPIED_UNDER_LOCK {
+            ReadEvents::Copied(indexes.iter().map(|&i| (*self.events[i]).clone()).collect())
+        } else {
+            ReadEvents::Shared(
+                indexes
+                    .iter()
+                    .map(|&i| Arc::clone(&self.events[i]))
+                    .collect(),
+            )
+        }
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) {
@@ -331,15 +334,20 @@ impl Log {
 
         self.appends += 1;
         // Microseconds, as PostgreSQL keeps them: an event reads back the
-        // same from both stores, and moves between them unchanged.
-        let recorded_at = Utc::now().trunc_subsecs(6);
-        // Event ids are UUIDv7 stamped with the append's time: one clock
-        // reading per append rather than one per event.
-        let (seconds, nanos) = (
-            u64::try_from(recorded_at.timestamp()).unwrap_or(0),
-            recorded_at.timestamp_subsec_nanos(),
-        );
-        let mut result = AppendResult::default();
+        // same from both stores, and moves between them unchanged. Event ids
+        // are UUIDv7 stamped with the same reading: one per append.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (seconds, nanos) = (since_epoch.as_secs(), since_epoch.subsec_micros() * 1_000);
+        let recorded_at = i64::try_from(seconds)
+            .ok()
+            .and_then(|seconds| DateTime::<Utc>::from_timestamp(seconds, nanos))
+            .unwrap_or_default();
+        let mut result = AppendResult {
+            events: Vec::with_capacity(request.event_count()),
+            ..AppendResult::default()
+        };
         let stamp = Stamp {
             recorded_at,
             seconds,
@@ -529,6 +537,28 @@ fn owned(events: Vec<Arc<RecordedEvent>>) -> Vec<RecordedEvent> {
     events.into_iter().map(Arc::unwrap_or_clone).collect()
 }
 
+/// Reads of at most this many events copy them while holding the lock:
+/// one vector and no shared-pointer traffic, for about as long a hold as
+/// copying the pointers. Longer reads copy pointers under the lock, and the
+/// events after it, so that a big read does not hold up other callers.
+const COPIED_UNDER_LOCK: usize = 32;
+
+/// Events a read took from the log.
+enum ReadEvents {
+    Copied(Vec<RecordedEvent>),
+    Shared(Vec<Arc<RecordedEvent>>),
+}
+
+impl ReadEvents {
+    /// The events as the caller's own, copied if they are not yet.
+    fn into_owned(self) -> Vec<RecordedEvent> {
+        match self {
+            Self::Copied(events) => events,
+            Self::Shared(events) => owned(events),
+        }
+    }
+}
+
 impl EventStore for InMemoryEventStore {
     async fn read_streams(&self, stream_ids: &[StreamId]) -> Result<StreamsRead, StoreError> {
         async move {
@@ -538,7 +568,7 @@ impl EventStore for InMemoryEventStore {
             tokio::task::consume_budget().await;
             let (events, versions) = self.log().read_streams(stream_ids);
             Ok(StreamsRead {
-                events: self.upcasters.upcast_all(owned(events))?,
+                events: self.upcasters.upcast_all(events.into_owned())?,
                 versions,
             })
         }
@@ -592,15 +622,12 @@ impl EventStore for InMemoryEventStore {
         async move { self.log().recorded(key, purpose) }.await
     }
 
-    async fn read_streams_after(
-        &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
-    ) -> Result<StreamsRead, StoreError> {
+    async fn read_streams_after(&self, after: &StreamVersions) -> Result<StreamsRead, StoreError> {
         async move {
             tokio::task::consume_budget().await;
             let (events, versions) = self.log().read_streams_after(after);
             Ok(StreamsRead {
-                events: self.upcasters.upcast_all(owned(events))?,
+                events: self.upcasters.upcast_all(events.into_owned())?,
                 versions,
             })
         }

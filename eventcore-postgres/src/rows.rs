@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use eventcore::{
     EventId, EventMetadata, EventType, GlobalPosition, Payload, RecordedEvent, StoreError,
-    StreamId, StreamVersion, StreamsRead, WrittenEvent,
+    StreamId, StreamVersion, StreamVersions, StreamsRead, WrittenEvent,
 };
 use sqlx::{Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
@@ -72,7 +72,7 @@ pub(crate) fn add_stream_row(read: &mut StreamsRead, row: &PgRow) -> Result<(), 
 /// A snapshot's stored versions, checked.
 pub(crate) fn snapshot_versions(
     stored: BTreeMap<String, i64>,
-) -> Result<BTreeMap<StreamId, StreamVersion>, StoreError> {
+) -> Result<StreamVersions, StoreError> {
     stored
         .into_iter()
         .map(|(id, v)| Ok((stream_id(&id)?, to_version(v))))

@@ -198,7 +198,12 @@ async fn disjoint_streams_rarely_fail_serialization() {
                     vec![event(json!({ "n": version.value() }))],
                 );
                 match store.append(request).await {
-                    Ok(result) => version = result.versions[&own],
+                    Ok(result) => {
+                        version = result
+                            .versions
+                            .get(&own)
+                            .expect("an append reports its stream's version")
+                    }
                     Err(StoreError::Transient { .. }) => failures += 1,
                     Err(other) => panic!("append to {own} failed: {other}"),
                 }

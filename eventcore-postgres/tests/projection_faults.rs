@@ -645,11 +645,7 @@ async fn three_subscriptions_and_commands_share_a_pool_of_one() {
         let id = stream(&format!("account-{}", n % 5));
         let outcome = async {
             let read = store.read_streams(std::slice::from_ref(&id)).await?;
-            let version = read
-                .versions
-                .get(&id)
-                .copied()
-                .unwrap_or(StreamVersion::INITIAL);
+            let version = read.versions.get(&id).unwrap_or(StreamVersion::INITIAL);
             store
                 .append(AppendRequest::single(
                     id.clone(),

@@ -104,6 +104,7 @@ pub mod snapshot;
 mod store;
 mod stream_id;
 mod stream_page;
+pub mod stream_versions;
 mod subscription;
 pub mod telemetry;
 pub mod upcast;
@@ -238,6 +239,7 @@ pub use store::{
 };
 pub use stream_id::{AsStreamId, InvalidStreamId, STREAM_ID_MAX_CHARS, StreamId};
 pub use stream_page::{Direction, StreamPage, StreamQuery};
+pub use stream_versions::StreamVersions;
 pub use subscription::{AppendNotifier, Subscription};
 pub use upcast::{
     InvalidUpcasters, Outdated, OutdatedEvent, UpcastError, UpcastProblem, Upcasters,

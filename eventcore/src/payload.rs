@@ -3,6 +3,7 @@
 use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
 /// The deepest nesting of arrays and objects an event's payload (or a
 /// metadata value, counted from the stored metadata object) may have.
@@ -78,18 +79,24 @@ impl Payload {
         buffer: &mut Vec<u8>,
     ) -> Result<Result<Self, JsonProblem>, serde_json::Error> {
         buffer.clear();
-        let written = serde_json::to_writer(&mut *buffer, value);
-        let encoded = written.and_then(|()| {
+        // The checks ride along the serialization instead of a second pass
+        // over the text; a refused value stops it where it is refused.
+        let mut checks = Checks::default();
+        let written = value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut *buffer,
+            CheckingFormatter(&mut checks),
+        ));
+        let encoded = match (checks.problem, written) {
+            (Some(problem), _) => Ok(Err(problem)),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) if checks.nulls && crate::finite::has_non_finite(value) => {
+                Ok(Err(JsonProblem::NonFinite))
+            }
             // serde_json writes UTF-8 only; the check cannot fail.
-            let text = std::str::from_utf8(buffer).map_err(serde::ser::Error::custom)?;
-            Ok(match check_json_text(text) {
-                Ok(Nulls::Some) if crate::finite::has_non_finite(value) => {
-                    Err(JsonProblem::NonFinite)
-                }
-                Ok(_) => Ok(Self(Arc::from(text))),
-                Err(problem) => Err(problem),
-            })
-        });
+            (None, Ok(())) => std::str::from_utf8(buffer)
+                .map(|text| Ok(Self(Arc::from(text))))
+                .map_err(serde::ser::Error::custom),
+        };
         buffer.clear();
         if buffer.capacity() > MAX_KEPT_ENCODE_BUFFER {
             buffer.shrink_to(MAX_KEPT_ENCODE_BUFFER);
@@ -197,13 +204,13 @@ enum Nulls {
     Some,
 }
 
-/// The same checks as [`check_json`] on JSON text serde_json wrote: one pass
-/// over the bytes, tracking strings and escapes, counting nesting outside
-/// strings. serde_json writes U+0000 as the escape `\u0000`. Also tells
+/// The same checks as [`check_json`] on JSON text serde_json wrote, found
+/// at `depth` (0 for a whole payload): one pass over the bytes, tracking
+/// strings and escapes, counting nesting outside strings. serde_json writes U+0000 as the escape `\u0000`. Also tells
 /// whether a `null` appears (outside strings, only `null` starts with `n`).
-fn check_json_text(text: &str) -> Result<Nulls, JsonProblem> {
+fn check_json_text(text: &str, depth: usize) -> Result<Nulls, JsonProblem> {
     let bytes = text.as_bytes();
-    let mut depth = 0_usize;
+    let mut depth = depth;
     let mut in_string = false;
     let mut nulls = Nulls::None;
     let mut i = 0;
@@ -231,6 +238,92 @@ fn check_json_text(text: &str) -> Result<Nulls, JsonProblem> {
         i += 1;
     }
     Ok(nulls)
+}
+
+/// serde_json's compact output, checked as it is written: nesting, U+0000
+/// in strings and keys (written as the escape `\u0000`), and whether a
+/// `null` appears (a NaN or an infinity is written as one). The first
+/// problem stops the serialization with an I/O error that [`Checks::problem`]
+/// explains.
+struct CheckingFormatter<'a>(&'a mut Checks);
+
+/// What a [`CheckingFormatter`] found.
+#[derive(Debug, Default)]
+struct Checks {
+    depth: usize,
+    nulls: bool,
+    problem: Option<JsonProblem>,
+}
+
+impl CheckingFormatter<'_> {
+    fn refuse(&mut self, problem: JsonProblem) -> std::io::Error {
+        self.0.problem = Some(problem);
+        std::io::Error::other("the payload cannot be stored")
+    }
+
+    fn open(&mut self) -> std::io::Result<()> {
+        self.0.depth += 1;
+        if self.0.depth > MAX_JSON_DEPTH {
+            return Err(self.refuse(JsonProblem::TooDeep));
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.0.depth = self.0.depth.saturating_sub(1);
+    }
+}
+
+impl Formatter for CheckingFormatter<'_> {
+    fn write_null<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.nulls = true;
+        CompactFormatter.write_null(writer)
+    }
+
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: CharEscape,
+    ) -> std::io::Result<()> {
+        if matches!(char_escape, CharEscape::AsciiControl(0)) {
+            return Err(self.refuse(JsonProblem::Nul));
+        }
+        CompactFormatter.write_char_escape(writer, char_escape)
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.open()?;
+        CompactFormatter.begin_array(writer)
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.close();
+        CompactFormatter.end_array(writer)
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.open()?;
+        CompactFormatter.begin_object(writer)
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.close();
+        CompactFormatter.end_object(writer)
+    }
+
+    /// Text a `RawValue` carries is written as it is: checked as text,
+    /// from the depth it sits at.
+    fn write_raw_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        match check_json_text(fragment, self.0.depth) {
+            Ok(nulls) => self.0.nulls |= nulls == Nulls::Some,
+            Err(problem) => return Err(self.refuse(problem)),
+        }
+        CompactFormatter.write_raw_fragment(writer, fragment)
+    }
 }
 
 #[cfg(test)]
@@ -272,9 +365,8 @@ mod tests {
         assert_eq!(small.as_json(), r#"{"n":1}"#);
     }
 
-    #[test]
-    fn text_checks_agree_with_value_checks() {
-        let cases = [
+    fn check_cases() -> Vec<serde_json::Value> {
+        vec![
             json!({"a": "plain", "b": [1, 2, {"c": null}]}),
             json!({"a\u{0}": 1}),
             json!({"a": "x\u{0}y"}),
@@ -288,15 +380,57 @@ mod tests {
             json!({"a": nested(MAX_JSON_DEPTH)}),
             json!({"[[[": "{{{", "b": nested(MAX_JSON_DEPTH - 1)}),
             json!({"]]]": "}}}", "b": nested(MAX_JSON_DEPTH)}),
-        ];
-        for value in cases {
+        ]
+    }
+
+    #[test]
+    fn text_checks_agree_with_value_checks() {
+        for value in check_cases() {
             let text = serde_json::to_string(&value).unwrap();
             assert_eq!(
-                check_json_text(&text).map(|_| ()),
+                check_json_text(&text, 0).map(|_| ()),
                 check_json(&value, 1),
                 "{text}"
             );
         }
+    }
+
+    /// Encoding checks as it writes; it must refuse exactly what the checks
+    /// of a value refuse.
+    #[test]
+    fn encoding_refuses_what_value_checks_refuse() {
+        for value in check_cases() {
+            assert_eq!(
+                Payload::encode(&value).unwrap().map(|_| ()),
+                check_json(&value, 1),
+                "{value}"
+            );
+        }
+    }
+
+    /// A `RawValue` is written as its text, past the formatter's own
+    /// checks: its text is checked from the depth it sits at.
+    #[test]
+    fn raw_json_inside_a_payload_is_checked_too() {
+        #[derive(Serialize)]
+        struct Holder {
+            raw: Box<serde_json::value::RawValue>,
+        }
+        let holder = |text: String| Holder {
+            raw: serde_json::value::RawValue::from_string(text).unwrap(),
+        };
+        let encode = |text: String| Payload::encode(&holder(text)).unwrap().map(|_| ());
+        assert_eq!(
+            encode(r#"{"a":"x\u0000"}"#.to_owned()),
+            Err(JsonProblem::Nul)
+        );
+        assert_eq!(encode(r#"{"a":[1,null]}"#.to_owned()), Ok(()));
+        // The holder is one level: the raw text may nest one level less.
+        let nest = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(encode(nest(MAX_JSON_DEPTH - 1)), Ok(()));
+        assert_eq!(encode(nest(MAX_JSON_DEPTH)), Err(JsonProblem::TooDeep));
+        let encoded = Payload::encode(&holder(nest(2))).unwrap().unwrap();
+        assert_eq!(encoded.as_json(), r#"{"raw":[[1]]}"#);
     }
 
     #[test]

@@ -34,11 +34,11 @@
 //! lists the streams in declaration order; anything else `apply` depends on
 //! belongs in the policy's name.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{StreamId, StreamVersion};
+use crate::{StreamId, StreamVersion, StreamVersions};
 
 /// Default number of events folded between two snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
@@ -87,7 +87,7 @@ pub struct Snapshot {
     /// The state type's version, from the policy that saved it.
     pub state_version: u32,
     /// The version of every stream the state covers.
-    pub versions: BTreeMap<StreamId, StreamVersion>,
+    pub versions: StreamVersions,
     /// The encoded state, as its JSON text (compact: a state in the
     /// executor's cache costs its text, not a tree of values).
     pub state: crate::Payload,
@@ -98,7 +98,7 @@ impl Snapshot {
     /// keep the snapshot reaching furthest under each key (for one state
     /// version), since every stream's version only grows.
     pub fn reach(&self) -> u64 {
-        self.versions.values().map(|v| v.value()).sum()
+        self.versions.values().map(StreamVersion::value).sum()
     }
 }
 

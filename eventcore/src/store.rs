@@ -1,12 +1,12 @@
 //! The store contract every adapter implements.
 
-use std::{collections::BTreeMap, fmt, future::Future, num::NonZeroUsize, sync::Arc};
+use std::{fmt, future::Future, num::NonZeroUsize, sync::Arc};
 
 use chrono::{DateTime, Utc};
 
 use crate::{
     EventId, EventType, ExpectedVersion, GlobalPosition, IdempotencyKey, NewEvent, RecordedEvent,
-    Snapshot, SnapshotKey, StreamId, StreamVersion, Subscription,
+    Snapshot, SnapshotKey, StreamId, StreamVersion, StreamVersions, Subscription,
 };
 
 /// Any error an adapter wraps as the cause of a [`StoreError`].
@@ -104,7 +104,7 @@ pub trait EventStore: Send + Sync {
     /// shorter than the caller believed).
     fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &StreamVersions,
     ) -> impl Future<Output = Result<StreamsRead, StoreError>> + Send;
 
     /// The snapshot stored under `key`, if any.
@@ -217,7 +217,7 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
 
     fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &StreamVersions,
     ) -> impl Future<Output = Result<StreamsRead, StoreError>> + Send {
         (**self).read_streams_after(after)
     }
@@ -273,7 +273,7 @@ pub struct StreamsRead {
     /// Every event of the streams, in global order.
     pub events: Vec<RecordedEvent>,
     /// The version of every requested stream (0 for absent streams).
-    pub versions: BTreeMap<StreamId, StreamVersion>,
+    pub versions: StreamVersions,
 }
 
 impl StreamsRead {
@@ -281,7 +281,6 @@ impl StreamsRead {
     pub fn version(&self, stream_id: &StreamId) -> StreamVersion {
         self.versions
             .get(stream_id)
-            .copied()
             .unwrap_or(StreamVersion::INITIAL)
     }
 }
@@ -308,8 +307,8 @@ impl StreamsRead {
 ///         StreamAppend::new(to.clone(), ExpectedVersion::Exact(StreamVersion::new(0)), vec![event("Received")?]),
 ///     ])?)
 ///     .await?;
-/// assert_eq!(result.versions[&from].value(), 1);
-/// assert_eq!(result.versions[&to].value(), 1);
+/// assert_eq!(result.versions.get(&from).map(StreamVersion::value), Some(1));
+/// assert_eq!(result.versions.get(&to).map(StreamVersion::value), Some(1));
 /// # Ok(())
 /// # }
 /// ```
@@ -646,7 +645,7 @@ pub struct AppendResult {
     /// Every written event, in the order of the request.
     pub events: Vec<WrittenEvent>,
     /// The version of every listed stream after the append (check-only streams included).
-    pub versions: BTreeMap<StreamId, StreamVersion>,
+    pub versions: StreamVersions,
     /// Whether this is the stored result of an earlier append with the same
     /// idempotency key (nothing was written this time).
     #[serde(skip)]

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    collections::BTreeMap,
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -14,8 +13,8 @@ use eventcore::{
     AppendNotifier, AppendRequest, AppendResult, CheckpointStore, ErrorPolicy, EventMetadata,
     EventStore, EventType, ExpectedVersion, GlobalPosition, IdempotencyKey, NewEvent, Projection,
     ProjectionError, ProjectionOptions, ProjectionRunner, ProjectionState, ReadAllQuery,
-    RecordedEvent, RetryPolicy, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion,
-    StreamsRead, Subscription,
+    RecordedEvent, RetryPolicy, Snapshot, SnapshotKey, StoreError, StreamId, StreamsRead,
+    Subscription,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use serde_json::json;
@@ -82,7 +81,7 @@ impl EventStore for Poisoned {
     }
     async fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &eventcore::StreamVersions,
     ) -> Result<StreamsRead, StoreError> {
         self.inner.read_streams_after(after).await
     }

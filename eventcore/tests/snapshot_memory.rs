@@ -2,13 +2,11 @@
 //! the states: prints resident memory before and after.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-
 use eventcore::{
     AppendRequest, AppendResult, Command, CommandExecutor, CommandLogic, Event, EventStore,
     ExecutionOptions, HandleContext, IdempotencyKey, KeyPurpose, ReadAllQuery, RecordedEvent,
-    Snapshot, SnapshotKey, SnapshotPolicy, StoreError, StoredEvent, StreamId, StreamVersion,
-    StreamsRead, Subscription, Writes,
+    Snapshot, SnapshotKey, SnapshotPolicy, StoreError, StoredEvent, StreamId, StreamsRead,
+    Subscription, Writes,
 };
 use eventcore_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};
@@ -40,7 +38,7 @@ impl EventStore for NoStoredSnapshots {
     }
     async fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &eventcore::StreamVersions,
     ) -> Result<StreamsRead, StoreError> {
         self.0.read_streams_after(after).await
     }

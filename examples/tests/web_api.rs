@@ -8,8 +8,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use eventcore::{
     AppendRequest, AppendResult, EventStore, IdempotencyKey, KeyPurpose, ReadAllQuery,
-    RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion, StreamsRead,
-    Subscription,
+    RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamsRead, Subscription,
 };
 use eventcore_examples::{banking, web};
 use eventcore_memory::InMemoryEventStore;
@@ -256,7 +255,7 @@ impl EventStore for Lossy {
     }
     async fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &eventcore::StreamVersions,
     ) -> Result<StreamsRead, StoreError> {
         self.0.read_streams_after(after).await
     }

@@ -3,14 +3,14 @@
 //! script their runs with.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
 };
 
 use eventcore::{
     AppendRequest, AppendResult, EventStore, ExpectedVersion, IdempotencyKey, KeyPurpose, NewEvent,
-    ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamVersion,
-    StreamsRead, Subscription,
+    ReadAllQuery, RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamsRead,
+    Subscription,
 };
 
 /// What the wrapper does to calls touching a stream, by its name's prefix.
@@ -140,7 +140,7 @@ impl<S: EventStore> EventStore for Scripted<S> {
 
     async fn read_streams_after(
         &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
+        after: &eventcore::StreamVersions,
     ) -> Result<StreamsRead, StoreError> {
         self.inner.read_streams_after(after).await
     }

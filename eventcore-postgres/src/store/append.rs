@@ -1,11 +1,11 @@
 //! The write path: appends (with and without idempotency keys), the
 //! stream rows they need, and what a failed append says.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use eventcore::{
     AppendRequest, AppendResult, EventId, EventMetadata, ExpectedVersion, IdempotencyKey,
-    KeyPurpose, StoreError, StreamId, StreamVersion, VersionConflict,
+    KeyPurpose, StoreError, StreamId, StreamVersion, StreamVersions, VersionConflict,
 };
 use sqlx::{Connection, PgConnection, Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
@@ -121,7 +121,7 @@ pub(super) fn append_outcome<'r>(
 ) -> Result<AppendResult, StoreError> {
     let mut conflicts = Vec::new();
     let mut events = Vec::new();
-    let mut versions = BTreeMap::new();
+    let mut versions = StreamVersions::new();
     for row in rows {
         let kind: String = row.try_get("o_kind").map_err(error::to_store_error)?;
         match kind.as_str() {
@@ -455,7 +455,7 @@ impl PostgresEventStore {
                 .streams()
                 .iter()
                 .filter_map(|s| {
-                    let actual = current.get(&s.stream_id).copied().unwrap_or_default();
+                    let actual = current.get(&s.stream_id).unwrap_or_default();
                     (!s.expected.accepts(actual)).then(|| VersionConflict {
                         stream_id: s.stream_id.clone(),
                         expected: s.expected,
@@ -478,14 +478,14 @@ impl PostgresEventStore {
     pub(super) async fn current_versions(
         &self,
         ids: &[StreamId],
-    ) -> Result<BTreeMap<StreamId, StreamVersion>, StoreError> {
+    ) -> Result<StreamVersions, StoreError> {
         let names: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
         let rows = sqlx::query(self.shared.queries.versions.clone())
             .bind(&names)
             .fetch_all(&mut *telemetry::connection(&self.pool, "read").await?)
             .await
             .map_err(error::to_store_error)?;
-        let mut versions: BTreeMap<StreamId, StreamVersion> = ids
+        let mut versions: StreamVersions = ids
             .iter()
             .map(|id| (id.clone(), StreamVersion::INITIAL))
             .collect();

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use eventcore::{
     AppendRequest, AppendResult, EventStore, IdempotencyKey, KeyPurpose, Payload, ReadAllQuery,
     RecordedEvent, Snapshot, SnapshotKey, StoreError, StreamId, StreamPage, StreamQuery,
-    StreamVersion, StreamsRead, Subscription, Upcasters, telemetry::traced,
+    StreamVersion, StreamVersions, StreamsRead, Subscription, Upcasters, telemetry::traced,
 };
 use sqlx::{PgPool, Row, postgres::PgConnectOptions, types::Json};
 
@@ -487,7 +487,7 @@ impl EventStore for PostgresEventStore {
                 .await
                 .map_err(error::to_store_error)?;
             connection.done().await?;
-            let mut versions: BTreeMap<StreamId, StreamVersion> = stream_ids
+            let mut versions: StreamVersions = stream_ids
                 .iter()
                 .map(|id| (id.clone(), StreamVersion::INITIAL))
                 .collect();
@@ -507,10 +507,7 @@ impl EventStore for PostgresEventStore {
         .await
     }
 
-    async fn read_streams_after(
-        &self,
-        after: &BTreeMap<StreamId, StreamVersion>,
-    ) -> Result<StreamsRead, StoreError> {
+    async fn read_streams_after(&self, after: &StreamVersions) -> Result<StreamsRead, StoreError> {
         let span = self.span("read_streams_after");
         traced(span, async move {
             let names: Vec<&str> = after.keys().map(AsRef::as_ref).collect();

@@ -50,7 +50,7 @@ pub async fn ten_thousand_events_in_one_append<S: EventStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(written.events.len() as u64, COUNT);
-    assert_eq!(written.versions.get(&id), Some(&v(COUNT)));
+    assert_eq!(written.versions.get(&id), Some(v(COUNT)));
     let (events, version) = read_one(&store, &id).await;
     assert_eq!(version, v(COUNT));
     assert_eq!(markers(&events), (1..=COUNT).collect::<Vec<_>>());

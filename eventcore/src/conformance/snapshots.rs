@@ -209,7 +209,7 @@ pub async fn snapshots_shorten_folds_without_changing_decisions<S: EventStore>(s
         .unwrap()
         .expect("a snapshot was saved");
     assert_eq!(saved.state_version, 1);
-    assert!(saved.versions[&command.stream] >= v(36));
+    assert!(saved.versions.get(&command.stream) >= Some(v(36)));
 }
 
 /// An executor folds its own new events into the state it decided on, so
@@ -249,9 +249,9 @@ pub async fn own_appends_keep_the_executors_snapshot_current<S: EventStore>(stor
         .unwrap()
         .expect("a snapshot was saved");
     assert!(
-        saved.versions[&id] >= v(14),
-        "stored snapshot at {}",
-        saved.versions[&id]
+        saved.versions.get(&id) >= Some(v(14)),
+        "stored snapshot at {:?}",
+        saved.versions.get(&id)
     );
 }
 

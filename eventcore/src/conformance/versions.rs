@@ -63,7 +63,7 @@ pub async fn append_then_read_back_is_equal<S: EventStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(written.events.len(), 2);
-    assert_eq!(written.versions.get(&id), Some(&v(2)));
+    assert_eq!(written.versions.get(&id), Some(v(2)));
 
     let (read, version) = read_one(&store, &id).await;
     assert_eq!(version, v(2));
@@ -332,8 +332,8 @@ pub async fn check_only_stream_is_not_written<S: EventStore>(store: S) {
     .unwrap();
     assert_eq!(result.events.len(), 1);
     assert_eq!(result.events[0].stream_id, written);
-    assert_eq!(result.versions.get(&checked), Some(&v(1)));
-    assert_eq!(result.versions.get(&absent), Some(&v(0)));
+    assert_eq!(result.versions.get(&checked), Some(v(1)));
+    assert_eq!(result.versions.get(&absent), Some(v(0)));
     let read = store
         .read_streams(&[written.clone(), checked.clone(), absent.clone()])
         .await

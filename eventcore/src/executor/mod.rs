@@ -1,12 +1,6 @@
 //! Running commands: read, fold, decide, append atomically, retry on conflict.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, BTreeSet},
-    fmt,
-    sync::Arc,
-    time::Duration,
-};
+use std::{borrow::Cow, collections::BTreeSet, fmt, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tracing::{Instrument, field};
@@ -16,8 +10,8 @@ use crate::telemetry::{Meter, Outcome};
 use crate::{
     AppendRequest, AppendResult, CommandLogic, CorrelationId, EventMetadata, EventStore,
     ExpectedVersion, HandleContext, IdempotencyKey, KeyPurpose, Limits, NewEvent, RetryPolicy,
-    StoreError, StreamAppend, StreamId, StreamVersion, StreamsRead, VersionConflict, Writes,
-    coordination::StreamLocks, snapshot::SnapshotCache,
+    StoreError, StreamAppend, StreamId, StreamVersion, StreamVersions, StreamsRead,
+    VersionConflict, Writes, coordination::StreamLocks, snapshot::SnapshotCache,
 };
 
 mod error;
@@ -127,7 +121,7 @@ enum Prepared<C: CommandLogic> {
 
 /// What one attempt decided: the versions read and the events to write.
 struct Decision<C: CommandLogic> {
-    versions: BTreeMap<StreamId, StreamVersion>,
+    versions: StreamVersions,
     writes: Writes<C>,
     /// For a command with snapshots decided on its declared streams alone:
     /// the state it decided on, to fold its own events into once written.
@@ -310,7 +304,9 @@ impl<S: EventStore> CommandExecutor<S> {
         loop {
             attempts += 1;
             *attempts_made = attempts;
-            span.record("attempt", attempts);
+            if !span.is_disabled() {
+                span.record("attempt", attempts);
+            }
             let key = options.idempotency_key.as_ref().zip(purpose.as_ref());
             let prepared = self.prepare(
                 command,
@@ -453,7 +449,9 @@ impl<S: EventStore> CommandExecutor<S> {
         let mut round = 0;
         loop {
             self.limits.check_streams(streams.len())?;
-            span.record("stream_count", streams.len());
+            if !span.is_disabled() {
+                span.record("stream_count", streams.len());
+            }
             // Discovery rounds fold declared and discovered streams from the
             // start: snapshots cover the declared streams only.
             let Resumed {

@@ -1,18 +1,18 @@
 //! What a successful execution wrote.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use crate::{CorrelationId, StreamId, StreamVersion, WrittenEvent};
+use crate::{CorrelationId, StreamVersions, WrittenEvent};
 
 /// What a successful execution wrote; serializable, for an API to return
 /// it or a client to keep it.
 ///
 /// ```
-/// # use std::{collections::BTreeMap, time::Duration};
-/// # use eventcore::{CorrelationId, ExecutionResult};
+/// # use std::time::Duration;
+/// # use eventcore::{CorrelationId, ExecutionResult, StreamVersions};
 /// let result = ExecutionResult {
 ///     events: Vec::new(),
-///     versions: BTreeMap::new(),
+///     versions: StreamVersions::new(),
 ///     attempts: 1,
 ///     backoff: Duration::ZERO,
 ///     correlation_id: CorrelationId::new_v7(),
@@ -28,7 +28,7 @@ pub struct ExecutionResult {
     /// Every event written, with its stream, version and global position.
     pub events: Vec<WrittenEvent>,
     /// The version of every stream the command read, after the append.
-    pub versions: BTreeMap<StreamId, StreamVersion>,
+    pub versions: StreamVersions,
     /// Attempts made, the successful one included (1 means no retry).
     pub attempts: u32,
     /// Time spent waiting between attempts.

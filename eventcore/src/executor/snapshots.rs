@@ -1,15 +1,12 @@
 //! Snapshots in the executor: where a read starts, and the state kept after an append.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use super::{CommandExecutor, ExecutionError, error::store_failure};
 use crate::{
     AppendResult, CommandLogic, EventMetadata, EventStore, EventType, Payload, Snapshot,
-    SnapshotKey, SnapshotPolicy, StoredEvent, StreamId, StreamVersion, StreamsRead, WrittenEvent,
-    snapshot::Lookup, telemetry::Meter,
+    SnapshotKey, SnapshotPolicy, StoredEvent, StreamId, StreamVersion, StreamVersions, StreamsRead,
+    WrittenEvent, snapshot::Lookup, telemetry::Meter,
 };
 
 /// Where a read for a decision starts: a snapshot's state and the events
@@ -134,7 +131,7 @@ impl<S: EventStore> CommandExecutor<S> {
         let current = snapshot
             .versions
             .iter()
-            .all(|(stream, version)| read.version(stream) >= *version);
+            .all(|(stream, version)| read.version(stream) >= version);
         if !current {
             tracing::warn!(
                 key = snapshot.key.as_str(),
@@ -245,7 +242,7 @@ pub(super) fn snapshot_of<T>(
     policy: &SnapshotPolicy<T>,
     streams: &[StreamId],
     state: &T,
-    versions: &BTreeMap<StreamId, StreamVersion>,
+    versions: &StreamVersions,
     base: Option<u64>,
 ) -> Option<Snapshot> {
     let key = SnapshotKey::new(policy.name(), streams);
