@@ -14,6 +14,7 @@ use eventcore::{
     SnapshotKey, StoreError, StreamId, StreamPage, StreamQuery, StreamVersion, StreamVersions,
     StreamsRead, Subscription, Upcasters, VersionConflict, WrittenEvent,
 };
+use smallvec::SmallVec;
 use tokio::sync::watch;
 use uuid::{ContextV7, Timestamp, Uuid};
 
@@ -232,15 +233,16 @@ impl Log {
             let versions = StreamVersions::one(stream_id.clone(), self.version(stream_id));
             return (events, versions);
         }
+        // In stream order, each stream once (the first asked): the versions
+        // are then built in order, without insertions in the middle.
+        let mut wanted: SmallVec<[(&StreamId, StreamVersion); 4]> =
+            first.into_iter().chain(wanted).collect();
+        wanted.sort_by(|a, b| a.0.cmp(b.0));
+        wanted.dedup_by(|later, earlier| later.0 == earlier.0);
         let mut versions = StreamVersions::new();
         let mut indexes: Vec<usize> = Vec::new();
-        for (stream_id, known) in first.into_iter().chain(wanted) {
-            if versions
-                .insert(stream_id.clone(), self.version(stream_id))
-                .is_some()
-            {
-                continue;
-            }
+        for (stream_id, known) in wanted {
+            versions.insert(stream_id.clone(), self.version(stream_id));
             if let Some(stream) = self.streams.get(stream_id) {
                 let skip = usize::try_from(known.value()).unwrap_or(usize::MAX);
                 indexes.extend(stream.iter().skip(skip).copied());
@@ -361,24 +363,33 @@ impl Log {
                     result.events.push(written);
                 }
             }
-            for stream in streams {
-                let version = self.version(&stream.stream_id);
-                result.versions.insert(stream.stream_id, version);
-            }
+            result.versions = streams
+                .into_iter()
+                .map(|stream| {
+                    let version = self.version(&stream.stream_id);
+                    (stream.stream_id, version)
+                })
+                .collect();
         } else {
-            // Stream by stream, as listed: no reordering to pay for.
-            for stream in request.into_streams() {
-                let mut version = None;
-                for event in stream.events {
-                    let written = self.record(&stream.stream_id, event, &stamp);
-                    version = Some(written.version);
-                    result.events.push(written);
-                }
-                // A written stream's version is its last event's; only a
-                // check-only stream needs a lookup.
-                let version = version.unwrap_or_else(|| self.version(&stream.stream_id));
-                result.versions.insert(stream.stream_id, version);
-            }
+            // Stream by stream, as listed: no reordering to pay for. The
+            // versions are gathered, then put in stream order once.
+            let events = &mut result.events;
+            result.versions = request
+                .into_streams()
+                .into_iter()
+                .map(|stream| {
+                    let mut version = None;
+                    for event in stream.events {
+                        let written = self.record(&stream.stream_id, event, &stamp);
+                        version = Some(written.version);
+                        events.push(written);
+                    }
+                    // A written stream's version is its last event's; only
+                    // a check-only stream needs a lookup.
+                    let version = version.unwrap_or_else(|| self.version(&stream.stream_id));
+                    (stream.stream_id, version)
+                })
+                .collect();
         }
         if let Some(key) = key {
             let at = Instant::now();

@@ -54,19 +54,22 @@ pub(crate) fn written_event(row: &PgRow) -> Result<WrittenEvent, StoreError> {
     })
 }
 
-/// Adds one row of a read after versions: a stream's current version and,
-/// unless the stream has nothing new, one of its events.
-pub(crate) fn add_stream_row(read: &mut StreamsRead, row: &PgRow) -> Result<(), StoreError> {
+/// Adds one row of a read after versions to `read`: unless the stream has
+/// nothing new, one of its events. Returns the stream's current version,
+/// which the caller gathers for all rows (rows come in global order, not
+/// in stream order: one sort at the end, not one insertion per row).
+pub(crate) fn add_stream_row(
+    read: &mut StreamsRead,
+    row: &PgRow,
+) -> Result<(StreamId, StreamVersion), StoreError> {
     let get = |e: sqlx::Error| error::to_store_error(e);
     let wanted: String = row.try_get("wanted").map_err(get)?;
     let current: i64 = row.try_get("current_version").map_err(get)?;
-    read.versions
-        .insert(stream_id(&wanted)?, to_version(current));
     let event_id: Option<Uuid> = row.try_get("event_id").map_err(get)?;
     if event_id.is_some() {
         read.events.push(recorded_event(row)?);
     }
-    Ok(())
+    Ok((stream_id(&wanted)?, to_version(current)))
 }
 
 /// A snapshot's stored versions, checked.

@@ -88,6 +88,10 @@ impl StreamVersions {
     }
 
     /// Sets the version of `stream_id`; returns the version it replaced.
+    ///
+    /// A stream after every other one is pushed at the end; one in the
+    /// middle moves those after it. To build a large set from streams in
+    /// no particular order, `collect` or `extend` (one sort) instead.
     pub fn insert(&mut self, stream_id: StreamId, version: StreamVersion) -> Option<StreamVersion> {
         // Streams usually come in id order: then the new one goes last.
         if self.0.last().is_none_or(|(last, _)| *last < stream_id) {

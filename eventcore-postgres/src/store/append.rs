@@ -121,7 +121,7 @@ pub(super) fn append_outcome<'r>(
 ) -> Result<AppendResult, StoreError> {
     let mut conflicts = Vec::new();
     let mut events = Vec::new();
-    let mut versions = StreamVersions::new();
+    let mut versions = Vec::new();
     for row in rows {
         let kind: String = row.try_get("o_kind").map_err(error::to_store_error)?;
         match kind.as_str() {
@@ -145,7 +145,8 @@ pub(super) fn append_outcome<'r>(
                         actual: to_version(version),
                     });
                 } else {
-                    versions.insert(listed.stream_id.clone(), to_version(version));
+                    // Gathered, then sorted once: rows need not come in stream order.
+                    versions.push((listed.stream_id.clone(), to_version(version)));
                 }
             }
             other => return Err(corrupt(format!("append returned a row of kind {other:?}"))),
@@ -154,7 +155,7 @@ pub(super) fn append_outcome<'r>(
     if conflicts.is_empty() {
         Ok(AppendResult {
             events,
-            versions,
+            versions: versions.into_iter().collect(),
             replayed: false,
             commit_token: None,
         })

@@ -525,9 +525,11 @@ impl EventStore for PostgresEventStore {
                 .map_err(error::to_store_error)?;
             connection.done().await?;
             let mut read = StreamsRead::default();
+            let mut versions = Vec::with_capacity(after.len());
             for row in &rows {
-                add_stream_row(&mut read, row)?;
+                versions.push(add_stream_row(&mut read, row)?);
             }
+            read.versions.extend(versions);
             read.events = self.upcasters.upcast_all(read.events)?;
             Ok(read)
         })
@@ -589,6 +591,7 @@ impl EventStore for PostgresEventStore {
             let get = |e: sqlx::Error| error::to_store_error(e);
             let mut snapshot = None;
             let mut read = StreamsRead::default();
+            let mut versions = Vec::new();
             for row in &rows {
                 let part: i32 = row.try_get("part").map_err(get)?;
                 if part == 0 {
@@ -608,8 +611,9 @@ impl EventStore for PostgresEventStore {
                     });
                     continue;
                 }
-                add_stream_row(&mut read, row)?;
+                versions.push(add_stream_row(&mut read, row)?);
             }
+            read.versions.extend(versions);
             read.events = self.upcasters.upcast_all(read.events)?;
             Ok((snapshot, read))
         })
