@@ -545,7 +545,8 @@ fn a_scripted_run_is_counted_exactly_on_postgres() {
             let checkpoints = store.checkpoints();
             (store, checkpoints)
         },
-        // Group commit is off in this run, whose appends come one at a time.
+        // Group commit is off in this run, whose appends come one at a time
+        // (its metrics are checked in eventcore-postgres/tests/group_commit.rs).
         &eventcore_postgres::telemetry::ALL[..6],
     );
 }

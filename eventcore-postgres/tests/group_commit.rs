@@ -322,3 +322,109 @@ async fn a_neighbours_lock_wait_limit_does_not_fail_an_append_without_one() {
     assert_eq!(read.version(&free), StreamVersion::new(2));
     println!("batch of 2, one past its lock wait limit: 1 refused (transient), 1 committed");
 }
+
+/// The group-commit metrics, read from a recorder of this thread: the test
+/// runs on a runtime of this thread, so the writer tasks the store spawns
+/// record into it too.
+#[tokio::test(flavor = "current_thread")]
+async fn batch_sizes_and_split_batches_are_measured() {
+    use eventcore_postgres::telemetry::{GROUP_COMMIT_BATCH, GROUP_COMMIT_SPLIT};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorded = || {
+        let (mut batches, mut splits) = (Vec::new(), 0);
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            match (key.key().name(), value) {
+                (GROUP_COMMIT_BATCH, DebugValue::Histogram(sizes)) => {
+                    batches.extend(sizes.into_iter().map(|s| s.into_inner()));
+                }
+                (GROUP_COMMIT_SPLIT, DebugValue::Counter(n)) => splits += n,
+                _ => {}
+            }
+        }
+        (batches, splits)
+    };
+
+    let url = testing::test_database_url().await.unwrap();
+    let store = one_writer_store().await;
+    let schema = store.schema().as_str().to_owned();
+    let (lead, locked, free, other) = (
+        stream("lead"),
+        stream("locked"),
+        stream("free"),
+        stream("other"),
+    );
+    for s in [&lead, &locked, &free, &other] {
+        store
+            .append(AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::NoStream,
+                vec![event(json!({ "n": 1 }))],
+            ))
+            .await
+            .unwrap();
+    }
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+
+    // A batch of two that commits whole.
+    let lead_holder = hold_row(&url, &store, &lead).await;
+    let first = spawn_append(
+        &store,
+        AppendRequest::single(lead.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
+    );
+    wait_until("the first append waits on its held row", async || {
+        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
+    })
+    .await;
+    let pair = [&free, &other].map(|s| {
+        spawn_append(
+            &store,
+            AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
+        )
+    });
+    wait_until("both queue", async || store.appends_queued() == 2).await;
+    lead_holder.close().await.unwrap();
+    first.await.unwrap().unwrap();
+    for append in pair {
+        append.await.unwrap().unwrap();
+    }
+    assert_eq!(recorded(), (vec![2.0], 0), "one batch of 2, not split");
+
+    // A batch of two that one append's lock wait limit splits.
+    let lead_holder = hold_row(&url, &store, &lead).await;
+    let locked_holder = hold_row(&url, &store, &locked).await;
+    let first = spawn_append(
+        &store,
+        AppendRequest::single(lead.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
+    );
+    wait_until("the first append waits on its held row", async || {
+        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
+    })
+    .await;
+    let bounded = spawn_append(
+        &store,
+        AppendRequest::single(locked.clone(), ExpectedVersion::Any, vec![event(json!({}))])
+            .with_max_lock_wait(Duration::from_millis(200)),
+    );
+    let unbounded = spawn_append(
+        &store,
+        AppendRequest::single(free.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
+    );
+    wait_until("both queue", async || store.appends_queued() == 2).await;
+    lead_holder.close().await.unwrap();
+    first.await.unwrap().unwrap();
+    assert!(matches!(
+        bounded.await.unwrap(),
+        Err(StoreError::Transient { .. })
+    ));
+    unbounded.await.unwrap().unwrap();
+    locked_holder.close().await.unwrap();
+    let (batches, splits) = recorded();
+    // A snapshot takes the histogram's values: these are the second batch's.
+    assert_eq!(batches, vec![2.0], "another batch of 2");
+    assert_eq!(splits, 1, "the second batch was split");
+    println!("batches recorded: {batches:?}, split: {splits}");
+}
