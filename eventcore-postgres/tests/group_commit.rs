@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use eventcore::{
-    AppendRequest, AppendResult, EventStore, ExpectedVersion, IdempotencyKey, StoreError,
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, IdempotencyKey, StoreError, StreamId,
     StreamVersion,
 };
 use eventcore_postgres::{GroupCommit, PostgresEventStore, testing};
@@ -44,11 +44,34 @@ fn spawn_append(
     tokio::spawn(async move { store.append(request).await })
 }
 
+/// Occupies a one-writer store's writer: holds `lead`'s row from another
+/// connection and starts `first`, an append to it, which waits on the row
+/// until the holder closes. Appends started meanwhile queue, and go in
+/// the writer's next batch together.
+async fn occupy_writer(
+    url: &str,
+    store: &PostgresEventStore,
+    lead: &StreamId,
+    first: AppendRequest,
+) -> (
+    PgConnection,
+    tokio::task::JoinHandle<Result<AppendResult, StoreError>>,
+) {
+    let holder = hold_row(url, store, lead).await;
+    let first = spawn_append(store, first);
+    let schema = store.schema().as_str().to_owned();
+    let mut watcher = PgConnection::connect(url).await.unwrap();
+    wait_until("the first append waits on the held row", async || {
+        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
+    })
+    .await;
+    (holder, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_append_in_a_batch_fails_alone_and_its_neighbours_commit_together() {
     let url = testing::test_database_url().await.unwrap();
     let store = one_writer_store().await;
-    let schema = store.schema().as_str().to_owned();
     let (held, stale, fresh_a, fresh_b, keyed) = (
         stream("held"),
         stream("stale"),
@@ -68,19 +91,16 @@ async fn a_conflicting_append_in_a_batch_fails_alone_and_its_neighbours_commit_t
     }
 
     // The writer's first batch blocks on a held row...
-    let holder = hold_row(&url, &store, &held).await;
-    let first = spawn_append(
+    let (holder, first) = occupy_writer(
+        &url,
         &store,
+        &held,
         AppendRequest::single(
             held.clone(),
             ExpectedVersion::Exact(StreamVersion::new(1)),
             vec![event(json!({ "n": 2 }))],
         ),
-    );
-    let mut watcher = PgConnection::connect(&url).await.unwrap();
-    wait_until("the first append waits on the held row", async || {
-        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
-    })
+    )
     .await;
 
     // ...while four appends queue behind it: one at a stale version.
@@ -204,7 +224,6 @@ async fn a_conflicting_append_in_a_batch_fails_alone_and_its_neighbours_commit_t
 async fn appends_to_the_same_stream_never_share_a_batch() {
     let url = testing::test_database_url().await.unwrap();
     let store = one_writer_store().await;
-    let schema = store.schema().as_str().to_owned();
     let (held, shared) = (stream("held"), stream("shared"));
     store
         .append(AppendRequest::single(
@@ -214,15 +233,12 @@ async fn appends_to_the_same_stream_never_share_a_batch() {
         ))
         .await
         .unwrap();
-    let holder = hold_row(&url, &store, &held).await;
-    let first = spawn_append(
+    let (holder, first) = occupy_writer(
+        &url,
         &store,
+        &held,
         AppendRequest::single(held.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
-    );
-    let mut watcher = PgConnection::connect(&url).await.unwrap();
-    wait_until("the first append waits on the held row", async || {
-        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
-    })
+    )
     .await;
     // Three appends to one stream, any version: each must follow the other.
     let queued: Vec<_> = (0..3)
@@ -260,7 +276,6 @@ async fn appends_to_the_same_stream_never_share_a_batch() {
 async fn a_neighbours_lock_wait_limit_does_not_fail_an_append_without_one() {
     let url = testing::test_database_url().await.unwrap();
     let store = one_writer_store().await;
-    let schema = store.schema().as_str().to_owned();
     let (lead, locked, free) = (stream("lead"), stream("locked"), stream("free"));
     for s in [&lead, &locked, &free] {
         store
@@ -272,16 +287,13 @@ async fn a_neighbours_lock_wait_limit_does_not_fail_an_append_without_one() {
             .await
             .unwrap();
     }
-    let lead_holder = hold_row(&url, &store, &lead).await;
     let locked_holder = hold_row(&url, &store, &locked).await;
-    let first = spawn_append(
+    let (lead_holder, first) = occupy_writer(
+        &url,
         &store,
+        &lead,
         AppendRequest::single(lead.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
-    );
-    let mut watcher = PgConnection::connect(&url).await.unwrap();
-    wait_until("the first append waits on its held row", async || {
-        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
-    })
+    )
     .await;
     // Batched together: one with a bound on lock waits, on a row that stays
     // locked, and one without a bound, on a free row.
@@ -350,7 +362,6 @@ async fn batch_sizes_and_split_batches_are_measured() {
 
     let url = testing::test_database_url().await.unwrap();
     let store = one_writer_store().await;
-    let schema = store.schema().as_str().to_owned();
     let (lead, locked, free, other) = (
         stream("lead"),
         stream("locked"),
@@ -367,17 +378,14 @@ async fn batch_sizes_and_split_batches_are_measured() {
             .await
             .unwrap();
     }
-    let mut watcher = PgConnection::connect(&url).await.unwrap();
 
     // A batch of two that commits whole.
-    let lead_holder = hold_row(&url, &store, &lead).await;
-    let first = spawn_append(
+    let (lead_holder, first) = occupy_writer(
+        &url,
         &store,
+        &lead,
         AppendRequest::single(lead.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
-    );
-    wait_until("the first append waits on its held row", async || {
-        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
-    })
+    )
     .await;
     let pair = [&free, &other].map(|s| {
         spawn_append(
@@ -394,15 +402,13 @@ async fn batch_sizes_and_split_batches_are_measured() {
     assert_eq!(recorded(), (vec![2.0], 0), "one batch of 2, not split");
 
     // A batch of two that one append's lock wait limit splits.
-    let lead_holder = hold_row(&url, &store, &lead).await;
     let locked_holder = hold_row(&url, &store, &locked).await;
-    let first = spawn_append(
+    let (lead_holder, first) = occupy_writer(
+        &url,
         &store,
+        &lead,
         AppendRequest::single(lead.clone(), ExpectedVersion::Any, vec![event(json!({}))]),
-    );
-    wait_until("the first append waits on its held row", async || {
-        lock_waiters(&mut watcher, &schema, "eventcore_append").await > 0
-    })
+    )
     .await;
     let bounded = spawn_append(
         &store,
