@@ -44,6 +44,20 @@ fn spawn_append(
     tokio::spawn(async move { store.append(request).await })
 }
 
+/// Gives each of `streams` its first event, `{"n": 1}`.
+async fn open_streams(store: &PostgresEventStore, streams: &[&StreamId]) {
+    for s in streams {
+        store
+            .append(AppendRequest::single(
+                (*s).clone(),
+                ExpectedVersion::NoStream,
+                vec![event(json!({ "n": 1 }))],
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 /// Occupies a one-writer store's writer: holds `lead`'s row from another
 /// connection and starts `first`, an append to it, which waits on the row
 /// until the holder closes. Appends started meanwhile queue, and go in
@@ -79,16 +93,7 @@ async fn a_conflicting_append_in_a_batch_fails_alone_and_its_neighbours_commit_t
         stream("fresh-b"),
         stream("keyed"),
     );
-    for s in [&held, &stale] {
-        store
-            .append(AppendRequest::single(
-                s.clone(),
-                ExpectedVersion::NoStream,
-                vec![event(json!({ "n": 1 }))],
-            ))
-            .await
-            .unwrap();
-    }
+    open_streams(&store, &[&held, &stale]).await;
 
     // The writer's first batch blocks on a held row...
     let (holder, first) = occupy_writer(
@@ -225,14 +230,7 @@ async fn appends_to_the_same_stream_never_share_a_batch() {
     let url = testing::test_database_url().await.unwrap();
     let store = one_writer_store().await;
     let (held, shared) = (stream("held"), stream("shared"));
-    store
-        .append(AppendRequest::single(
-            held.clone(),
-            ExpectedVersion::NoStream,
-            vec![event(json!({ "n": 1 }))],
-        ))
-        .await
-        .unwrap();
+    open_streams(&store, &[&held]).await;
     let (holder, first) = occupy_writer(
         &url,
         &store,
@@ -277,16 +275,7 @@ async fn a_neighbours_lock_wait_limit_does_not_fail_an_append_without_one() {
     let url = testing::test_database_url().await.unwrap();
     let store = one_writer_store().await;
     let (lead, locked, free) = (stream("lead"), stream("locked"), stream("free"));
-    for s in [&lead, &locked, &free] {
-        store
-            .append(AppendRequest::single(
-                s.clone(),
-                ExpectedVersion::NoStream,
-                vec![event(json!({ "n": 1 }))],
-            ))
-            .await
-            .unwrap();
-    }
+    open_streams(&store, &[&lead, &locked, &free]).await;
     let locked_holder = hold_row(&url, &store, &locked).await;
     let (lead_holder, first) = occupy_writer(
         &url,
@@ -368,16 +357,7 @@ async fn batch_sizes_and_split_batches_are_measured() {
         stream("free"),
         stream("other"),
     );
-    for s in [&lead, &locked, &free, &other] {
-        store
-            .append(AppendRequest::single(
-                s.clone(),
-                ExpectedVersion::NoStream,
-                vec![event(json!({ "n": 1 }))],
-            ))
-            .await
-            .unwrap();
-    }
+    open_streams(&store, &[&lead, &locked, &free, &other]).await;
 
     // A batch of two that commits whole.
     let (lead_holder, first) = occupy_writer(
